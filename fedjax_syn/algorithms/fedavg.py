@@ -1,0 +1,87 @@
+"""FedAvg (McMahan et al., AISTATS 2017) and FedProx (Li et al., MLSys 2020).
+
+Each round every client starts from the global model, trains locally with a fresh optimiser, and the
+server averages the returned parameters weighted by client size. FedProx adds (mu / 2) ||w - w_g||^2
+to every local loss; with mu = 0 it is FedAvg. Clients are evaluated with the new global model.
+"""
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from fedjax_syn.algorithms import base
+from fedjax_syn.data.arrays import ClientData
+from fedjax_syn.engine import local
+from fedjax_syn.engine.task import Task
+
+
+def local_loss(task: Task, data: ClientData, anchor: Any = None, mu: float = 0.0):
+    """The per-minibatch loss on `data`, plus FedProx's proximal pull towards `anchor`."""
+
+    def loss_fn(params, idx, weights, rng):
+        loss = task.loss(params, data.inputs, data.labels, idx, weights, rng)
+        if mu:
+            sq = sum(
+                jnp.sum((p - a) ** 2)
+                for p, a in zip(jax.tree.leaves(params), jax.tree.leaves(anchor))
+            )
+            loss = loss + 0.5 * mu * sq
+        return loss
+
+    return loss_fn
+
+
+def train_from(
+    task: Task,
+    params: Any,
+    data: ClientData,
+    key: jax.Array,
+    optimizer: optax.GradientTransformation,
+    schedule: local.Schedule,
+    mu: float = 0.0,
+) -> tuple[Any, jax.Array]:
+    """Trains `params` on one client's training examples; returns (params, mean loss)."""
+    loss_fn = local_loss(task, data, anchor=params, mu=mu)
+    params, _, loss = local.train(loss_fn, params, optimizer, data.mask, key, schedule)
+    return params, loss
+
+
+def fedavg(
+    task: Task,
+    optimizer: optax.GradientTransformation,
+    schedule: local.Schedule,
+    *,
+    proximal_mu: float = 0.0,
+    weighted: bool = True,
+    name: str = "fedavg",
+) -> base.FederatedAlgorithm:
+    def init_server(key, data):
+        return task.init(key, data.inputs)
+
+    def client_update(server, client_state, data, key):
+        params, loss = train_from(task, server, data, key, optimizer, schedule, proximal_mu)
+        return client_state, {"params": params, "size": base.num_examples(data), "loss": loss}
+
+    def server_update(server, uploads, client_mask, key):
+        del server, key
+        weights = uploads["size"] if weighted else jnp.ones_like(uploads["size"])
+        return base.weighted_average(uploads["params"], weights * client_mask)
+
+    def personalize(server, client_state, data, key):
+        return server
+
+    return base.FederatedAlgorithm(
+        name=name,
+        init_server=init_server,
+        init_client=base.no_state,
+        client_update=client_update,
+        server_update=server_update,
+        personalize=personalize,
+        predict=lambda params, inputs: task.logits(params, inputs),
+    )
+
+
+def fedprox(task, optimizer, schedule, *, mu: float = 0.01, weighted: bool = True):
+    return fedavg(task, optimizer, schedule, proximal_mu=mu, weighted=weighted, name="fedprox")

@@ -1,0 +1,63 @@
+"""FedPer (Arivazhagan et al., 2019): a shared encoder, a personal classifier head per client.
+
+The server averages only the `encoder` parameters; each client keeps its own `head` across rounds
+and is evaluated with (global encoder, own head).
+"""
+
+from typing import Any
+
+import jax.numpy as jnp
+import optax
+
+from fedjax_syn.algorithms import base
+from fedjax_syn.algorithms.fedavg import train_from
+from fedjax_syn.engine import local
+from fedjax_syn.engine.task import Task
+
+
+def _split(params: Any) -> tuple[Any, Any]:
+    inner = params["params"]
+    return inner["encoder"], inner["head"]
+
+
+def _join(encoder: Any, head: Any) -> Any:
+    return {"params": {"encoder": encoder, "head": head}}
+
+
+def fedper(
+    task: Task,
+    optimizer: optax.GradientTransformation,
+    schedule: local.Schedule,
+    *,
+    weighted: bool = True,
+) -> base.FederatedAlgorithm:
+    def init_server(key, data):
+        return task.init(key, data.inputs)
+
+    def init_client(server, data, key):
+        return _split(server)[1]
+
+    def client_update(server, head, data, key):
+        params, loss = train_from(
+            task, _join(_split(server)[0], head), data, key, optimizer, schedule
+        )
+        encoder, head = _split(params)
+        return head, {"encoder": encoder, "size": base.num_examples(data), "loss": loss}
+
+    def server_update(server, uploads, client_mask, key):
+        weights = uploads["size"] if weighted else jnp.ones_like(uploads["size"])
+        encoder = base.weighted_average(uploads["encoder"], weights * client_mask)
+        return _join(encoder, _split(server)[1])
+
+    def personalize(server, head, data, key):
+        return _join(_split(server)[0], head)
+
+    return base.FederatedAlgorithm(
+        name="fedper",
+        init_server=init_server,
+        init_client=init_client,
+        client_update=client_update,
+        server_update=server_update,
+        personalize=personalize,
+        predict=lambda params, inputs: task.logits(params, inputs),
+    )

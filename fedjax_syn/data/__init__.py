@@ -1,0 +1,1 @@
+"""Datasets, partitions into clients, evaluation settings and padded client arrays."""

@@ -1,0 +1,1 @@
+"""The federated engine: padded client arrays, local training, the jitted round, sharding."""

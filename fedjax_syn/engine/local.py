@@ -1,0 +1,99 @@
+"""Local training: a `lax.scan` over masked minibatches, for one client (the engine vmaps it).
+
+Two schedules, both with static shapes so every client runs the same program:
+- epochs: `epochs` passes over the client's examples in a fresh random order each pass. The scan
+  runs `epochs * ceil(n_pad / batch)` steps; steps past a client's own data are no-ops (the update
+  and optimiser state are masked out), so a small client trains exactly as if alone.
+- steps: `steps` minibatches drawn uniformly with replacement from the client's examples.
+Padded examples get weight 0 and never affect a gradient.
+"""
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """How many minibatches a client runs: `epochs` passes, or `steps` i.i.d. minibatches."""
+
+    batch_size: int = 10
+    epochs: int | None = 1
+    steps: int | None = None
+    drop_last: bool = False  # epochs: floor(n/b) full batches (one batch of all n when n < b)
+
+    def num_steps(self, n_pad: int) -> int:
+        if self.steps is not None:
+            return self.steps
+        per_epoch = -(-n_pad // self.batch_size)
+        return self.epochs * per_epoch
+
+
+def minibatches(mask: jax.Array, key: jax.Array, schedule: Schedule) -> tuple[jax.Array, ...]:
+    """Index, weight and active arrays for every step: idx [S, B] int, weight [S, B], active [S]."""
+    n_pad = mask.shape[0]
+    b = schedule.batch_size
+    n_real = jnp.sum(mask)
+    if schedule.steps is not None:
+        order = jnp.argsort(~mask, stable=True)  # real examples first
+        draws = jax.random.randint(key, (schedule.steps, b), 0, jnp.maximum(n_real, 1))
+        idx = order[draws]
+        weight = jnp.broadcast_to(n_real > 0, idx.shape).astype(jnp.float32)
+        return idx, weight, jnp.full((schedule.steps,), n_real > 0)
+    per_epoch = -(-n_pad // b)
+    keys = jax.random.split(key, schedule.epochs)
+    # Real examples first, each epoch in its own random order; padding at the end.
+    scores = jax.vmap(lambda k: jax.random.uniform(k, (n_pad,)))(keys) + (~mask) * 2.0
+    perm = jnp.argsort(scores, axis=1)
+    perm = jnp.pad(perm, ((0, 0), (0, per_epoch * b - n_pad)))
+    position = jnp.arange(per_epoch * b)
+    weight = (position < n_real).astype(jnp.float32)
+    # drop_last: floor(n/b) full batches; a client with n < b still takes one step on all n.
+    client_steps = jnp.maximum(n_real // b, 1) if schedule.drop_last else -(-n_real // b)
+    active = jnp.arange(per_epoch) < client_steps
+    idx = perm.reshape(schedule.epochs * per_epoch, b)
+    weight = jnp.tile(weight.reshape(per_epoch, b), (schedule.epochs, 1))
+    active = jnp.tile(active, schedule.epochs) & (n_real > 0)
+    return idx, weight, active
+
+
+LossFn = Callable[[Any, jax.Array, jax.Array, jax.Array], jax.Array]  # (params, idx, w, rng)
+
+
+def train(
+    loss_fn: LossFn,
+    params: Any,
+    optimizer: optax.GradientTransformation,
+    mask: jax.Array,
+    key: jax.Array,
+    schedule: Schedule,
+    opt_state: Any = None,
+) -> tuple[Any, Any, jax.Array]:
+    """Runs the schedule; returns (params, opt_state, mean loss over active steps)."""
+    batch_key, step_key = jax.random.split(key)
+    idx, weight, active = minibatches(mask, batch_key, schedule)
+    step_keys = jax.random.split(step_key, idx.shape[0])
+    opt_state = optimizer.init(params) if opt_state is None else opt_state
+
+    def step(carry, xs):
+        params, opt_state = carry
+        b_idx, b_weight, b_active, b_key = xs
+        loss, grads = jax.value_and_grad(loss_fn)(params, b_idx, b_weight, b_key)
+        updates, new_opt_state = optimizer.update(grads, opt_state, params)
+        new_params = optax.apply_updates(params, updates)
+        keep = lambda new, old: jnp.where(b_active, new, old)
+        carry = (
+            jax.tree.map(keep, new_params, params),
+            jax.tree.map(keep, new_opt_state, opt_state),
+        )
+        return carry, loss * b_active
+
+    (params, opt_state), losses = jax.lax.scan(
+        step, (params, opt_state), (idx, weight, active, step_keys)
+    )
+    mean_loss = jnp.sum(losses) / jnp.maximum(jnp.sum(active), 1)
+    return params, opt_state, mean_loss

@@ -1,0 +1,38 @@
+"""The padded graph pytree shared by graph data, GNN models and condensation.
+
+A graph is stored as a directed edge list (each undirected edge appears in both directions) padded
+to fixed node and edge counts. Padded nodes and edges carry a False mask and never influence a real
+node: message passing multiplies every message by its edge mask.
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class Graph(NamedTuple):
+    """A padded graph. Shapes: x [N, F], senders/receivers/edge_mask [E], node_mask [N]."""
+
+    x: jax.Array
+    senders: jax.Array
+    receivers: jax.Array
+    edge_mask: jax.Array
+    node_mask: jax.Array
+
+    @property
+    def num_nodes(self) -> int:
+        return self.x.shape[-2]
+
+
+def in_degree(graph: Graph) -> jax.Array:
+    """Number of real incoming edges per node, [N] float32."""
+    weights = graph.edge_mask.astype(jnp.float32)
+    return jax.ops.segment_sum(weights, graph.receivers, num_segments=graph.num_nodes)
+
+
+def isolated_nodes(x: jax.Array) -> Graph:
+    """A graph of isolated nodes (no edges): how synthetic nodes are embedded."""
+    n = x.shape[0]
+    empty = jnp.zeros((0,), jnp.int32)
+    return Graph(x, empty, empty, jnp.zeros((0,), bool), jnp.ones((n,), bool))

@@ -1,0 +1,1 @@
+"""Flax models. Every model is used through a pure `apply(params, inputs, ...)`."""

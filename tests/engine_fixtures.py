@@ -1,0 +1,91 @@
+"""Small synthetic federations for engine tests (no files, no downloads)."""
+
+import numpy as np
+import optax
+
+from fedjax_syn.algorithms.registry import BUILDERS
+from fedjax_syn.data.arrays import (
+    ClientData,
+    EvalGroup,
+    Federation,
+    pad_clients,
+    stack_padded,
+    to_device,
+)
+from fedjax_syn.engine.local import Schedule
+from fedjax_syn.engine.task import Task
+from fedjax_syn.models.vision import MLP
+
+NUM_CLASSES = 3
+FEATURES = 5
+
+
+def client_examples(sizes, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(NUM_CLASSES, FEATURES)) * 2
+    out = []
+    for n in sizes:
+        y = rng.integers(0, NUM_CLASSES, size=n).astype(np.int32)
+        x = (centers[y] + rng.normal(size=(n, FEATURES))).astype(np.float32)
+        out.append((x, y))
+    return out
+
+
+def make_federation(sizes=(7, 12, 3), pad_examples=0, pad_clients_to=None, seed=0) -> Federation:
+    """Clients with the given numbers of examples; first half of each client trains, rest tests."""
+    examples = client_examples(sizes, seed)
+    length = max(sizes) + pad_examples
+    x, real = stack_padded([e[0] for e in examples], length)
+    y, _ = stack_padded([e[1] for e in examples], length)
+    position = np.arange(length)[None, :]
+    half = np.array([n // 2 + 1 for n in sizes])[:, None]
+    train = real & (position < half)
+    test = real & (position >= half)
+    gx, gy = client_examples([11], seed + 1)[0]
+    k = len(sizes)
+    tree = {
+        "train": ClientData(x, y, train, test),
+        "local": {"val": test, "seen": test},
+        "global": {"global": np.ones((k, len(gy)), bool)},
+        "client_mask": np.ones(k, bool),
+    }
+    if pad_clients_to:
+        tree = pad_clients(tree, pad_clients_to)
+    tree = to_device(tree)
+    groups = {
+        "local": EvalGroup(tree["train"].inputs, tree["train"].labels, tree["local"]),
+        "global": EvalGroup(*to_device((gx, gy)), tree["global"], shared=True),
+    }
+    return Federation(tree["train"], groups, tree["client_mask"], num_classes=NUM_CLASSES)
+
+
+class Cfg(dict):
+    """Just enough of a ConfigDict for the registry's builders."""
+
+    __getattr__ = dict.__getitem__
+
+
+def algorithm(name: str, steps: int | None = None):
+    task = Task(MLP(NUM_CLASSES, (8,)), graph=False)
+    cfg = Cfg(
+        optimizer="sgd",
+        lr=0.1,
+        momentum=0.0,
+        weight_decay=0.0,
+        batch_size=4,
+        local_epochs=2,
+        local_steps=steps or 0,
+        drop_last=False,
+        weighted=True,
+        finetune_epochs=2,
+        prox_mu=0.1,
+        algorithm=name,
+    )
+    return BUILDERS[name](cfg, task)
+
+
+def sgd(lr=0.1):
+    return optax.sgd(lr)
+
+
+SCHEDULE = Schedule(batch_size=4, epochs=2)

@@ -1,0 +1,177 @@
+"""The engine's contract: vmapped == per-client loop, padding changes nothing, runs are deterministic,
+chunked == vmapped, sharded == single device."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fedjax_syn.algorithms.registry import BUILDERS
+from fedjax_syn.engine import evaluation, local
+from fedjax_syn.engine.round import EngineConfig, init_states, make_round
+from tests.engine_fixtures import algorithm, make_federation
+
+ALGORITHMS = sorted(BUILDERS)
+
+
+def run_rounds(alg, fed, rounds=2, config=None, seed=0):
+    config = EngineConfig(donate=False) if config is None else config
+    round_fn = make_round(alg, config)
+    key = jax.random.key(seed)
+    server, clients = init_states(alg, fed, key, config.client_chunk)
+    history = []
+    for r in range(1, rounds + 1):
+        server, clients, metrics = round_fn(
+            server, clients, fed, jax.random.fold_in(key, r), evaluate=True
+        )
+        history.append(evaluation.accuracies(metrics["counts"]))
+    return server, clients, history
+
+
+def assert_trees_close(a, b, atol=1e-5):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=atol, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["fedavg", "local", "fedper"])
+def test_vmapped_round_equals_per_client_loop(name):
+    alg = algorithm(name)
+    fed = make_federation()
+    key = jax.random.key(3)
+    server, clients = init_states(alg, fed, key)
+    round_fn = make_round(alg, EngineConfig(donate=False))
+    round_key = jax.random.key(7)
+    v_server, v_clients, _ = round_fn(server, clients, fed, round_key, evaluate=False)
+
+    # The same round written as a Python loop over clients, one jitted client at a time.
+    update_key, server_key, _ = jax.random.split(round_key, 3)
+    keys = jax.random.split(update_key, fed.num_clients)
+    update = jax.jit(alg.client_update)
+    states, uploads = [], []
+    for k in range(fed.num_clients):
+        take = lambda tree, k=k: jax.tree.map(lambda leaf: leaf[k], tree)
+        state, upload = update(server, take(clients), take(fed.train), keys[k])
+        states.append(state)
+        uploads.append(upload)
+    stack = lambda trees: jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
+    l_server = alg.server_update(server, stack(uploads), fed.client_mask, server_key)
+    assert_trees_close(v_server, l_server)
+    assert_trees_close(v_clients, stack(states))
+
+
+@pytest.mark.parametrize("name", ALGORITHMS)
+def test_padding_never_changes_the_round(name):
+    alg = algorithm(name)
+    _, _, plain = run_rounds(alg, make_federation())
+    _, _, padded = run_rounds(alg, make_federation(pad_examples=6, pad_clients_to=5))
+    for a, b in zip(plain, padded):
+        assert a.keys() == b.keys()
+        for setting in a:
+            assert a[setting] == pytest.approx(b[setting], abs=1e-6), setting
+
+
+def test_same_seed_same_metrics_and_different_seed_differs():
+    alg = algorithm("fedavg")
+    fed = make_federation()
+    _, _, first = run_rounds(alg, fed, seed=1)
+    _, _, again = run_rounds(alg, fed, seed=1)
+    assert first == again
+    server_a, _, _ = run_rounds(alg, fed, rounds=1, seed=1)
+    server_b, _, _ = run_rounds(alg, fed, rounds=1, seed=2)
+    assert not np.allclose(jax.tree.leaves(server_a)[0], jax.tree.leaves(server_b)[0])
+
+
+@pytest.mark.parametrize("name", ["fedavg", "fedavg_ft"])
+def test_chunked_clients_equal_vmapped(name):
+    alg = algorithm(name)
+    fed = make_federation(sizes=(7, 12, 3, 9))
+    vm_server, _, vm = run_rounds(alg, fed)
+    ch_server, _, ch = run_rounds(alg, fed, config=EngineConfig(client_chunk=2, donate=False))
+    assert_trees_close(vm_server, ch_server)
+    assert vm == pytest.approx(ch)
+
+
+def test_fixed_step_schedule_runs_every_client():
+    alg = algorithm("fedavg", steps=3)
+    _, _, history = run_rounds(alg, make_federation(), rounds=2)
+    assert 0.0 <= history[-1]["global"] <= 1.0
+
+
+def test_epoch_schedule_visits_each_real_example_once_per_epoch():
+    mask = jnp.array([True] * 7 + [False] * 5)
+    idx, weight, active = local.minibatches(mask, jax.random.key(0), local.Schedule(3, epochs=2))
+    assert idx.shape == (8, 3)  # 2 epochs x ceil(12 / 3)
+    for epoch in range(2):
+        rows = slice(4 * epoch, 4 * epoch + 4)
+        visited = np.asarray(idx[rows])[np.asarray(weight[rows]) > 0]
+        assert sorted(visited.tolist()) == list(range(7))
+        assert np.asarray(active[rows]).tolist() == [True, True, True, False]
+
+
+def test_drop_last_takes_full_batches_or_one_small_batch():
+    schedule = local.Schedule(4, epochs=1, drop_last=True)
+    _, _, active = local.minibatches(
+        jnp.array([True] * 9 + [False] * 3), jax.random.key(0), schedule
+    )
+    assert np.asarray(active).tolist() == [True, True, False]
+    _, weight, active = local.minibatches(
+        jnp.array([True] * 3 + [False] * 9), jax.random.key(0), schedule
+    )
+    assert np.asarray(active).tolist() == [True, False, False]
+    assert float(weight[0].sum()) == 3
+
+
+def test_weighted_average_ignores_zero_weight_clients():
+    from fedjax_syn.algorithms.base import weighted_average
+
+    stacked = {"w": jnp.array([[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]])}
+    out = weighted_average(stacked, jnp.array([1.0, 3.0, 0.0]))
+    np.testing.assert_allclose(out["w"], [2.5, 3.5])
+
+
+SHARDED_SCRIPT = textwrap.dedent(
+    """
+    import jax, json, numpy as np
+    from fedjax_syn.engine import sharding
+    from fedjax_syn.engine.round import EngineConfig
+    from tests.engine_fixtures import algorithm, make_federation
+    from tests.test_engine import run_rounds
+    assert jax.device_count() == 8, jax.devices()
+    alg = algorithm("fedavg_ft")
+    fed = make_federation(sizes=(7, 12, 3, 9, 5), pad_clients_to=8)
+    single = run_rounds(alg, fed)
+    sharded_fed = sharding.shard_federation(fed, sharding.client_mesh())
+    sharded = run_rounds(alg, sharded_fed)
+    assert len(sharded_fed.train.inputs.sharding.device_set) == 8
+    print(json.dumps({"single": single[2], "sharded": sharded[2],
+        "server_diff": max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+                           for a, b in zip(jax.tree.leaves(single[0]), jax.tree.leaves(sharded[0])))}))
+    """
+)
+
+
+def test_sharded_round_on_8_devices_equals_single_device():
+    env = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run(
+        [sys.executable, "-c", SHARDED_SCRIPT],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    import json
+
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["server_diff"] < 1e-5
+    for a, b in zip(result["single"], result["sharded"]):
+        assert a == pytest.approx(b, abs=1e-6)
