@@ -1,0 +1,181 @@
+"""Run checkpoints on orbax-checkpoint, with an integrity check and fallback to the last good step.
+
+A checkpoint holds `state`, any pytree of arrays (server state, client states with a leading
+clients axis, optax states, PRNG keys), and `meta`, a JSON dict (round counter, metric curves), so
+a preempted sweep resumes where it stopped.
+
+Atomicity: orbax writes step N into `N.orbax-checkpoint-tmp` and renames it to `N` when every item
+is written (`AtomicRenameTemporaryPath`, the default on POSIX file systems); a save killed midway
+leaves only the tmp folder, which is never listed as a step. `save` waits for the write to finish.
+
+Integrity: orbax does not checksum array data; a flipped byte in a chunk file restores silently
+wrong numbers. `save` therefore stores a sha256 over every state leaf (dtype, shape, bytes) and over
+`meta`; `restore_latest` recomputes it. A step that fails to restore or to verify is reported in one
+warning line naming the step and the reason, and the previous step is tried. Unusable steps are
+renamed to `N.unusable-<time>` at the next `save` (not deleted, and no longer blocking that save:
+orbax refuses steps at or below its latest step).
+
+Leaves: typed keys (`jax.random.key`) are saved natively by orbax 0.12, with their implementation,
+and come back typed; raw uint32 keys come back as uint32 arrays. numpy scalars (e.g. np.int64(3))
+are stored as 0-d arrays and come back as 0-d np.ndarray, because orbax cannot restore into a
+numpy-scalar target. Restoring uses an abstract target (shapes, dtypes, shardings) built from the
+caller's template, so optax states keep their named-tuple structure.
+
+The checksum needs every array on this process; in multi-process runs, where arrays are not fully
+addressable, it is skipped (orbax still restores, without verification).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import pathlib
+import time
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from fedjax_syn.errors import check
+
+_log = logging.getLogger(__name__)
+
+
+def _is_typed_key(leaf: Any) -> bool:
+    return isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+
+
+def state_digest(state: Any, meta: dict) -> str:
+    """sha256 over the state's leaves (dtype, shape, bytes, in tree order) and the JSON of meta."""
+    h = hashlib.sha256()
+    for leaf in jax.tree.leaves(state):
+        tag = ""
+        if _is_typed_key(leaf):
+            tag, leaf = str(leaf.dtype), jax.random.key_data(leaf)
+        array = np.ascontiguousarray(np.asarray(leaf))
+        h.update(f"{tag}|{array.dtype.str}|{array.shape};".encode())
+        h.update(array.tobytes())
+    h.update(json.dumps(meta, sort_keys=True, separators=(",", ":")).encode())
+    return h.hexdigest()
+
+
+def _fully_addressable(state: Any) -> bool:
+    return all(getattr(leaf, "is_fully_addressable", True) for leaf in jax.tree.leaves(state))
+
+
+def _storable(leaf: Any) -> Any:
+    return np.asarray(leaf) if isinstance(leaf, np.generic) else leaf
+
+
+def _abstract(leaf: Any) -> Any:
+    if isinstance(leaf, np.generic):
+        return jax.ShapeDtypeStruct((), leaf.dtype)
+    return ocp.utils.to_shape_dtype_struct(leaf)
+
+
+def _one_line(error: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(error).split())
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return f"{type(error).__name__}: {text}"
+
+
+class RunCheckpointer:
+    """Saves and restores (step, state, meta) under one directory, keeping the newest steps."""
+
+    def __init__(self, directory: str | os.PathLike, max_to_keep: int = 2):
+        check(max_to_keep >= 1, f"max_to_keep must be >= 1, got {max_to_keep}")
+        self.directory = pathlib.Path(directory).absolute()  # orbax needs an absolute path
+        self._manager = ocp.CheckpointManager(
+            self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep)
+        )
+        self._unusable: set[int] = set()
+
+    def save(self, step: int, state: Any, meta: dict) -> None:
+        """Writes step `step` and returns once it is complete on disk."""
+        check(
+            isinstance(step, int) and step >= 0, f"checkpoint step must be an int >= 0, got {step}"
+        )
+        self._set_aside_unusable()
+        latest = self._manager.latest_step()
+        check(
+            latest is None or step > latest,
+            f"checkpoint directory {self.directory} already holds step {latest} >= {step}; "
+            "resume from it or use a fresh directory",
+        )
+        state = jax.tree.map(_storable, state)
+        digest = state_digest(state, meta) if _fully_addressable(state) else None
+        self._manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state),
+                meta=ocp.args.JsonSave(meta),
+                integrity=ocp.args.JsonSave({"sha256": digest}),
+            ),
+        )
+        self._manager.wait_until_finished()
+
+    def restore_latest(self, abstract_state: Any) -> tuple[int, Any, dict] | None:
+        """(step, state, meta) of the newest step that restores and verifies, else None.
+
+        `abstract_state` is a template with the saved structure: concrete arrays or
+        `jax.ShapeDtypeStruct`s (their shardings decide where restored arrays live).
+        """
+        abstract = jax.tree.map(_abstract, abstract_state)
+        self._manager.reload()
+        for step in sorted(self._manager.all_steps(), reverse=True):
+            try:
+                restored = self._manager.restore(
+                    step,
+                    args=ocp.args.Composite(
+                        state=ocp.args.StandardRestore(abstract),
+                        meta=ocp.args.JsonRestore(),
+                        integrity=ocp.args.JsonRestore(),
+                    ),
+                )
+                problem = _verify(restored)
+            except Exception as e:  # orbax and tensorstore raise many types for damaged files
+                problem = _one_line(e)
+            if problem is None:
+                return step, restored.state, restored.meta
+            self._unusable.add(step)
+            _log.warning(
+                "checkpoint step %d in %s is unusable (%s); falling back to an older step",
+                step,
+                self.directory,
+                problem,
+            )
+        return None
+
+    def _set_aside_unusable(self) -> None:
+        """Renames steps that failed to restore, so that they no longer count as steps."""
+        for step in sorted(self._unusable):
+            source = self.directory / str(step)
+            if source.exists():
+                source.rename(self.directory / f"{step}.unusable-{time.time_ns()}")
+        if self._unusable:
+            self._unusable.clear()
+            self._manager.reload()
+
+    def close(self) -> None:
+        """Waits for pending writes and releases orbax's background resources."""
+        self._manager.close()
+
+    def __enter__(self) -> RunCheckpointer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _verify(restored: Any) -> str | None:
+    """Why a restored step cannot be trusted, or None when its checksum matches."""
+    expected = restored.integrity.get("sha256")
+    if expected is None:
+        return None  # saved from a multi-process run: nothing to verify against
+    actual = state_digest(restored.state, restored.meta)
+    if actual != expected:
+        return f"checksum mismatch: saved {expected[:12]}..., restored data gives {actual[:12]}..."
+    return None

@@ -1,0 +1,334 @@
+"""Results ledger: one JSON record per finished run, appended to a JSON-lines file.
+
+Tables and plots are regenerated from the ledger only (DESIGN.md, "Results are data"), so the ledger
+must survive crashes and several sweep workers writing at once.
+
+Record schema (written by the training launcher; accuracies are fractions in [0, 1]):
+
+    {"run_id": str,              # run_id(identifying config); has_run lets sweeps skip reruns
+     "track": "vision" | "graph",
+     "dataset": str, "algorithm": str, "seed": int,
+     "protocol": {...},          # PROTOCOL.md parameters, e.g. "partition", "alpha",
+                                 # "num_clients" (K), "unseen_frac", "missing_frac"
+     "config": {...},            # the full run configuration, verbatim
+     "settings": [str, ...],     # evaluated settings, in table order
+     "eval_rounds": [int, ...],  # the round number of each curve entry
+     "curves": {"val": [...], <setting>: [...], "train_loss": [...]},
+                                 # one entry per evaluated round; null where a setting had no
+                                 # examples (JSON has no NaN)
+     "best": {"round": int, "val": float, <setting>: float, ...},  # best validation round
+     "last": {"round": int, "val": float, <setting>: float, ...},  # final evaluated round
+     "wall_time_s": float, "compile_time_s": float,
+     "versions": versions(),
+     "created": "2025-01-31T12:00:00+00:00"}                         # added by append_record
+
+Vision settings: seen, global, missing_class, new_client. Graph settings: seen, unseen_node,
+missing_class, new_client. Condensation runs write
+
+    {"run_id", "track": "condense", "dataset", "method", "ipc", "seed",
+     "metrics": {"syn_acc": float, "random_acc": float, ...}, "config", "versions", "created"}
+
+where syn_acc is the test accuracy of a model trained on the condensed set and random_acc that of
+the same model trained on as many randomly chosen real examples per class.
+
+Appending: each record is one line written with a single O_APPEND write (looped over short writes)
+under an exclusive `fcntl.flock`, then fsync'ed. Appending keeps each write O(record) instead of
+rewriting an ever-growing file, and the lock serialises concurrent writers so lines never
+interleave. A writer killed mid-write leaves at most a partial last line; readers skip it with a
+warning, and the next append removes it before writing, so it never ends up mid-file. POSIX only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import fcntl
+import hashlib
+import importlib.metadata
+import json
+import os
+import pathlib
+import platform
+import tempfile
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from fedjax_syn.errors import UserError, check
+
+VISION_SETTINGS = ("seen", "global", "missing_class", "new_client")
+GRAPH_SETTINGS = ("seen", "unseen_node", "missing_class", "new_client")
+SETTING_LABELS = {
+    "seen": "Seen",
+    "global": "Global",
+    "unseen_node": "Unseen Node",
+    "missing_class": "Missing Class",
+    "new_client": "New Client",
+    "val": "Validation",
+}
+
+_MISSING = object()  # a path absent from a record
+_RAISE = object()  # lookup default: raise KeyError
+
+
+def _to_json(obj: Any) -> Any:
+    """`json` fallback for numpy/jax values that appear in configs and metrics."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if hasattr(obj, "__array__"):
+        return np.asarray(obj).tolist()
+    raise TypeError(f"cannot store a {type(obj).__name__} in the results ledger: {obj!r}")
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_to_json)
+
+
+def append_record(path: str | os.PathLike, record: dict) -> None:
+    """Appends `record` as one line of the ledger at `path`, atomically and process-safely."""
+    record = dict(record)
+    record.setdefault("created", datetime.datetime.now(datetime.timezone.utc).isoformat())
+    line = (_dumps(record) + "\n").encode()
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        _repair_tail(fd, path)
+        view = memoryview(line)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)  # also releases the lock
+
+
+def _repair_tail(fd: int, path: pathlib.Path) -> None:
+    """Makes the file end in a newline: drops a partial last line left by a killed writer."""
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return
+    data = os.pread(fd, size, 0)
+    start = data.rfind(b"\n") + 1
+    try:
+        json.loads(data[start:])
+    except (ValueError, UnicodeDecodeError):
+        os.ftruncate(fd, start)
+        warnings.warn(
+            f"results ledger {path}: removed a partial last line of {size - start} bytes "
+            "(an interrupted write) before appending",
+            stacklevel=3,
+        )
+        return
+    os.write(fd, b"\n")  # a complete record that only lacked its newline
+
+
+def read_ledger(path: str | os.PathLike) -> list[dict]:
+    """All records of the ledger, in file order.
+
+    A final line that does not parse is an interrupted write: it is skipped with a warning. A bad
+    line anywhere else is corruption and raises a `UserError` naming the file and line.
+    """
+    path = pathlib.Path(path)
+    check(path.is_file(), f"results ledger {path} does not exist")
+    with open(path, "rb") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_SH)  # never observe a line that is still being written
+        data = f.read()
+    numbered = [(i + 1, raw) for i, raw in enumerate(data.split(b"\n")) if raw.strip()]
+    records = []
+    for k, (lineno, raw) in enumerate(numbered):
+        try:
+            record = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as e:
+            if k == len(numbered) - 1:
+                warnings.warn(
+                    f"results ledger {path}: skipping truncated last line {lineno} ({e})",
+                    stacklevel=2,
+                )
+                continue
+            raise UserError(
+                f"results ledger {path} line {lineno} is corrupt ({e}); repair or delete that line"
+            ) from None
+        check(
+            isinstance(record, dict),
+            f"results ledger {path} line {lineno} is a JSON {type(record).__name__}, not an object",
+        )
+        records.append(record)
+    return records
+
+
+def run_id(config: Mapping[str, Any]) -> str:
+    """A stable 16-hex-digit id of a run's identifying config (key order does not matter).
+
+    Accepts a mapping or an `ml_collections.ConfigDict`. Values are compared as JSON, so 1 and 1.0
+    give different ids: keep config field types fixed.
+    """
+    if hasattr(config, "to_dict"):
+        config = config.to_dict()
+    return hashlib.sha256(_dumps(config).encode()).hexdigest()[:16]
+
+
+def has_run(path: str | os.PathLike, run_id: str) -> bool:
+    """Whether the ledger at `path` already holds a record with this run id."""
+    if not pathlib.Path(path).exists():
+        return False
+    return any(r.get("run_id") == run_id for r in read_ledger(path))
+
+
+def lookup(record: Mapping[str, Any], dotted: str, default: Any = _RAISE) -> Any:
+    """`record["a"]["b"]` for `dotted="a.b"`; `default` (or KeyError) when absent."""
+    value: Any = record
+    for part in dotted.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            if default is _RAISE:
+                raise KeyError(dotted)
+            return default
+        value = value[part]
+    return value
+
+
+def select(records: Iterable[dict], **filters: Any) -> list[dict]:
+    """Records whose fields equal the filters; keys may be dotted paths ("protocol.alpha").
+
+    Pass dotted keys as `select(records, **{"protocol.alpha": 0.1})`. A list, tuple or set value
+    matches any of its members. A record lacking a filtered field does not match.
+    """
+    return [r for r in records if all(_matches(r, k, w) for k, w in filters.items())]
+
+
+def _matches(record: Mapping[str, Any], key: str, wanted: Any) -> bool:
+    value = lookup(record, key, _MISSING)
+    if value is _MISSING:
+        return False
+    if isinstance(wanted, (list, tuple, set, frozenset)):
+        return value in wanted
+    return value == wanted
+
+
+def summarize_curves(
+    curves: Mapping[str, Sequence[float]], val_key: str = "val"
+) -> tuple[dict, dict]:
+    """(best, last) rows of per-round curves: best = highest validation, ties -> later round.
+
+    Each row is {"round": i, <curve name>: value, ...} with i the index into the curves (map it
+    through the record's eval_rounds). NaN validation counts as worst.
+    """
+    check(val_key in curves, f"curves lack the validation curve {val_key!r}; have {sorted(curves)}")
+    lengths = {k: len(v) for k, v in curves.items()}
+    check(
+        len(set(lengths.values())) == 1 and lengths[val_key] > 0,
+        f"curves must be non-empty and of equal length; got lengths {lengths}",
+    )
+    val = np.asarray(curves[val_key], dtype=np.float64)
+    val = np.where(np.isnan(val), -np.inf, val)
+    best = len(val) - 1 - int(np.argmax(val[::-1]))  # argmax returns the first maximum: flip
+
+    def row(i: int) -> dict:
+        return {"round": i, **{k: _to_python(v[i]) for k, v in curves.items()}}
+
+    return row(best), row(len(val) - 1)
+
+
+def _to_python(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def versions() -> dict:
+    """Library versions and the accelerator backend, recorded with every run."""
+    import jax  # deferred: readers of the ledger should not need to start a backend
+
+    def version(dist: str) -> str | None:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    devices = jax.devices()
+    return {
+        "python": platform.python_version(),
+        **{d: version(d) for d in ("jax", "jaxlib", "flax", "optax", "numpy", "orbax-checkpoint")},
+        "platform": platform.platform(),
+        "backend": jax.default_backend(),
+        "devices": f"{len(devices)} x {devices[0].device_kind}",
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class Stats:
+    """Mean and population standard deviation (ddof=0) of one metric over seeds."""
+
+    mean: float
+    std: float
+    n: int
+
+
+def seed_stats(values: Sequence[float]) -> Stats | None:
+    """`Stats` of the values, or None when there are none."""
+    if not values:
+        return None
+    arr = np.asarray(values, dtype=np.float64)
+    return Stats(float(arr.mean()), float(arr.std(ddof=0)), len(arr))
+
+
+def group_runs(
+    records: Iterable[dict], keys: Sequence[str], seed_key: str = "seed"
+) -> dict[tuple, list[dict]]:
+    """Runs grouped by the values of `keys`, in first-seen order, for aggregation over seeds.
+
+    A rerun with the same run_id replaces the earlier record. Two different runs with the same seed
+    in one group mean the keys do not identify the runs (e.g. an unfiltered learning rate), which
+    would silently mix configurations: that raises a `UserError`.
+    """
+    latest: dict[Any, dict] = {}
+    for i, record in enumerate(records):
+        latest[record.get("run_id", ("no run_id", i))] = record
+    groups: dict[tuple, list[dict]] = {}
+    for record in latest.values():
+        try:
+            key = tuple(lookup(record, k) for k in keys)
+        except KeyError as e:
+            raise UserError(
+                f"run {record.get('run_id')} lacks the field {e.args[0]!r} used to group rows"
+            ) from None
+        groups.setdefault(key, []).append(record)
+    for key, runs in groups.items():
+        seeds = [r.get(seed_key) for r in runs]
+        dupes = sorted({s for s in seeds if seeds.count(s) > 1}, key=str)
+        if dupes:
+            ids = [r.get("run_id") for r in runs if r.get(seed_key) in dupes]
+            ids = ids if len(ids) <= 4 else [*ids[:4], f"... {len(ids) - 4} more"]
+            where = dict(zip(keys, key, strict=True))
+            raise UserError(
+                f"{where} has several runs for seed(s) {dupes} (run_ids {ids}); "
+                "add filters or row keys that tell them apart"
+            )
+    return groups
+
+
+def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
+    """Writes a whole file so readers see the old or the new content, never a mix."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = data.encode() if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, _file_mode(path))  # mkstemp creates 0600; give the usual permissions
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _file_mode(path: pathlib.Path) -> int:
+    """The replaced file's mode, or the default for a new file under the current umask."""
+    if path.exists():
+        return path.stat().st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask

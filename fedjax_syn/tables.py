@@ -1,0 +1,485 @@
+"""Paper-style tables (Markdown and LaTeX) computed from the results ledger, never typed by hand.
+
+A `TableSpec` is a ledger query plus a layout: which records (filters, seeds), what identifies a
+row (dotted record paths, e.g. dataset, protocol.alpha, algorithm), and which numbers fill the
+columns (e.g. best.seen and last.seen side by side). Every cell is the mean ± population standard
+deviation (ddof=0, as PROTOCOL.md asks) over seeds; the best mean of each column within a comparison
+group is bold; runs that the spec expects but the ledger lacks are shown as missing, never dropped;
+and the query that produced the table is printed under it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import pathlib
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from fedjax_syn.errors import UserError, check, check_choice
+from fedjax_syn.results import (
+    GRAPH_SETTINGS,
+    SETTING_LABELS,
+    VISION_SETTINGS,
+    Stats,
+    group_runs,
+    lookup,
+    seed_stats,
+    select,
+)
+
+METRIC_SETS = ("best", "last", "both")
+CONDENSE_LABELS = {"syn_acc": "Condensed", "random_acc": "Random real"}
+ROW_LABELS = {"protocol.num_clients": "K", "protocol.alpha": "alpha", "ipc": "IPC"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+    """One table column: the dotted record path it averages, and its two header levels."""
+
+    path: str
+    group: str
+    sub: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class TableSpec:
+    """A ledger query and the layout of the table it fills.
+
+    `expected_rows` (row-key tuples) and `seeds` describe the grid the table should cover: rows or
+    seeds absent from the ledger are reported as missing. `seeds` also restricts the query.
+    `compare_within` names the row keys that form a comparison group for bolding (default: all row
+    keys but the last, e.g. algorithms compared within each (dataset, alpha)).
+    """
+
+    name: str
+    title: str
+    filters: Mapping[str, Any]
+    rows: tuple[str, ...]
+    columns: tuple[Column, ...]
+    expected_rows: tuple[tuple, ...] | None = None
+    seeds: tuple[int, ...] | None = None
+    compare_within: tuple[str, ...] | None = None
+    scale: float = 100.0
+    digits: int = 2
+    quantity: str = "Accuracy (%)"
+    note: str = ""
+
+    def __post_init__(self):
+        check(len(self.rows) > 0, f"table {self.name!r} needs at least one row key")
+        check(len(self.columns) > 0, f"table {self.name!r} needs at least one column")
+        for row in self.expected_rows or ():
+            check(
+                len(row) == len(self.rows),
+                f"expected row {list(row)} of table {self.name!r} has {len(row)} values; "
+                f"the row keys are {list(self.rows)}",
+            )
+        for key in self.compare_within or ():
+            check_choice(f"compare_within key of table {self.name!r}", key, self.rows)
+
+
+def accuracy_spec(
+    name: str,
+    filters: Mapping[str, Any],
+    rows: Sequence[str],
+    settings: Sequence[str],
+    metric: str = "both",
+    title: str | None = None,
+    **layout: Any,
+) -> TableSpec:
+    """Spec of a settings table: one column per setting, best-val and last round side by side."""
+    check_choice("metric set", metric, METRIC_SETS)
+    metrics = ("best", "last") if metric == "both" else (metric,)
+    columns = tuple(
+        Column(f"{m}.{s}", SETTING_LABELS.get(s, s), m if metric == "both" else "")
+        for s in settings
+        for m in metrics
+    )
+    note = {
+        "best": "Numbers are at the round of best validation accuracy.",
+        "last": "Numbers are at the last round.",
+        "both": "best = round of best validation accuracy; last = final round.",
+    }[metric]
+    return TableSpec(
+        name=name,
+        title=title or f"{', '.join(SETTING_LABELS.get(s, s) for s in settings)} accuracy",
+        filters=dict(filters),
+        rows=tuple(rows),
+        columns=columns,
+        note=note,
+        **layout,
+    )
+
+
+def condense_spec(
+    name: str = "condense",
+    filters: Mapping[str, Any] | None = None,
+    rows: Sequence[str] = ("dataset", "method", "ipc"),
+    metrics: Sequence[str] = ("syn_acc", "random_acc"),
+    title: str = "Dataset condensation: test accuracy",
+    **layout: Any,
+) -> TableSpec:
+    """Spec of the condensation table; methods are compared within each (dataset, ipc)."""
+    layout.setdefault("compare_within", tuple(r for r in rows if r in ("dataset", "ipc")))
+    return TableSpec(
+        name=name,
+        title=title,
+        filters={"track": "condense", **(filters or {})},
+        rows=tuple(rows),
+        columns=tuple(Column(f"metrics.{m}", CONDENSE_LABELS.get(m, m)) for m in metrics),
+        note="Condensed = model trained on the synthetic set; "
+        "Random real = on as many random real examples per class.",
+        **layout,
+    )
+
+
+NAMED_SPECS = {
+    "vision": accuracy_spec(
+        "vision",
+        {"track": "vision", "protocol.partition": "dirichlet"},
+        ("dataset", "protocol.alpha", "algorithm"),
+        VISION_SETTINGS,
+        title="Image classification under Dirichlet(alpha) heterogeneity",
+    ),
+    "graph": accuracy_spec(
+        "graph",
+        {"track": "graph"},
+        ("dataset", "protocol.num_clients", "algorithm"),
+        GRAPH_SETTINGS,
+        title="Subgraph node classification with K clients",
+    ),
+    "condense": condense_spec(),
+}
+
+_JSON_KEYS = {
+    "name",
+    "title",
+    "kind",
+    "filters",
+    "rows",
+    "settings",
+    "metric",
+    "metrics",
+    "expected_rows",
+    "seeds",
+    "compare_within",
+    "scale",
+    "digits",
+}
+
+
+def spec_from_dict(obj: Mapping[str, Any]) -> TableSpec:
+    """A spec from JSON-style fields (see `_JSON_KEYS`).
+
+    kind "accuracy" (default) takes settings + metric; kind "condense" takes metrics.
+    expected_rows is a list of row-value lists, or a {row key: [values]} dict meaning every
+    combination.
+    """
+    unknown = sorted(set(obj) - _JSON_KEYS)
+    check(not unknown, f"unknown table spec field(s) {unknown}; allowed: {sorted(_JSON_KEYS)}")
+    kind = obj.get("kind", "accuracy")
+    check_choice("table kind", kind, ("accuracy", "condense"))
+    name = obj.get("name", "table")
+    layout: dict[str, Any] = {}
+    for key in ("compare_within", "seeds"):
+        if key in obj:
+            layout[key] = tuple(obj[key])
+    for key in ("scale", "digits"):
+        if key in obj:
+            layout[key] = obj[key]
+    if kind == "accuracy":
+        for key in ("rows", "settings"):
+            check(key in obj, f"accuracy table spec {name!r} needs {key!r}")
+        rows = tuple(obj["rows"])
+    else:
+        rows = tuple(obj.get("rows", ("dataset", "method", "ipc")))
+    if "expected_rows" in obj:
+        layout["expected_rows"] = _expected_rows(obj["expected_rows"], rows)
+    if kind == "accuracy":
+        extra = {"title": obj["title"]} if "title" in obj else {}
+        return accuracy_spec(
+            name,
+            obj.get("filters", {}),
+            rows,
+            obj["settings"],
+            obj.get("metric", "both"),
+            **extra,
+            **layout,
+        )
+    extra = {k: obj[k] for k in ("title", "metrics") if k in obj}
+    return condense_spec(name, obj.get("filters"), rows, **extra, **layout)
+
+
+def _expected_rows(value: Any, rows: Sequence[str]) -> tuple[tuple, ...]:
+    if isinstance(value, Mapping):
+        missing = [r for r in rows if r not in value]
+        check(not missing, f"expected_rows grid lacks values for row key(s) {missing}")
+        return tuple(itertools.product(*(value[r] for r in rows)))
+    return tuple(tuple(row) for row in value)
+
+
+def resolve_spec(text: str) -> TableSpec:
+    """A named spec, an inline JSON object, or the path of a JSON file holding one."""
+    if text in NAMED_SPECS:
+        return NAMED_SPECS[text]
+    if text.lstrip().startswith("{"):
+        source = text
+    else:
+        path = pathlib.Path(text)
+        check(
+            path.is_file(),
+            f"table spec {text!r} is neither a named spec ({', '.join(NAMED_SPECS)}), "
+            "an inline JSON object, nor an existing JSON file",
+        )
+        source = path.read_text()
+    try:
+        obj = json.loads(source)
+    except json.JSONDecodeError as e:
+        raise UserError(f"table spec {text!r} is not valid JSON: {e}") from None
+    check(isinstance(obj, dict), f"table spec {text!r} must be a JSON object")
+    return spec_from_dict(obj)
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+    """The numbers of a table: per-row seeds found, per-cell stats, and the bold cells."""
+
+    spec: TableSpec
+    row_keys: tuple[tuple, ...]
+    seeds_found: dict[tuple, tuple]
+    cells: dict[tuple[tuple, int], Stats]
+    bold: frozenset[tuple[tuple, int]]
+    query: str
+
+
+def build_table(records: Iterable[dict], spec: TableSpec, source: str = "ledger") -> Table:
+    """Aggregates the records matching `spec` over seeds; `source` names the ledger in the query."""
+    filters = dict(spec.filters)
+    if spec.seeds is not None:
+        filters["seed"] = list(spec.seeds)
+    matched = select(records, **filters)
+    groups = group_runs(matched, spec.rows)
+    expected = list(dict.fromkeys(spec.expected_rows or ()))
+    extra = sorted((k for k in groups if k not in set(expected)), key=_sort_key)
+    row_keys = tuple(expected + extra)
+    cells: dict[tuple[tuple, int], Stats] = {}
+    for key in row_keys:
+        runs = groups.get(key, [])
+        for j, column in enumerate(spec.columns):
+            values = [lookup(r, column.path, None) for r in runs]
+            stats = seed_stats([v * spec.scale for v in values if v is not None])
+            if stats is not None:
+                cells[key, j] = stats
+    query = (
+        f"select(ledger={source}, filters={json.dumps(filters, sort_keys=True, default=str)}) -> "
+        f"{len(matched)} runs; rows={json.dumps(list(spec.rows))}; "
+        f"columns={json.dumps([c.path for c in spec.columns])}"
+    )
+    return Table(
+        spec=spec,
+        row_keys=row_keys,
+        seeds_found={k: tuple(sorted(r.get("seed") for r in groups.get(k, []))) for k in row_keys},
+        cells=cells,
+        bold=_bold_cells(spec, row_keys, cells),
+        query=query,
+    )
+
+
+def render_markdown(
+    records: Iterable[dict],
+    rows: Sequence[str],
+    settings: Sequence[str],
+    metric: str = "both",
+    title: str | None = None,
+) -> str:
+    """Markdown accuracy table of already-selected records (e.g. the runs just finished)."""
+    spec = accuracy_spec("results", {}, rows, settings, metric, title)
+    return to_markdown(build_table(records, spec, source="the runs above"))
+
+
+def _sort_key(key: tuple) -> tuple:
+    """Orders mixed-type row keys: numbers numerically, everything else as text."""
+    return tuple(
+        (0, v, "") if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, 0, str(v))
+        for v in key
+    )
+
+
+def _compare_keys(spec: TableSpec) -> tuple[str, ...]:
+    return spec.rows[:-1] if spec.compare_within is None else spec.compare_within
+
+
+def _compare_indices(spec: TableSpec) -> list[int]:
+    return [spec.rows.index(k) for k in _compare_keys(spec)]
+
+
+def _bold_cells(spec: TableSpec, row_keys: Sequence[tuple], cells: Mapping) -> frozenset:
+    """Cells holding the highest mean, as displayed, of their column within their group."""
+    idx = _compare_indices(spec)
+    groups: dict[tuple, list[tuple]] = {}
+    for key in row_keys:
+        groups.setdefault(tuple(key[i] for i in idx), []).append(key)
+    bold = set()
+    for members in groups.values():
+        for j in range(len(spec.columns)):
+            shown = {k: round(cells[k, j].mean, spec.digits) for k in members if (k, j) in cells}
+            if len(shown) < 2:
+                continue
+            top = max(shown.values())
+            bold.update((k, j) for k, v in shown.items() if v == top)
+    return frozenset(bold)
+
+
+def _fmt_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _row_label(path: str) -> str:
+    return ROW_LABELS.get(path, path.rsplit(".", 1)[-1])
+
+
+def _n_text(table: Table, key: tuple) -> str:
+    found = len(table.seeds_found[key])
+    return f"{found}/{len(table.spec.seeds)}" if table.spec.seeds is not None else str(found)
+
+
+def _cell_text(table: Table, key: tuple, j: int, pm: str) -> str:
+    stats = table.cells.get((key, j))
+    if not table.seeds_found[key]:
+        return "missing"
+    if stats is None:
+        return "—"
+    d = table.spec.digits
+    text = f"{stats.mean:.{d}f} {pm} {stats.std:.{d}f}"
+    if stats.n != len(table.seeds_found[key]):
+        text += f" (n={stats.n})"
+    return text
+
+
+def _missing_lines(table: Table) -> list[str]:
+    """One line per row with expected seeds (or the whole row) absent from the ledger."""
+    lines = []
+    for key in table.row_keys:
+        found = table.seeds_found[key]
+        where = ", ".join(f"{r}={_fmt_value(v)}" for r, v in zip(table.spec.rows, key, strict=True))
+        if table.spec.seeds is not None:
+            absent = [s for s in table.spec.seeds if s not in found]
+            if absent:
+                lines.append(f"{where}: seed(s) {', '.join(map(str, absent))}")
+        elif not found:
+            lines.append(f"{where}: all seeds")
+    return lines
+
+
+def _caption(table: Table, pm: str) -> str:
+    spec = table.spec
+    within = [_row_label(k) for k in _compare_keys(spec)]
+    scope = f"within each ({', '.join(within)})" if within else "over all rows"
+    return (
+        f"{spec.quantity}: mean {pm} population std (numpy std, ddof=0) over seeds; "
+        f"n = seeds per row{' (found/expected)' if spec.seeds is not None else ''}. "
+        f"Bold: best mean of the column {scope}. {spec.note}"
+    ).strip()
+
+
+def to_markdown(table: Table) -> str:
+    """The table as GitHub Markdown, with caption, missing runs and the query under it."""
+    spec = table.spec
+    headers = [_row_label(r) for r in spec.rows] + ["n"]
+    headers += [f"{c.group} ({c.sub})" if c.sub else c.group for c in spec.columns]
+    align = ["---"] * len(spec.rows) + ["---:"] * (1 + len(spec.columns))
+    lines = [f"**{_md_escape(spec.title)}**", "", _md_row(headers), _md_row(align)]
+    for key in table.row_keys:
+        cells = [_fmt_value(v) for v in key] + [_n_text(table, key)]
+        for j in range(len(spec.columns)):
+            text = _cell_text(table, key, j, "±")
+            cells.append(f"**{text}**" if (key, j) in table.bold else text)
+        lines.append(_md_row([_md_escape(c) for c in cells]))
+    lines += ["", _md_escape(_caption(table, "±"))]
+    missing = _missing_lines(table)
+    if missing:
+        lines += ["", "Missing runs:", *(f"- {_md_escape(m)}" for m in missing)]
+    lines += ["", f"Query: `{table.query}`", ""]
+    return "\n".join(lines)
+
+
+def _md_row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "—": "--",
+}
+
+
+def latex_escape(text: str) -> str:
+    """Text made safe for LaTeX (special characters escaped, one pass)."""
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+
+
+def to_latex(table: Table) -> str:
+    """The table as a booktabs LaTeX float; missing runs and the query follow as comments."""
+    spec = table.spec
+    n_keys = len(spec.rows) + 1
+    lines = [
+        f"% Table {spec.name!r}, generated from the results ledger; do not edit by hand.",
+        r"\begin{table}[t]",
+        r"\centering",
+        rf"\caption{{{latex_escape(spec.title)}. {latex_escape(_caption(table, '±'))}}}".replace(
+            "±", r"$\pm$"
+        ),
+        rf"\label{{tab:{latex_escape(spec.name)}}}",
+        r"\begin{tabular}{" + "l" * len(spec.rows) + "r" + "c" * len(spec.columns) + "}",
+        r"\toprule",
+    ]
+    row_labels = [latex_escape(_row_label(r)) for r in spec.rows] + ["$n$"]
+    spans = [(g, len(list(cols))) for g, cols in itertools.groupby(spec.columns, lambda c: c.group)]
+    if any(c.sub for c in spec.columns):
+        top, rules, start = [""] * n_keys, [], n_keys + 1
+        for group, width in spans:
+            top.append(rf"\multicolumn{{{width}}}{{c}}{{{latex_escape(group)}}}")
+            if width > 1:
+                rules.append(rf"\cmidrule(lr){{{start}-{start + width - 1}}}")
+            start += width
+        lines += [" & ".join(top) + r" \\", "".join(rules)]
+        lines.append(" & ".join(row_labels + [latex_escape(c.sub) for c in spec.columns]) + r" \\")
+    else:
+        lines.append(
+            " & ".join(row_labels + [latex_escape(c.group) for c in spec.columns]) + r" \\"
+        )
+    lines.append(r"\midrule")
+    idx = _compare_indices(spec)
+    previous = None
+    for key in table.row_keys:
+        group = tuple(key[i] for i in idx)
+        if previous is not None and group != previous:
+            lines.append(r"\midrule")
+        previous = group
+        cells = [latex_escape(_fmt_value(v)) for v in key] + [_n_text(table, key)]
+        for j in range(len(spec.columns)):
+            text = latex_escape(_cell_text(table, key, j, "±")).replace("±", r"$\pm$")
+            cells.append(rf"\textbf{{{text}}}" if (key, j) in table.bold else text)
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    missing = _missing_lines(table)
+    if missing:
+        lines += ["% Missing runs:", *(f"%   {m}" for m in missing)]
+    lines += [f"% Query: {table.query}", ""]
+    return "\n".join(lines)

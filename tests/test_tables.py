@@ -1,0 +1,265 @@
+"""Tables and plots from a small synthetic ledger, checked against numpy computed here."""
+
+import itertools
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fedjax_syn import plots, results, tables
+from fedjax_syn.errors import UserError
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+DATASETS = ("mnist", "cifar10")
+ALGORITHMS = ("fedavg", "fedlog", "local")
+SETTINGS = ("seen", "global")
+SEEDS = (0, 1, 2)
+
+
+def make_records(skip=()):
+    """One vision record per (dataset, algorithm, seed), with random best/last numbers."""
+    rng = np.random.default_rng(7)
+    records = []
+    for ds, alg, seed in itertools.product(DATASETS, ALGORITHMS, SEEDS):
+        curves = {name: rng.uniform(0.3, 0.9, size=6).tolist() for name in ("val", *SETTINGS)}
+        best, last = results.summarize_curves(curves)
+        record = {
+            "run_id": f"{ds}-{alg}-{seed}",
+            "track": "vision",
+            "dataset": ds,
+            "algorithm": alg,
+            "seed": seed,
+            "protocol": {"partition": "dirichlet", "alpha": 0.1, "num_clients": 5},
+            "eval_rounds": [1, 2, 3, 4, 5, 6],
+            "curves": curves,
+            "best": best,
+            "last": last,
+        }
+        if (ds, alg, seed) not in skip:
+            records.append(record)
+    return records
+
+
+def spec(**layout):
+    return tables.accuracy_spec(
+        "t", {"track": "vision"}, ("dataset", "algorithm"), SETTINGS, "both", **layout
+    )
+
+
+def md_rows(markdown: str) -> dict[tuple, list[str]]:
+    """Table body rows keyed by (dataset, algorithm): the remaining cells, stripped."""
+    rows = {}
+    for line in markdown.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if line.startswith("| ") and cells[0] in DATASETS:
+            rows[cells[0], cells[1]] = cells[2:]
+    return rows
+
+
+def test_cells_are_mean_and_population_std_with_bold_best_per_dataset():
+    records = make_records()
+    markdown = tables.to_markdown(tables.build_table(records, spec()))
+    rows = md_rows(markdown)
+    columns = [(m, s) for s in SETTINGS for m in ("best", "last")]
+    for j, (metric, setting) in enumerate(columns):
+        for ds in DATASETS:
+            means = {}
+            for alg in ALGORITHMS:
+                values = 100 * np.array(
+                    [
+                        r[metric][setting]
+                        for r in records
+                        if (r["dataset"], r["algorithm"]) == (ds, alg)
+                    ]
+                )
+                means[alg] = round(values.mean(), 2)
+                text = f"{values.mean():.2f} ± {values.std(ddof=0):.2f}"
+                cell = rows[ds, alg][1 + j]  # after the n column
+                assert cell.strip("*") == text
+                assert rows[ds, alg][0] == "3"
+            best = max(means.values())
+            for alg in ALGORITHMS:
+                assert rows[ds, alg][1 + j].startswith("**") == (means[alg] == best)
+    assert "| Seen (best) | Seen (last) | Global (best) | Global (last) |" in markdown
+    assert "population std" in markdown and "ddof=0" in markdown
+    assert 'Query: `select(ledger=ledger, filters={"track": "vision"}) -> 18 runs' in markdown
+
+
+def test_single_metric_table_has_one_column_per_setting():
+    records = make_records()
+    table = tables.build_table(
+        records, tables.accuracy_spec("t", {}, ("dataset", "algorithm"), SETTINGS, "last")
+    )
+    assert [c.path for c in table.spec.columns] == ["last.seen", "last.global"]
+    assert "| Seen | Global |" in tables.to_markdown(table)
+
+
+def test_missing_runs_are_shown_never_dropped():
+    records = make_records(skip={("mnist", "local", 2)})
+    expected = [(ds, alg) for ds in DATASETS for alg in (*ALGORITHMS, "fedprox")]
+    table = tables.build_table(records, spec(expected_rows=tuple(expected), seeds=SEEDS))
+    markdown = tables.to_markdown(table)
+    rows = md_rows(markdown)
+    assert rows["mnist", "fedprox"] == ["0/3"] + ["missing"] * 4
+    assert rows["mnist", "local"][0] == "2/3"
+    assert rows["mnist", "fedavg"][0] == "3/3"
+    assert "- dataset=mnist, algorithm=local: seed(s) 2" in markdown
+    assert "- dataset=cifar10, algorithm=fedprox: seed(s) 0, 1, 2" in markdown
+    # The partial row is averaged over the seeds that exist.
+    values = [100 * r["best"]["seen"] for r in records if r["run_id"].startswith("mnist-local")]
+    assert rows["mnist", "local"][1].strip("*") == f"{np.mean(values):.2f} ± {np.std(values):.2f}"
+    assert "missing" in tables.to_latex(table)
+
+
+def test_rows_found_but_not_expected_are_still_listed():
+    table = tables.build_table(make_records(), spec(expected_rows=(("mnist", "fedavg"),)))
+    assert table.row_keys[0] == ("mnist", "fedavg")
+    assert len(table.row_keys) == len(DATASETS) * len(ALGORITHMS)
+
+
+def test_cell_with_fewer_values_than_the_row_says_so():
+    records = make_records()
+    for r in records:
+        if r["run_id"] == "mnist-fedavg-0":
+            r["best"]["global"] = None  # e.g. a setting with no examples in that run
+    rows = md_rows(tables.to_markdown(tables.build_table(records, spec())))
+    assert rows["mnist", "fedavg"][3].endswith("(n=2)")
+
+
+def test_duplicate_runs_for_one_seed_are_refused():
+    records = make_records()
+    twin = {**records[0], "run_id": "other-lr", "config": {"lr": 0.5}}
+    with pytest.raises(UserError, match="several runs for seed"):
+        tables.build_table([*records, twin], spec())
+
+
+def test_latex_escaping_and_bold():
+    assert tables.latex_escape(r"a_b&c%d$e#f{g}h~i^j\k") == (
+        r"a\_b\&c\%d\$e\#f\{g\}h\textasciitilde{}i\textasciicircum{}j\textbackslash{}k"
+    )
+    records = make_records()
+    for r in records:
+        r["algorithm"] = r["algorithm"].replace("fedlog", "fed_log&co")
+    latex = tables.to_latex(tables.build_table(records, spec()))
+    assert r"fed\_log\&co" in latex and "fed_log&co" not in latex
+    assert r"\textbf{" in latex and r"$\pm$" in latex
+    assert r"\multicolumn{2}{c}{Seen}" in latex and r"\cmidrule(lr){4-5}" in latex
+    assert latex.count(r"\begin{tabular}") == 1 and r"Accuracy (\%)" in latex
+    assert "% Query: select(" in latex
+
+
+def test_condensation_table():
+    rng = np.random.default_rng(1)
+    records = [
+        {
+            "run_id": f"{m}-{ipc}-{s}",
+            "track": "condense",
+            "dataset": "mnist",
+            "method": m,
+            "ipc": ipc,
+            "seed": s,
+            "metrics": {"syn_acc": float(rng.uniform()), "random_acc": float(rng.uniform())},
+        }
+        for m, ipc, s in itertools.product(("dm", "gm"), (1, 10), SEEDS)
+    ]
+    table = tables.build_table(records, tables.NAMED_SPECS["condense"])
+    markdown = tables.to_markdown(table)
+    for m, ipc in itertools.product(("dm", "gm"), (1, 10)):
+        syn = [
+            100 * r["metrics"]["syn_acc"] for r in records if (r["method"], r["ipc"]) == (m, ipc)
+        ]
+        assert f"| mnist | {m} | {ipc} | 3 | " in markdown
+        assert f"{np.mean(syn):.2f} ± {np.std(syn):.2f}" in markdown
+    # Methods are compared within each (dataset, ipc): exactly one bold per column per ipc.
+    assert len(table.bold) == 2 * 2
+
+
+def test_resolve_spec_named_inline_file_and_errors(tmp_path):
+    assert tables.resolve_spec("graph").rows == ("dataset", "protocol.num_clients", "algorithm")
+    text = json.dumps(
+        {
+            "name": "grid",
+            "rows": ["dataset", "algorithm"],
+            "settings": ["seen"],
+            "metric": "best",
+            "expected_rows": {"dataset": ["a", "b"], "algorithm": ["x", "y", "z"]},
+            "seeds": [0, 1],
+        }
+    )
+    inline = tables.resolve_spec(text)
+    assert len(inline.expected_rows) == 6 and inline.seeds == (0, 1)
+    path = tmp_path / "spec.json"
+    path.write_text(text)
+    assert tables.resolve_spec(str(path)) == inline
+    with pytest.raises(UserError, match="neither a named spec"):
+        tables.resolve_spec("nonesuch")
+    with pytest.raises(UserError, match="unknown table spec field"):
+        tables.resolve_spec('{"rows": ["dataset"], "settings": ["seen"], "colour": 1}')
+    with pytest.raises(UserError, match="unknown metric set"):
+        tables.resolve_spec('{"rows": ["dataset"], "settings": ["seen"], "metric": "mean"}')
+
+
+def test_make_tables_script_writes_files(tmp_path):
+    ledger = tmp_path / "ledger.jsonl"
+    for record in make_records():
+        results.append_record(ledger, record)
+    out = tmp_path / "tables"
+    spec_json = json.dumps(
+        {"name": "mine", "rows": ["dataset", "algorithm"], "settings": list(SETTINGS)}
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    script = str(REPO / "scripts" / "make_tables.py")
+    args = [f"--ledger={ledger}", f"--spec={spec_json}", "--format=both", f"--out={out}"]
+    done = subprocess.run([sys.executable, script, *args], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (out / "mine.md").read_text() in done.stdout
+    assert r"\begin{table}" in (out / "mine.tex").read_text()
+    bad = subprocess.run(
+        [sys.executable, script, f"--ledger={tmp_path / 'absent.jsonl'}"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == [
+        f"error: results ledger {tmp_path / 'absent.jsonl'} does not exist"
+    ]
+
+
+def _assert_images(paths):
+    png, pdf = paths
+    assert png.read_bytes().startswith(b"\x89PNG") and png.stat().st_size > 10_000
+    assert pdf.read_bytes().startswith(b"%PDF") and pdf.stat().st_size > 1_000
+
+
+def test_plots_write_png_and_pdf(tmp_path):
+    records = make_records()
+    for r in records:  # spread runs over alphas for the alpha plot
+        r["protocol"]["alpha"] = {"mnist": 0.1, "cifar10": 1.0}[r["dataset"]]
+    fig = plots.plot_accuracy_vs_alpha(
+        records, SETTINGS, paths=[tmp_path / "a.png", tmp_path / "a.pdf"]
+    )
+    assert len(fig.axes) == len(SETTINGS)
+    _assert_images([tmp_path / "a.png", tmp_path / "a.pdf"])
+    mnist = results.select(records, dataset="mnist")
+    fig = plots.plot_round_curves(mnist, SETTINGS, paths=[tmp_path / "c.png", tmp_path / "c.pdf"])
+    assert len(fig.axes) == len(ALGORITHMS)
+    _assert_images([tmp_path / "c.png", tmp_path / "c.pdf"])
+    fig = plots.plot_best_last_gap(mnist, SETTINGS, paths=[tmp_path / "g.png", tmp_path / "g.pdf"])
+    bars = fig.axes[0].patches
+    gaps = [
+        100 * (r["best"]["seen"] - r["last"]["seen"]) for r in mnist if r["algorithm"] == "fedavg"
+    ]
+    assert bars[0].get_height() == pytest.approx(np.mean(gaps))
+    _assert_images([tmp_path / "g.png", tmp_path / "g.pdf"])
+
+
+def test_plots_refuse_empty_selection_and_bad_suffix(tmp_path):
+    with pytest.raises(UserError, match="matched nothing"):
+        plots.plot_best_last_gap([], SETTINGS)
+    with pytest.raises(UserError, match="must end in"):
+        plots.plot_best_last_gap(make_records()[:3], SETTINGS, paths=[tmp_path / "x.jpg"])
