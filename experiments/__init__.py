@@ -1,0 +1,1 @@
+"""Command-line entry points and one config file per table or sweep."""

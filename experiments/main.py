@@ -1,0 +1,91 @@
+"""Runs one experiment, or every run of a config's `grid`, and prints the results table.
+
+    python -m experiments.main                                    # the main job (digits table)
+    python -m experiments.main --config=experiments/configs/digits_table.py --config.rounds=5
+    python -m experiments.main --config=experiments/configs/cora.py --config.algorithm=fedavg
+
+Each finished run appends one record to the ledger (--ledger). User errors print one line and exit 2.
+"""
+
+import itertools
+import pathlib
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+from tqdm import tqdm
+
+from fedjax_syn import experiment, tables
+from fedjax_syn.errors import UserError
+
+_DEFAULT_CONFIG = str(pathlib.Path(__file__).parent / "configs" / "digits_table.py")
+_CONFIG = config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Experiment config file.")
+_LEDGER = flags.DEFINE_string("ledger", "runs/ledger.jsonl", "Results ledger (JSON lines).")
+_PROGRESS = flags.DEFINE_bool("progress", True, "Show progress bars.")
+
+
+def grid_configs(config):
+    """One config per point of `config.grid` (the config itself when it has no grid)."""
+    grid = config.get("grid")
+    if not grid:
+        return [config]
+    keys = list(grid.keys())
+    out = []
+    for values in itertools.product(*(grid[k] for k in keys)):
+        point = config.copy_and_resolve_references()
+        with point.unlocked():
+            for field in ("grid", "table"):
+                if field in point:
+                    del point[field]
+        for k, v in zip(keys, values):
+            point[k] = v
+        out.append(point)
+    return out
+
+
+def run_grid(config, ledger: str, progress: bool) -> list[dict]:
+    records = []
+    points = grid_configs(config)
+    for point in tqdm(points, desc="runs", disable=not progress or len(points) == 1):
+        bar = tqdm(
+            total=point.rounds,
+            desc=f"{point.algorithm} seed={point.seed}",
+            leave=False,
+            disable=not progress,
+        )
+
+        def on_round(r, metrics, bar=bar):
+            bar.update(r - bar.n)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items() if v is not None and v == v})
+
+        record = experiment.run(point, ledger=ledger, on_round=on_round)
+        bar.close()
+        best = record["best"]
+        logging.info(
+            "%s %s seed=%d best round %d: %s (%.1fs, compile %.1fs)",
+            record["dataset"],
+            record["algorithm"],
+            record["seed"],
+            best["round"],
+            ", ".join(f"{k}={v:.3f}" for k, v in best.items() if k != "round" and v is not None),
+            record["wall_time_s"],
+            record["compile_time_s"],
+        )
+        records.append(record)
+    return records
+
+
+def main(argv):
+    del argv
+    config = _CONFIG.value
+    try:
+        records = run_grid(config, _LEDGER.value, _PROGRESS.value)
+    except UserError as e:
+        sys.exit(f"error: {e}")
+    rows = list(config.get("table", {}).get("rows", ["dataset", "algorithm"]))
+    print(tables.render_markdown(records, rows=rows, settings=records[0]["settings"]))
+    print(f"\nledger: {_LEDGER.value}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,247 @@
+"""One run end to end: config -> data -> splits -> client arrays -> rounds -> a ledger record.
+
+The configuration is an `ml_collections.ConfigDict` (see `default_config`); everything that
+identifies a run is recorded verbatim in its ledger record, so tables can be regenerated from the
+ledger alone.
+"""
+
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from fedjax_syn import results
+from fedjax_syn.algorithms import registry
+from fedjax_syn.data.arrays import Federation, round_up
+from fedjax_syn.engine import evaluation, sharding
+from fedjax_syn.engine.round import EngineConfig, init_states, make_round
+from fedjax_syn.engine.task import Task
+from fedjax_syn.errors import check, check_choice
+
+VISION_MODELS = ("mlp", "convnet")
+GRAPH_MODELS = ("gcn", "sage")
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Every field a run reads, with defaults; experiment configs override a subset."""
+    return ml_collections.ConfigDict(
+        {
+            "track": "vision",
+            "dataset": "digits",
+            "data_dir": "",
+            "seed": 0,
+            # Protocol (PROTOCOL.md). Vision: partition over num_clients + 1 parts.
+            "num_clients": 10,
+            "partition": "dirichlet",
+            "alpha": 0.5,
+            "classes_per_part": 2,
+            "min_class_count": 2,
+            "missing_frac": 0.0,
+            # Graph protocol.
+            "partitioner": "louvain",
+            "setting": "closeset",
+            "unseen_frac": 0.2,
+            "graph_missing_frac": 0.3,
+            "normalize_features": True,
+            # Model.
+            "model": "mlp",
+            "hidden": (32,),
+            "width": 128,
+            "dropout": 0.5,
+            # Algorithm and optimisation.
+            "algorithm": "fedavg",
+            "rounds": 20,
+            "local_epochs": 1,
+            "local_steps": 0,  # > 0: fixed local steps instead of epochs
+            "batch_size": 10,
+            "drop_last": False,
+            "optimizer": "sgd",
+            "lr": 0.05,
+            "momentum": 0.0,
+            "weight_decay": 0.0,
+            "weighted": True,
+            "finetune_epochs": 5,
+            "prox_mu": 0.01,
+            "fedlog": {},
+            # Engine.
+            "eval_every": 1,
+            "client_chunk": 0,  # 0: vmap every client at once
+            "eval_example_chunk": 512,
+            "shard": False,  # put the clients axis on a mesh of all local devices
+        }
+    )
+
+
+@dataclasses.dataclass
+class Prepared:
+    """What a run needs besides the config: device arrays, the task, protocol and settings."""
+
+    fed: Federation
+    task: Task
+    protocol: dict
+    settings: tuple[str, ...]
+
+
+def _num_client_slots(cfg) -> int | None:
+    if not cfg.shard:
+        return None
+    return round_up(cfg.num_clients, jax.device_count())
+
+
+def prepare(cfg) -> Prepared:
+    check_choice("track", cfg.track, ("vision", "graph"))
+    check(cfg.num_clients >= 1, f"num_clients must be >= 1, got {cfg.num_clients}")
+    if cfg.track == "vision":
+        return _prepare_vision(cfg)
+    return _prepare_graph(cfg)
+
+
+def _prepare_vision(cfg) -> Prepared:
+    from fedjax_syn.data.vision import load_vision
+    from fedjax_syn.data.vision_arrays import VISION_SETTINGS, vision_arrays
+    from fedjax_syn.data.vision_split import build_vision_federation
+    from fedjax_syn.models.vision import MLP, ConvNet
+
+    check_choice("model", cfg.model, VISION_MODELS)
+    data = load_vision(cfg.dataset, cfg.data_dir or None)
+    split = build_vision_federation(
+        data,
+        cfg.num_clients,
+        cfg.partition,
+        alpha=cfg.alpha,
+        classes_per_part=cfg.classes_per_part,
+        seed=cfg.seed,
+        min_class_count=cfg.min_class_count,
+        missing_frac=cfg.missing_frac,
+    )
+    fed = vision_arrays(split, _num_client_slots(cfg))
+    model = (
+        MLP(data.num_classes, tuple(cfg.hidden))
+        if cfg.model == "mlp"
+        else ConvNet(data.num_classes, cfg.width)
+    )
+    protocol = {
+        "num_clients": cfg.num_clients,
+        "partition": cfg.partition,
+        "alpha": cfg.alpha,
+        "min_class_count": cfg.min_class_count,
+        "missing_frac": cfg.missing_frac,
+    }
+    return Prepared(fed, Task(model, graph=False), protocol, VISION_SETTINGS)
+
+
+def _prepare_graph(cfg) -> Prepared:
+    from fedjax_syn.data.graph_arrays import GRAPH_SETTINGS, graph_arrays
+    from fedjax_syn.data.graph_split import build_graph_federation
+    from fedjax_syn.data.graphs import load_graph
+    from fedjax_syn.models.gnn import GNN
+
+    check_choice("model", cfg.model, GRAPH_MODELS)
+    data = load_graph(cfg.dataset, cfg.data_dir or None)
+    split = build_graph_federation(
+        data,
+        cfg.num_clients,
+        partitioner=cfg.partitioner,
+        setting=cfg.setting,
+        unseen_frac=cfg.unseen_frac,
+        missing_frac=cfg.graph_missing_frac,
+        seed=cfg.seed,
+    )
+    fed = graph_arrays(split, _num_client_slots(cfg), normalize=cfg.normalize_features)
+    model = GNN(data.num_classes, cfg.model, tuple(cfg.hidden), cfg.dropout)
+    return Prepared(fed, Task(model, graph=True), dict(split.protocol), GRAPH_SETTINGS)
+
+
+def engine_config(cfg) -> EngineConfig:
+    check(cfg.client_chunk >= 0, f"client_chunk must be >= 0, got {cfg.client_chunk}")
+    return EngineConfig(
+        client_chunk=cfg.client_chunk or None, eval_example_chunk=cfg.eval_example_chunk
+    )
+
+
+def run(
+    cfg,
+    *,
+    ledger: str | None = None,
+    on_round: Callable[[int, dict], None] | None = None,
+    prepared: Prepared | None = None,
+) -> dict[str, Any]:
+    """Runs `cfg.rounds` rounds, evaluating every `eval_every`; returns (and appends) the record."""
+    check(cfg.rounds >= 1, f"rounds must be >= 1, got {cfg.rounds}")
+    check(cfg.eval_every >= 1, f"eval_every must be >= 1, got {cfg.eval_every}")
+    start = time.perf_counter()
+    prepared = prepare(cfg) if prepared is None else prepared
+    fed = prepared.fed
+    alg = registry.build(cfg, prepared.task)
+    if cfg.shard:
+        fed = sharding.shard_federation(fed, sharding.client_mesh())
+    round_fn = make_round(alg, engine_config(cfg))
+    key = jax.random.key(cfg.seed)
+    server, clients = init_states(
+        alg, fed, jax.random.fold_in(key, 0), engine_config(cfg).client_chunk
+    )
+
+    compile_start = time.perf_counter()
+    needed = {True, cfg.eval_every == 1}  # the no-evaluation variant only when it is used
+    compiled = {
+        flag: round_fn.lower(server, clients, fed, key, evaluate=flag).compile() for flag in needed
+    }
+    compile_time = time.perf_counter() - compile_start
+
+    curves: dict[str, list[float]] = {name: [] for name in ("val", *prepared.settings)}
+    curves["train_loss"] = []
+    eval_rounds: list[int] = []
+    for r in range(1, cfg.rounds + 1):
+        do_eval = r % cfg.eval_every == 0 or r == cfg.rounds
+        server, clients, metrics = compiled[do_eval](
+            server, clients, fed, jax.random.fold_in(key, r)
+        )
+        if do_eval:
+            acc = evaluation.accuracies(metrics["counts"])
+            eval_rounds.append(r)
+            curves["train_loss"].append(float(metrics["train_loss"]))
+            for name in ("val", *prepared.settings):
+                curves[name].append(acc[name])
+            if on_round is not None:
+                on_round(r, {name: values[-1] for name, values in curves.items()})
+    record = make_record(
+        cfg, prepared, curves, eval_rounds, time.perf_counter() - start, compile_time
+    )
+    if ledger:
+        results.append_record(ledger, record)
+    return record
+
+
+def make_record(cfg, prepared: Prepared, curves, eval_rounds, wall_time, compile_time) -> dict:
+    best, last = results.summarize_curves(
+        {k: v for k, v in curves.items() if k != "train_loss"}, val_key="val"
+    )
+    best["round"] = eval_rounds[best["round"]]
+    last["round"] = eval_rounds[last["round"]]
+    config = cfg.to_dict()
+    return {
+        "run_id": results.run_id(config),
+        "track": cfg.track,
+        "dataset": cfg.dataset,
+        "algorithm": cfg.algorithm,
+        "seed": cfg.seed,
+        "protocol": prepared.protocol,
+        "config": config,
+        "settings": list(prepared.settings),
+        "eval_rounds": eval_rounds,
+        "curves": {k: [_finite(v) for v in vals] for k, vals in curves.items()},
+        "best": {k: v if k == "round" else _finite(v) for k, v in best.items()},
+        "last": {k: v if k == "round" else _finite(v) for k, v in last.items()},
+        "wall_time_s": wall_time,
+        "compile_time_s": compile_time,
+        "versions": results.versions(),
+    }
+
+
+def _finite(value: float) -> float | None:
+    """JSON has no NaN: a setting with no examples (e.g. no missing class) is recorded as null."""
+    return None if value is None or np.isnan(value) else float(value)
