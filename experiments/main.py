@@ -7,6 +7,7 @@
 Each finished run appends one record to the ledger (--ledger). User errors print one line and exit 2.
 """
 
+import ast
 import itertools
 import pathlib
 import sys
@@ -22,6 +23,29 @@ _DEFAULT_CONFIG = str(pathlib.Path(__file__).parent / "configs" / "digits_table.
 _CONFIG = config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Experiment config file.")
 _LEDGER = flags.DEFINE_string("ledger", "runs/ledger.jsonl", "Results ledger (JSON lines).")
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show progress bars.")
+_GRID = flags.DEFINE_string(
+    "grid",
+    "",
+    "Replace grid axes, e.g. 'algorithm=fedavg,fedprox;seed=0,1,2'. Values are Python literals.",
+)
+
+
+def parse_grid_override(text: str) -> dict[str, list]:
+    """'a=1,2;b=x' -> {'a': [1, 2], 'b': ['x']}; bare words are strings."""
+    out = {}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        if "=" not in part:
+            raise UserError(f"bad --grid entry {part!r}; expected key=v1,v2")
+        key, values = part.split("=", 1)
+        out[key.strip()] = [_literal(v.strip()) for v in values.split(",")]
+    return out
+
+
+def _literal(text: str):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
 
 
 def grid_configs(config):
@@ -79,9 +103,15 @@ def main(argv):
     del argv
     config = _CONFIG.value
     try:
+        if _GRID.value:
+            with config.unlocked():
+                grid = dict(config.get("grid") or {})
+                grid.update(parse_grid_override(_GRID.value))
+                config.grid = grid
         records = run_grid(config, _LEDGER.value, _PROGRESS.value)
     except UserError as e:
-        sys.exit(f"error: {e}")
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     rows = list(config.get("table", {}).get("rows", ["dataset", "algorithm"]))
     print(tables.render_markdown(records, rows=rows, settings=records[0]["settings"]))
     print(f"\nledger: {_LEDGER.value}")
