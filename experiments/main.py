@@ -10,13 +10,12 @@ Each finished run appends one record to the ledger (--ledger). User errors print
 import ast
 import itertools
 import pathlib
-import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from fedjax_syn import experiment, tables
+from fedjax_syn import cli, experiment, tables
 from fedjax_syn.errors import UserError
 
 _DEFAULT_CONFIG = str(pathlib.Path(__file__).parent / "configs" / "digits_table.py")
@@ -102,20 +101,16 @@ def run_grid(config, ledger: str, progress: bool) -> list[dict]:
 def main(argv):
     del argv
     config = _CONFIG.value
-    try:
-        if _GRID.value:
-            with config.unlocked():
-                grid = dict(config.get("grid") or {})
-                grid.update(parse_grid_override(_GRID.value))
-                config.grid = grid
-        records = run_grid(config, _LEDGER.value, _PROGRESS.value)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    if _GRID.value:
+        with config.unlocked():
+            grid = dict(config.get("grid") or {})
+            grid.update(parse_grid_override(_GRID.value))
+            config.grid = grid
+    records = run_grid(config, _LEDGER.value, _PROGRESS.value)
     rows = list(config.get("table", {}).get("rows", ["dataset", "algorithm"]))
     print(tables.render_markdown(records, rows=rows, settings=records[0]["settings"]))
     print(f"\nledger: {_LEDGER.value}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

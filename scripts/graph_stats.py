@@ -7,10 +7,9 @@ Usage:
 Bad flags or bad input print one line `error: ...` and exit with status 2.
 """
 
-import sys
+from absl import flags
 
-from absl import app, flags
-
+from fedjax_syn import cli
 from fedjax_syn.data.graph_split import PARTITIONERS, SETTINGS, build_graph_federation, split_table
 from fedjax_syn.data.graphs import GRAPH_DATASETS, load_graph
 from fedjax_syn.errors import UserError
@@ -27,21 +26,6 @@ _DATA_DIR = flags.DEFINE_string(
 )
 
 
-def _fail(message: str) -> None:
-    print(f"error: {' '.join(message.split())}", file=sys.stderr)
-    sys.exit(2)
-
-
-def _parse_flags(argv: list[str]) -> list[str]:
-    try:
-        rest = flags.FLAGS(argv)
-    except flags.Error as e:
-        _fail(str(e))
-    if len(rest) > 1:
-        _fail(f"unexpected arguments: {' '.join(rest[1:])}")
-    return rest
-
-
 def main(argv: list[str]) -> None:
     del argv
     try:
@@ -56,9 +40,9 @@ def main(argv: list[str]) -> None:
             seed=_SEED.value,
         )
     except UserError as e:
-        _fail(str(e))
+        cli.fail(str(e))
     print(split_table(fed), end="")
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=_parse_flags)
+    cli.run(main)

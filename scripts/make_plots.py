@@ -13,11 +13,10 @@ one line `error: ...` and exit with status 2.
 
 import json
 import pathlib
-import sys
 
-from absl import app, flags
+from absl import flags
 
-from fedjax_syn import plots
+from fedjax_syn import cli, plots
 from fedjax_syn.errors import UserError, check
 from fedjax_syn.results import GRAPH_SETTINGS, VISION_SETTINGS, read_ledger, select
 
@@ -31,21 +30,6 @@ _SETTINGS = flags.DEFINE_list("settings", None, "Settings to plot (default: the 
 _METRIC = flags.DEFINE_enum("metric", "best", ["best", "last"], "Round reported by --kind=alpha.")
 _OUT = flags.DEFINE_string("out", "figures", "Output folder.")
 _NAME = flags.DEFINE_string("name", None, "File name stem (default: <track>_<kind>).")
-
-
-def _fail(message: str) -> None:
-    print(f"error: {' '.join(message.split())}", file=sys.stderr)
-    sys.exit(2)
-
-
-def _parse_flags(argv: list[str]) -> list[str]:
-    try:
-        rest = flags.FLAGS(argv)
-    except flags.Error as e:
-        _fail(str(e))
-    if len(rest) > 1:
-        _fail(f"unexpected arguments: {' '.join(rest[1:])}")
-    return rest
 
 
 def _filters() -> dict:
@@ -73,10 +57,10 @@ def main(argv: list[str]) -> None:
         else:
             plots.plot_best_last_gap(records, settings, paths=paths)
     except UserError as e:
-        _fail(str(e))
+        cli.fail(str(e))
     for path in paths:
         print(f"wrote {path}")
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=_parse_flags)
+    cli.run(main)

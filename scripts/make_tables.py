@@ -15,11 +15,10 @@ atomically, to OUT/<name>.md and OUT/<name>.tex. Bad flags or input print one li
 
 import dataclasses
 import pathlib
-import sys
 
-from absl import app, flags
+from absl import flags
 
-from fedjax_syn import tables
+from fedjax_syn import cli, tables
 from fedjax_syn.errors import UserError
 from fedjax_syn.results import read_ledger, write_atomic
 
@@ -34,21 +33,6 @@ _SEEDS = flags.DEFINE_list(
 )
 
 
-def _fail(message: str) -> None:
-    print(f"error: {' '.join(message.split())}", file=sys.stderr)
-    sys.exit(2)
-
-
-def _parse_flags(argv: list[str]) -> list[str]:
-    try:
-        rest = flags.FLAGS(argv)
-    except flags.Error as e:
-        _fail(str(e))
-    if len(rest) > 1:
-        _fail(f"unexpected arguments: {' '.join(rest[1:])}")
-    return rest
-
-
 def main(argv: list[str]) -> None:
     del argv
     try:
@@ -61,7 +45,7 @@ def main(argv: list[str]) -> None:
             spec = dataclasses.replace(spec, seeds=seeds)
         table = tables.build_table(read_ledger(_LEDGER.value), spec, source=_LEDGER.value)
     except UserError as e:
-        _fail(str(e))
+        cli.fail(str(e))
     rendered = {}
     if _FORMAT.value in ("md", "both"):
         rendered["md"] = tables.to_markdown(table)
@@ -77,4 +61,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=_parse_flags)
+    cli.run(main)

@@ -6,10 +6,9 @@ Example:
 Bad input ends with a one-line `error: ...` on stderr and exit status 2.
 """
 
-import sys
+from absl import flags
 
-from absl import app, flags
-
+from fedjax_syn import cli
 from fedjax_syn.data.partition import PARTITIONS
 from fedjax_syn.data.vision import VISION_DATASETS, load_vision
 from fedjax_syn.data.vision_split import build_vision_federation, class_count_table
@@ -33,21 +32,9 @@ _DATA_DIR = flags.DEFINE_string(
 _TFDS_DATA_DIR = flags.DEFINE_string("tfds_data_dir", None, "TFDS data dir (default: TFDS's).")
 
 
-def _fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
-def _parse_flags(argv: list[str]) -> list[str]:
-    try:
-        return flags.FLAGS(argv)
-    except flags.Error as e:
-        _fail(str(e))
-
-
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
-        _fail(f"unexpected arguments: {' '.join(argv[1:])}")
+        cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
         data = load_vision(_DATASET.value, _DATA_DIR.value, _TFDS_DATA_DIR.value)
         fed = build_vision_federation(
@@ -61,7 +48,7 @@ def main(argv: list[str]) -> None:
             missing_frac=_MISSING_FRAC.value,
         )
     except UserError as e:
-        _fail(str(e))
+        cli.fail(str(e))
     print(
         f"{_DATASET.value}: {_NUM_CLIENTS.value} clients + 1 new client, "
         f"partition={_PARTITION.value}, alpha={_ALPHA.value}, seed={_SEED.value}\n"
@@ -70,4 +57,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=_parse_flags)
+    cli.run(main)
