@@ -163,6 +163,111 @@ def engine_config(cfg) -> EngineConfig:
     )
 
 
+@dataclasses.dataclass
+class RunState:
+    """A run between rounds: everything the next round and the final record depend on.
+
+    `server` and `clients` live on device (the next round donates their buffers); `key` is the
+    run's base key (round r uses `fold_in(key, r)`), `round` the last finished round, and the
+    curves hold one entry per evaluated round. A sweep checkpoints this to resume bit-identically.
+    """
+
+    server: Any
+    clients: Any
+    key: jax.Array
+    round: int
+    curves: dict[str, list[float]]
+    eval_rounds: list[int]
+    elapsed_s: float = 0.0  # wall time spent on this run by earlier processes
+
+
+@dataclasses.dataclass
+class Program:
+    """One run's data on device and its compiled round (with and without evaluation)."""
+
+    cfg: ml_collections.ConfigDict
+    prepared: Prepared
+    fed: Federation
+    init: Callable[[], tuple[Any, Any]]
+    compiled: dict[bool, Callable]
+    compile_time: float
+
+
+def compile_run(cfg, prepared: Prepared | None = None) -> Program:
+    """Prepares the data (unless given), builds the algorithm and compiles its round."""
+    check(cfg.rounds >= 1, f"rounds must be >= 1, got {cfg.rounds}")
+    check(cfg.eval_every >= 1, f"eval_every must be >= 1, got {cfg.eval_every}")
+    prepared = prepare(cfg) if prepared is None else prepared
+    fed = prepared.fed
+    alg = registry.build(cfg, prepared.task)
+    if cfg.shard:
+        fed = sharding.shard_federation(fed, sharding.client_mesh())
+    round_fn = make_round(alg, engine_config(cfg))
+    key = jax.random.key(cfg.seed)
+    init = lambda: init_states(
+        alg, fed, jax.random.fold_in(key, 0), engine_config(cfg).client_chunk
+    )
+    server, clients = init()
+    compile_start = time.perf_counter()
+    needed = {True, cfg.eval_every == 1}  # the no-evaluation variant only when it is used
+    compiled = {
+        flag: round_fn.lower(server, clients, fed, key, evaluate=flag).compile() for flag in needed
+    }
+    return Program(cfg, prepared, fed, init, compiled, time.perf_counter() - compile_start)
+
+
+def initial_state(program: Program) -> RunState:
+    """The state before round 1: freshly initialised server and clients, empty curves."""
+    server, clients = program.init()
+    curves: dict[str, list[float]] = {name: [] for name in ("val", *program.prepared.settings)}
+    curves["train_loss"] = []
+    return RunState(server, clients, jax.random.key(program.cfg.seed), 0, curves, [])
+
+
+def advance(
+    program: Program,
+    state: RunState,
+    until: int,
+    on_round: Callable[[int, dict], None] | None = None,
+) -> RunState:
+    """Runs rounds state.round + 1 .. until; returns the new state (the old one is donated)."""
+    cfg = program.cfg
+    check(until <= cfg.rounds, f"cannot advance to round {until} of a {cfg.rounds}-round run")
+    server, clients = state.server, state.clients
+    curves = {k: list(v) for k, v in state.curves.items()}
+    eval_rounds = list(state.eval_rounds)
+    for r in range(state.round + 1, until + 1):
+        do_eval = r % cfg.eval_every == 0 or r == cfg.rounds
+        server, clients, metrics = program.compiled[do_eval](
+            server, clients, program.fed, jax.random.fold_in(state.key, r)
+        )
+        if do_eval:
+            metrics = fetch(metrics)
+            acc = evaluation.accuracies(metrics["counts"])
+            eval_rounds.append(r)
+            curves["train_loss"].append(float(metrics["train_loss"]))
+            for name in ("val", *program.prepared.settings):
+                curves[name].append(acc[name])
+            if on_round is not None:
+                on_round(r, {name: values[-1] for name, values in curves.items()})
+    return dataclasses.replace(
+        state, server=server, clients=clients, round=until, curves=curves, eval_rounds=eval_rounds
+    )
+
+
+def fetch(tree: Any) -> Any:
+    """Host (numpy) copies of round outputs. In a multi-process run an output split over hosts
+    (per-client counts on a global mesh) is gathered from every process first."""
+    from jax.experimental import multihost_utils
+
+    def one(x):
+        if isinstance(x, jax.Array) and not (x.is_fully_addressable or x.is_fully_replicated):
+            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+        return np.asarray(x)
+
+    return jax.tree.map(one, tree)
+
+
 def run(
     cfg,
     *,
@@ -171,52 +276,27 @@ def run(
     prepared: Prepared | None = None,
 ) -> dict[str, Any]:
     """Runs `cfg.rounds` rounds, evaluating every `eval_every`; returns (and appends) the record."""
-    check(cfg.rounds >= 1, f"rounds must be >= 1, got {cfg.rounds}")
-    check(cfg.eval_every >= 1, f"eval_every must be >= 1, got {cfg.eval_every}")
     start = time.perf_counter()
-    prepared = prepare(cfg) if prepared is None else prepared
-    fed = prepared.fed
-    alg = registry.build(cfg, prepared.task)
-    if cfg.shard:
-        fed = sharding.shard_federation(fed, sharding.client_mesh())
-    round_fn = make_round(alg, engine_config(cfg))
-    key = jax.random.key(cfg.seed)
-    server, clients = init_states(
-        alg, fed, jax.random.fold_in(key, 0), engine_config(cfg).client_chunk
-    )
-
-    compile_start = time.perf_counter()
-    needed = {True, cfg.eval_every == 1}  # the no-evaluation variant only when it is used
-    compiled = {
-        flag: round_fn.lower(server, clients, fed, key, evaluate=flag).compile() for flag in needed
-    }
-    compile_time = time.perf_counter() - compile_start
-
-    curves: dict[str, list[float]] = {name: [] for name in ("val", *prepared.settings)}
-    curves["train_loss"] = []
-    eval_rounds: list[int] = []
-    for r in range(1, cfg.rounds + 1):
-        do_eval = r % cfg.eval_every == 0 or r == cfg.rounds
-        server, clients, metrics = compiled[do_eval](
-            server, clients, fed, jax.random.fold_in(key, r)
-        )
-        if do_eval:
-            acc = evaluation.accuracies(metrics["counts"])
-            eval_rounds.append(r)
-            curves["train_loss"].append(float(metrics["train_loss"]))
-            for name in ("val", *prepared.settings):
-                curves[name].append(acc[name])
-            if on_round is not None:
-                on_round(r, {name: values[-1] for name, values in curves.items()})
+    program = compile_run(cfg, prepared)
+    state = advance(program, initial_state(program), cfg.rounds, on_round)
     record = make_record(
-        cfg, prepared, curves, eval_rounds, time.perf_counter() - start, compile_time
+        cfg,
+        program.prepared,
+        state.curves,
+        state.eval_rounds,
+        time.perf_counter() - start,
+        program.compile_time,
     )
     if ledger:
         results.append_record(ledger, record)
     return record
 
 
-def make_record(cfg, prepared: Prepared, curves, eval_rounds, wall_time, compile_time) -> dict:
+def make_record(
+    cfg, prepared: Prepared, curves, eval_rounds, wall_time, compile_time, runs_in_program=1
+) -> dict:
+    """The ledger record of a finished run (`runs_in_program` > 1: it ran batched with others,
+    and its wall and compile times are its share of the program's)."""
     best, last = results.summarize_curves(
         {k: v for k, v in curves.items() if k != "train_loss"}, val_key="val"
     )
@@ -238,6 +318,7 @@ def make_record(cfg, prepared: Prepared, curves, eval_rounds, wall_time, compile
         "last": {k: v if k == "round" else _finite(v) for k, v in last.items()},
         "wall_time_s": wall_time,
         "compile_time_s": compile_time,
+        "runs_in_program": runs_in_program,
         "versions": results.versions(),
     }
 

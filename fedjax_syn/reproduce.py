@@ -1,0 +1,293 @@
+"""Regenerating one paper-style table from nothing: data -> splits -> runs -> table -> figures.
+
+A table is a config under `experiments/configs/` (or any config file) whose `grid` names its runs
+and whose `table` names its layout. `reproduce` loads every dataset the grid uses (reporting where
+it came from), writes the statistics of every split the runs train on, runs the grid with the
+resumable sweep runner, renders the table from the ledger, and draws its figure, all under one
+output folder it reports:
+
+    OUT/ledger.jsonl, OUT/checkpoints/, OUT/splits/*.txt, OUT/tables/<name>.{md,tex},
+    OUT/figures/<name>*.{png,pdf}
+
+`quick=True` shrinks the work for a smoke run: at most 3 rounds, the first seed, the first dataset
+and client count, and the expensive inner loops of condensation and FedLoG's round 0, keeping the
+axes the table compares (algorithms, heterogeneity levels, settings, variants).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.util
+import pathlib
+import pkgutil
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import ml_collections
+
+from fedjax_syn import plots, results, sweep, tables
+from fedjax_syn.errors import check
+
+QUICK_ROUNDS = 3
+QUICK_FEDLOG = {"pretrain_epochs": 2, "gen_epochs": 2, "gen_networks": 2}
+QUICK_CONDENSE = {"iterations": 2, "eval_epochs": 2, "eval_nets": 1}
+_FIRST_ONLY = ("seed", "dataset", "num_clients", "ipc")  # grid axes quick keeps one value of
+
+
+def available_tables() -> list[str]:
+    """Config names under experiments/configs/ (each a module with get_config)."""
+    import experiments.configs
+
+    return sorted(m.name for m in pkgutil.iter_modules(experiments.configs.__path__))
+
+
+def load_config(table: str) -> tuple[str, ml_collections.ConfigDict]:
+    """(name, config) of a table: a name under experiments/configs/ or a config file path."""
+    path = pathlib.Path(table)
+    if path.suffix == ".py":
+        check(path.is_file(), f"config file {table} does not exist")
+        spec = importlib.util.spec_from_file_location(f"table_config_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return path.stem, module.get_config()
+    names = available_tables()
+    check(table in names, f"unknown table {table!r}; choose one of {', '.join(names)}")
+    module = importlib.import_module(f"experiments.configs.{table}")
+    return table, module.get_config()
+
+
+def shrink(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A copy of `config` sized for a smoke run (see the module docstring)."""
+    config = config.copy_and_resolve_references()
+    with config.unlocked():
+        if config.get("track") == "condense":
+            for field, cap in QUICK_CONDENSE.items():
+                config[field] = min(config[field], cap)
+        else:
+            config.rounds = min(config.rounds, QUICK_ROUNDS)
+            config.eval_every = 1
+        grid = config.get("grid") or ml_collections.ConfigDict()
+        for axis in _FIRST_ONLY:
+            if axis in grid:
+                grid[axis] = tuple(grid[axis][:1])
+        algorithms = set(grid.get("algorithm", ())) | {config.get("algorithm")}
+        if "fedlog" in algorithms:
+            for field, cap in QUICK_FEDLOG.items():
+                config.fedlog[field] = min(config.fedlog.get(field, cap), cap)
+    return config
+
+
+@dataclasses.dataclass
+class Outputs:
+    """Where everything went."""
+
+    folder: pathlib.Path
+    ledger: pathlib.Path
+    checkpoints: pathlib.Path
+    splits: list[pathlib.Path]
+    tables: list[pathlib.Path]
+    figures: list[pathlib.Path]
+    records: list[dict]
+    markdown: str
+
+
+# ---------------------------------------------------------------------------------------------
+# Data and splits.
+
+
+def _load(cfg, cache: dict) -> Any:
+    key = (cfg.track, cfg.dataset, cfg.data_dir)
+    if key not in cache:
+        if cfg.track == "graph":
+            from fedjax_syn.data.graphs import load_graph
+
+            cache[key] = load_graph(cfg.dataset, cfg.data_dir or None)
+        else:
+            from fedjax_syn.data.vision import load_vision
+
+            cache[key] = load_vision(cfg.dataset, cfg.data_dir or None)
+    return cache[key]
+
+
+def describe_data(
+    points: Sequence[ml_collections.ConfigDict], cache: dict, log: Callable[[str], None]
+) -> None:
+    """Loads every dataset of the grid once (failing early, before any run) and reports it."""
+    seen = set()
+    for cfg in points:
+        if (cfg.track, cfg.dataset) in seen:
+            continue
+        seen.add((cfg.track, cfg.dataset))
+        data = _load(cfg, cache)
+        if cfg.track == "graph":
+            log(
+                f"data: {cfg.dataset}: {data.x.shape[0]} nodes, {data.edges.shape[1]} undirected "
+                f"edges, {data.x.shape[1]} features, {data.num_classes} classes"
+            )
+        else:
+            log(
+                f"data: {cfg.dataset}: {len(data.train_y)} train / {len(data.test_y)} test "
+                f"images {'x'.join(map(str, data.train_x.shape[1:]))}, {data.num_classes} classes"
+            )
+
+
+_SPLIT_FIELDS = {
+    "vision": ("num_clients", "partition", "alpha", "min_class_count", "missing_frac", "seed"),
+    "graph": ("num_clients", "partitioner", "setting", "unseen_frac", "graph_missing_frac", "seed"),
+}
+
+
+def _split_name(cfg) -> str:
+    parts = [cfg.dataset] + [f"{f}={cfg[f]}" for f in _SPLIT_FIELDS[cfg.track]]
+    if cfg.track == "vision" and cfg.partition == "shards":
+        parts.append(f"classes_per_part={cfg.classes_per_part}")
+    return "_".join(parts).replace("/", "-")
+
+
+def write_splits(
+    points: Sequence[ml_collections.ConfigDict], folder: pathlib.Path, cache: dict
+) -> list[pathlib.Path]:
+    """Per distinct split of the grid, its per-client, per-class statistics table."""
+    written: dict[str, pathlib.Path] = {}
+    for cfg in points:
+        if cfg.track not in _SPLIT_FIELDS or _split_name(cfg) in written:
+            continue
+        name = _split_name(cfg)
+        data = _load(cfg, cache)
+        if cfg.track == "graph":
+            from fedjax_syn.data.graph_split import build_graph_federation, split_table
+
+            text = split_table(
+                build_graph_federation(
+                    data,
+                    cfg.num_clients,
+                    partitioner=cfg.partitioner,
+                    setting=cfg.setting,
+                    unseen_frac=cfg.unseen_frac,
+                    missing_frac=cfg.graph_missing_frac,
+                    seed=cfg.seed,
+                )
+            )
+        else:
+            from fedjax_syn.data.vision_split import build_vision_federation, class_count_table
+
+            text = class_count_table(
+                build_vision_federation(
+                    data,
+                    cfg.num_clients,
+                    cfg.partition,
+                    alpha=cfg.alpha,
+                    classes_per_part=cfg.classes_per_part,
+                    seed=cfg.seed,
+                    min_class_count=cfg.min_class_count,
+                    missing_frac=cfg.missing_frac,
+                )
+            )
+        path = folder / f"{name}.txt"
+        results.write_atomic(path, text if text.endswith("\n") else text + "\n")
+        written[name] = path
+    return list(written.values())
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures.
+
+
+def _facets(records: Sequence[dict], keys: Sequence[str]) -> dict[tuple, list[dict]]:
+    groups: dict[tuple, list[dict]] = {}
+    for record in records:
+        groups.setdefault(tuple(results.lookup(record, k, None) for k in keys), []).append(record)
+    return groups
+
+
+def draw_figures(
+    records: Sequence[dict],
+    config: ml_collections.ConfigDict,
+    spec: tables.TableSpec,
+    folder: pathlib.Path,
+) -> list[pathlib.Path]:
+    """The table's figure (`table.plot`: alpha, curves or gap), one per combination of the row
+    keys it does not draw (e.g. one per dataset and K); none for condensation tables."""
+    if config.get("track") == "condense" or not records:
+        return []
+    table = config.get("table") or {}
+    grid = config.get("grid") or {}
+    default = "alpha" if len(grid.get("alpha", ())) > 1 else "curves"
+    kind = table.get("plot", default)
+    check(kind in ("alpha", "curves", "gap"), f"table plot must be alpha, curves or gap: {kind!r}")
+    series = table.get("series", "algorithm")
+    settings = tuple(table.get("settings") or records[0]["settings"])
+    drawn = {series, "protocol.alpha"} if kind == "alpha" else {series}
+    facet_keys = [k for k in spec.rows if k not in drawn]
+    paths = []
+    for values, members in _facets(records, facet_keys).items():
+        stem = "_".join([spec.name, kind, *(f"{v}" for v in values)]).replace("/", "-")
+        targets = [folder / f"{stem}.{ext}" for ext in ("png", "pdf")]
+        if kind == "alpha":
+            plots.plot_accuracy_vs_alpha(members, settings, series_key=series, paths=targets)
+        elif kind == "curves":
+            plots.plot_round_curves(members, settings[:3], series_key=series, paths=targets)
+        else:
+            plots.plot_best_last_gap(members, settings, series_key=series, paths=targets)
+        paths += targets
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole pipeline.
+
+
+def reproduce(
+    table: str,
+    *,
+    quick: bool = False,
+    out: str | pathlib.Path | None = None,
+    grid: str = "",
+    batch_runs: bool = True,
+    max_batch: int = 0,
+    checkpoint_every: int = 10,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> Outputs:
+    """Regenerates `table` (a config name or file) end to end; see the module docstring."""
+    name, config = load_config(table)
+    if quick:
+        config = shrink(config)
+    sweep.override_grid(config, grid)
+    folder = pathlib.Path(out or f"runs/reproduce/{name}{'-quick' if quick else ''}")
+    ledger, checkpoints = folder / "ledger.jsonl", folder / "checkpoints"
+    points = sweep.grid_configs(config)
+    log(f"table {name}: {len(points)} runs{' (quick)' if quick else ''}; output in {folder}")
+
+    cache: dict = {}
+    describe_data(points, cache, log)
+    splits = write_splits(points, folder / "splits", cache)
+    if splits:
+        log(f"splits: {len(splits)} split statistics tables in {folder / 'splits'}")
+    del cache
+
+    records = sweep.run_sweep(
+        config,
+        ledger=str(ledger),
+        checkpoint_dir=checkpoints,
+        checkpoint_every=checkpoint_every,
+        batch_runs=batch_runs,
+        max_batch=max_batch,
+        progress=progress,
+        log=log,
+    )
+    log(f"runs: {len(records)} records in {ledger}")
+
+    spec = sweep.table_spec(config, name)
+    built = tables.build_table(records, spec, source=str(ledger))
+    markdown = tables.to_markdown(built)
+    table_paths = [folder / "tables" / f"{spec.name}.{ext}" for ext in ("md", "tex")]
+    results.write_atomic(table_paths[0], markdown)
+    results.write_atomic(table_paths[1], tables.to_latex(built))
+    log(f"table: {table_paths[0]} and {table_paths[1]}")
+
+    figures = draw_figures(records, config, spec, folder / "figures")
+    if figures:
+        log(f"figures: {', '.join(str(p) for p in figures)}")
+    return Outputs(folder, ledger, checkpoints, splits, table_paths, figures, records, markdown)

@@ -1,0 +1,131 @@
+"""Runs batched on a leading runs axis: padding and sharing of federations, grouping, and a
+batched run matching the single runs it stands for."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from fedjax_syn import batched, experiment, results
+from fedjax_syn.errors import UserError
+from tests.engine_fixtures import make_federation
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_stacking_pads_every_run_to_common_shapes_and_shares_equal_leaves():
+    small = make_federation(sizes=(7, 12, 3), seed=0)
+    large = make_federation(sizes=(20, 5, 9), seed=3)
+    stacked, axes = batched.stack_federations([small, large])
+    assert stacked.train.inputs.shape == (2, 3, 20, small.train.inputs.shape[-1])
+    assert axes.train.inputs == 0 and axes.client_mask is None  # every client is real in both
+    # Run 0 is padded from 12 to 20 examples; the padding is zero and masked out.
+    np.testing.assert_array_equal(stacked.train.inputs[0, :, :12], small.train.inputs)
+    assert not np.asarray(stacked.train.mask[0, :, 12:]).any()
+    assert not np.asarray(stacked.train.inputs[0, :, 12:]).any()
+    for i, fed in enumerate((small, large)):
+        assert int(stacked.train.mask[i].sum()) == int(fed.train.mask.sum())
+
+
+def test_identical_data_is_passed_once():
+    fed = make_federation(seed=1)
+    stacked, axes = batched.stack_federations([fed, fed, fed])
+    assert all(axis is None for axis in jax.tree.leaves(axes, is_leaf=lambda x: x is None))
+    assert stacked.train.inputs.shape == fed.train.inputs.shape
+
+
+def _config(**overrides):
+    cfg = experiment.default_config()
+    cfg.update(dict(num_clients=3, hidden=(16,), batch_size=32, rounds=3))
+    cfg.update(overrides)
+    return cfg
+
+
+def test_runs_group_when_only_their_data_differ():
+    configs = [
+        _config(seed=0, alpha=0.1),
+        _config(seed=1, alpha=1.0),
+        _config(seed=0, lr=0.1),
+        _config(seed=2, alpha=0.3),
+        _config(seed=1, lr=0.1),
+    ]
+    assert batched.group_runs(configs) == [[0, 1, 3], [2, 4]]
+    assert batched.group_runs(configs, max_runs=2) == [[0, 1], [3], [2, 4]]
+
+
+def test_runs_that_differ_in_their_program_are_refused_in_one_line():
+    with pytest.raises(UserError, match="algorithm") as error:
+        batched.compile_batch([_config(algorithm="fedavg"), _config(algorithm="local")])
+    assert "\n" not in str(error.value)
+
+
+CONFIGS = (dict(seed=0, alpha=0.1), dict(seed=1, alpha=1.0))  # different client sizes: padded
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory):
+    """The two runs of CONFIGS as one program, with the ledger it wrote."""
+    ledger = tmp_path_factory.mktemp("batch") / "ledger.jsonl"
+    return batched.run_batch([_config(**c) for c in CONFIGS], ledger=str(ledger)), ledger
+
+
+def _assert_same_curves(got, expected):
+    for name, curve in expected["curves"].items():
+        want = np.asarray(curve, dtype=float)  # None (no examples) -> NaN
+        np.testing.assert_allclose(np.asarray(got["curves"][name], float), want, atol=1e-6)
+
+
+def test_batched_two_seed_run_equals_the_two_single_runs(batch):
+    together, ledger = batch
+    assert [r["seed"] for r in together] == [0, 1]
+    for overrides, got in zip(CONFIGS, together):
+        cfg = _config(**overrides)
+        single = experiment.run(cfg)
+        assert got["run_id"] == single["run_id"] == results.run_id(cfg.to_dict())
+        assert set(got) == set(single)
+        assert got["eval_rounds"] == single["eval_rounds"] == [1, 2, 3]
+        assert got["runs_in_program"] == 2 and single["runs_in_program"] == 1
+        _assert_same_curves(got, single)
+        assert got["best"]["round"] == single["best"]["round"]
+    stored = results.read_ledger(ledger)
+    assert [r["run_id"] for r in stored] == [r["run_id"] for r in together]
+
+
+_SHARDED = """
+import json, sys
+from fedjax_syn import batched, experiment
+
+configs = []
+for overrides in json.loads(sys.argv[1]):
+    cfg = experiment.default_config()
+    cfg.update(dict(num_clients=3, hidden=(16,), batch_size=32, rounds=3, shard=True))
+    cfg.update(overrides)
+    configs.append(cfg)
+print(json.dumps([r["curves"] for r in batched.run_batch(configs)]))
+"""
+
+
+def test_batched_runs_with_clients_sharded_over_two_devices_match_one_device(batch):
+    """3 clients on 2 emulated devices: the clients axis is padded to 4 and split after the runs
+    axis; the numbers do not change."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", _SHARDED, json.dumps(CONFIGS)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    sharded = json.loads(done.stdout.strip().splitlines()[-1])
+    for curves, expected in zip(sharded, batch[0]):
+        _assert_same_curves({"curves": curves}, expected)

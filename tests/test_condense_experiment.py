@@ -1,0 +1,30 @@
+"""A condensation run through the sweep runner: its record fills the condensation table, and a
+rerun finds it in the ledger."""
+
+from fedjax_syn import condense_experiment, results, sweep, tables
+
+
+def test_condensation_sweep_writes_a_table_record_and_skips_it_when_rerun(tmp_path):
+    config = condense_experiment.default_config()
+    config.update(dict(model="mlp", iterations=2, eval_epochs=2, eval_nets=2, eval_batch_size=64))
+    config.grid = {"ipc": (1,), "method": ("dm",)}
+    ledger = tmp_path / "ledger.jsonl"
+    lines = []
+    (record,) = sweep.run_sweep(config, ledger=str(ledger), progress=False, log=lines.append)
+    assert record["track"] == "condense" and (record["method"], record["ipc"]) == ("dm", 1)
+    metrics = record["metrics"]
+    assert len(metrics["syn_acc_per_net"]) == len(metrics["random_acc_per_net"]) == 2
+    assert metrics["syn_acc"] == sum(metrics["syn_acc_per_net"]) / 2
+    assert all(0.0 <= a <= 1.0 for a in metrics["syn_acc_per_net"] + metrics["random_acc_per_net"])
+    assert any(line.startswith("digits dm ipc=1 seed=0 | syn_acc=") for line in lines)
+
+    table = tables.build_table(results.read_ledger(ledger), sweep.table_spec(config, "condense"))
+    assert table.seeds_found == {("digits", "dm", 1): (0,)}
+    assert set(table.cells) == {(("digits", "dm", 1), 0), (("digits", "dm", 1), 1)}
+
+    lines.clear()
+    (again,) = sweep.run_sweep(config, ledger=str(ledger), progress=False, log=lines.append)
+    assert again["run_id"] == record["run_id"] and lines == [
+        f"skipping 1 of 1 runs already in {ledger}"
+    ]
+    assert len(results.read_ledger(ledger)) == 1

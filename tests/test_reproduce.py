@@ -1,0 +1,93 @@
+"""Table configs are valid sweeps, --quick shrinks them, and `scripts/reproduce.py --quick`
+regenerates the digits table end to end."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from fedjax_syn import reproduce, results, sweep
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+TABLES = (
+    "digits_table",
+    "vision_alpha_sweep",
+    "graph_seen",
+    "graph_generalization",
+    "condense_table",
+    "ablations",
+)
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_every_table_config_expands_into_runs_and_a_table(table):
+    name, config = reproduce.load_config(table)
+    points = sweep.grid_configs(config)
+    assert len(points) > 1 and len({sweep.run_id(p) for p in points}) == len(points)
+    spec = sweep.table_spec(config, name)
+    assert spec.name == table and spec.seeds == tuple(config.grid.seed)
+    assert sum(len(job.run_ids) for job in sweep.plan(points)) == len(points)
+
+
+def test_the_tables_name_their_grids():
+    alphas = reproduce.load_config("vision_alpha_sweep")[1].grid.alpha
+    assert alphas == (0.05, 0.1, 0.3, 1.0, 10.0)
+    graph = reproduce.load_config("graph_generalization")[1].grid
+    assert graph.setting == ("closeset", "openset") and graph.num_clients == (3, 5, 10)
+    assert "fedlog" in graph.algorithm
+
+
+def test_quick_keeps_the_compared_axes_and_shrinks_the_rest():
+    _, config = reproduce.load_config("graph_seen")
+    quick = reproduce.shrink(config)
+    assert quick.rounds == reproduce.QUICK_ROUNDS and config.rounds == 100
+    assert quick.grid.seed == (0,) and quick.grid.dataset == ("cora",)
+    assert quick.grid.num_clients == (3,)
+    assert quick.grid.algorithm == config.grid.algorithm
+    assert quick.fedlog.pretrain_epochs == reproduce.QUICK_FEDLOG["pretrain_epochs"]
+    condense = reproduce.shrink(reproduce.load_config("condense_table")[1])
+    assert condense.iterations == 2 and condense.grid.ipc == (1,)
+
+
+def _reproduce(*args, cwd):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, str(REPO / "scripts" / "reproduce.py"), *args, "--noprogress"]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_unknown_table_is_a_one_line_error(tmp_path):
+    done = _reproduce("nope", cwd=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error: unknown table 'nope'") and "digits_table" in line
+
+
+def test_quick_reproduce_of_the_digits_table_end_to_end(tmp_path):
+    out = tmp_path / "out"
+    done = _reproduce(
+        "digits_table", "--quick", "--grid=algorithm=fedavg,local", f"--out={out}", cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    printed = done.stdout
+    for path in (
+        out / "ledger.jsonl",
+        out / "tables" / "digits_table.md",
+        out / "tables" / "digits_table.tex",
+        out / "figures" / "digits_table_alpha.png",
+        out / "figures" / "digits_table_alpha.pdf",
+    ):
+        assert path.is_file() and str(path) in printed
+    splits = sorted(p.name for p in (out / "splits").iterdir())
+    assert len(splits) == 2 and all("seed=0" in s for s in splits)  # alpha 0.1 and 1.0
+    records = results.read_ledger(out / "ledger.jsonl")
+    assert sorted((r["algorithm"], r["protocol"]["alpha"]) for r in records) == [
+        ("fedavg", 0.1),
+        ("fedavg", 1.0),
+        ("local", 0.1),
+        ("local", 1.0),
+    ]
+    assert all(r["eval_rounds"] == [1, 2, 3] and r["seed"] == 0 for r in records)
+    table = (out / "tables" / "digits_table.md").read_text()
+    assert table in printed and table.count("| 1/1 |") == 4

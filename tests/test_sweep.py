@@ -1,0 +1,193 @@
+"""Sweeps: grid expansion, planning runs into programs, skipping finished runs, and resuming
+after `kill -9` with bit-identical final metrics."""
+
+import importlib.util
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import ml_collections
+import pytest
+
+from fedjax_syn import experiment, results, sweep
+from fedjax_syn.errors import UserError
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _config(**grid):
+    config = experiment.default_config()
+    config.grid = grid
+    config.table = {"rows": ["dataset", "algorithm"]}
+    return config
+
+
+def test_grid_is_the_product_of_its_axes_without_sweep_fields():
+    points = sweep.grid_configs(_config(algorithm=("fedavg", "local"), seed=(0, 1, 2)))
+    assert [(p.algorithm, p.seed) for p in points] == [
+        (a, s) for a in ("fedavg", "local") for s in (0, 1, 2)
+    ]
+    assert all("grid" not in p and "table" not in p for p in points)
+    assert len({sweep.run_id(p) for p in points}) == 6
+
+
+def test_grid_reaches_nested_options_and_applies_variants():
+    config = _config(variant=("full", "no_cd"), fedlog={"beta": (0.1,)})
+    config.variants = {"full": {}, "no_cd": {"fedlog": {"cd_weight": 0.0}, "lr": 0.5}}
+    full, no_cd = sweep.grid_configs(config)
+    assert full.variant == "full" and dict(full.fedlog) == {"beta": 0.1}
+    assert no_cd.variant == "no_cd" and no_cd.lr == 0.5
+    assert dict(no_cd.fedlog) == {"beta": 0.1, "cd_weight": 0.0}
+    assert "variants" not in no_cd
+
+
+@pytest.mark.parametrize(
+    "grid, fragment",
+    [
+        ({"alpah": (0.1,)}, "alpah"),
+        ({"seed": {"x": (1,)}}, "seed"),
+        ({"variant": ("nope",)}, "nope"),
+        ({"seed": ()}, "non-empty"),
+    ],
+)
+def test_bad_grid_is_a_one_line_user_error(grid, fragment):
+    with pytest.raises(UserError, match=fragment) as error:
+        sweep.grid_configs(_config(**grid))
+    assert "\n" not in str(error.value)
+
+
+def test_plan_batches_runs_that_differ_only_in_data():
+    points = sweep.grid_configs(
+        _config(algorithm=("fedavg", "local"), alpha=(0.1, 1.0), seed=(0, 1))
+    )
+    jobs = sweep.plan(points)
+    assert [len(j.configs) for j in jobs] == [4, 4]
+    assert all(j.batched and len({c.algorithm for c in j.configs}) == 1 for j in jobs)
+    assert sorted(i for j in jobs for i in j.run_ids) == sorted(sweep.run_id(p) for p in points)
+    singles = sweep.plan(points, batch_runs=False)
+    assert len(singles) == 8 and not any(j.batched for j in singles)
+    capped = sweep.plan(points, max_batch=3)
+    assert [(len(j.configs), j.batched) for j in capped] == [(3, True), (1, False)] * 2
+
+
+def test_table_spec_defaults_to_the_track_settings_and_grid_seeds():
+    spec = sweep.table_spec(_config(seed=(0, 1, 2)), "digits")
+    assert spec.name == "digits" and spec.seeds == (0, 1, 2)
+    assert spec.rows == ("dataset", "algorithm")
+    assert [c.path for c in spec.columns][:2] == ["best.seen", "last.seen"]
+
+
+# ---------------------------------------------------------------------------------------------
+# kill -9 and resume, through the script, as a user would run it.
+
+_TINY = textwrap.dedent(
+    """
+    from fedjax_syn.experiment import default_config
+
+    def get_config():
+        config = default_config()
+        config.num_clients = 3
+        config.hidden = (16,)
+        config.batch_size = 32
+        config.rounds = 40
+        config.grid = {"seed": (0, 1, 2)}
+        config.table = {"rows": ("dataset", "algorithm")}
+        return config
+    """
+)
+
+
+def _command(config, ledger, checkpoints, every=5):
+    return [
+        sys.executable,
+        str(REPO / "scripts" / "sweep.py"),
+        f"--config={config}",
+        f"--ledger={ledger}",
+        f"--checkpoint_dir={checkpoints}",
+        f"--checkpoint_every={every}",
+        "--max_batch=2",  # seeds 0, 1 batched; seed 2 alone: both program kinds resume
+        "--noprogress",
+    ]
+
+
+def _has_step(folder: pathlib.Path) -> bool:
+    return folder.is_dir() and any(p.name.isdigit() for p in folder.iterdir())
+
+
+def _kill_when(command, env, log, ready, timeout=240.0):
+    """Starts the command, sends SIGKILL as soon as `ready()` holds; returns the log text."""
+    with open(log, "w") as out:
+        proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while not ready() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        code = proc.wait()
+    text = pathlib.Path(log).read_text()
+    assert code == -signal.SIGKILL, f"the run ended before it could be killed:\n{text}"
+    return text
+
+
+def _run(command, env):
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout + done.stderr
+
+
+def test_kill_9_then_rerun_resumes_with_bit_identical_metrics(tmp_path):
+    config = tmp_path / "tiny.py"
+    config.write_text(_TINY)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        # Later processes load the programs the first one compiled: the test stays fast.
+        "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax_cache"),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    }
+    reference = tmp_path / "reference.jsonl"
+    _run(_command(config, reference, tmp_path / "unused", every=0), env)  # never checkpoints
+    expected = {r["run_id"]: r for r in results.read_ledger(reference)}
+    assert len(expected) == 3
+
+    ledger, checkpoints = tmp_path / "ledger.jsonl", tmp_path / "checkpoints"
+    command = _command(config, ledger, checkpoints)
+    points = sweep.grid_configs(_load(config))
+    batch_job, single_job = sweep.plan(points, max_batch=2)
+    assert batch_job.batched and not single_job.batched
+
+    # 1. Killed inside the batched program, after its first checkpoint.
+    _kill_when(command, env, tmp_path / "1.log", lambda: _has_step(checkpoints / batch_job.name))
+    assert not ledger.exists()
+    # 2. Resumed, then killed inside the single-run program.
+    text = _kill_when(
+        command, env, tmp_path / "2.log", lambda: _has_step(checkpoints / single_job.name)
+    )
+    assert f"resumed {batch_job.name} from round " in text
+    assert len(results.read_ledger(ledger)) == 2
+    # 3. Resumed to the end.
+    text = _run(command, env)
+    assert f"resumed {single_job.name} from round " in text
+    assert "skipping 2 of 3 runs" in text
+
+    got = {r["run_id"]: r for r in results.read_ledger(ledger)}
+    assert got.keys() == expected.keys()
+    for rid, record in got.items():
+        for field in ("curves", "best", "last", "eval_rounds", "protocol", "config"):
+            assert record[field] == expected[rid][field], (rid, field)
+    assert not any(checkpoints.iterdir())  # finished programs leave no checkpoints
+
+    # 4. Everything is in the ledger: nothing runs, nothing is appended.
+    text = _run(command, env)
+    assert "skipping 3 of 3 runs" in text
+    assert len(results.read_ledger(ledger)) == 3
+
+
+def _load(path: pathlib.Path) -> ml_collections.ConfigDict:
+    spec = importlib.util.spec_from_file_location("tiny_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
