@@ -30,6 +30,7 @@ def graph_base():
     config.setting = "closeset"
     config.unseen_frac = 0.2
     config.graph_missing_frac = 0.3
+    config.normalize_features = False  # raw bag-of-words; see cora.py for why
     config.model = "sage"
     config.hidden = (128, 64)
     config.dropout = 0.5
