@@ -69,6 +69,7 @@ def default_config() -> ml_collections.ConfigDict:
             "fedlog": {},
             # Engine.
             "eval_every": 1,
+            "unroll": False,  # unroll local training (faster ConvNets on CPU, longer compile)
             "client_chunk": 0,  # 0: vmap every client at once
             "eval_example_chunk": 512,
             "shard": False,  # put the clients axis on a mesh of all local devices

@@ -65,7 +65,7 @@ class Cfg(dict):
     __getattr__ = dict.__getitem__
 
 
-def algorithm(name: str, steps: int | None = None):
+def algorithm(name: str, steps: int | None = None, unroll: bool = False):
     task = Task(MLP(NUM_CLASSES, (8,)), graph=False)
     cfg = Cfg(
         optimizer="sgd",
@@ -80,6 +80,7 @@ def algorithm(name: str, steps: int | None = None):
         finetune_epochs=2,
         prox_mu=0.1,
         algorithm=name,
+        unroll=unroll,
     )
     return BUILDERS[name](cfg, task)
 

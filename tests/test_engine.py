@@ -96,6 +96,13 @@ def test_chunked_clients_equal_vmapped(name):
     assert vm == pytest.approx(ch)
 
 
+def test_unrolled_local_training_equals_scanned():
+    fed = make_federation()
+    scanned = run_rounds(algorithm("fedavg"), fed, rounds=1)[0]
+    unrolled = run_rounds(algorithm("fedavg", unroll=True), fed, rounds=1)[0]
+    assert_trees_close(scanned, unrolled, atol=1e-6)
+
+
 def test_fixed_step_schedule_runs_every_client():
     alg = algorithm("fedavg", steps=3)
     _, _, history = run_rounds(alg, make_federation(), rounds=2)

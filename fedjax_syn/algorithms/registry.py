@@ -27,9 +27,19 @@ def local_schedule(cfg) -> Schedule:
     check(cfg.batch_size >= 1, f"batch_size must be >= 1, got {cfg.batch_size}")
     if cfg.get("local_steps"):
         check(cfg.local_steps >= 1, f"local_steps must be >= 1, got {cfg.local_steps}")
-        return Schedule(cfg.batch_size, epochs=None, steps=cfg.local_steps)
+        return Schedule(cfg.batch_size, epochs=None, steps=cfg.local_steps, unroll=_unroll(cfg))
     check(cfg.local_epochs >= 1, f"local_epochs must be >= 1, got {cfg.local_epochs}")
-    return Schedule(cfg.batch_size, epochs=cfg.local_epochs, drop_last=cfg.get("drop_last", False))
+    return Schedule(
+        cfg.batch_size,
+        epochs=cfg.local_epochs,
+        drop_last=cfg.get("drop_last", False),
+        unroll=_unroll(cfg),
+    )
+
+
+def _unroll(cfg) -> bool | int:
+    """`unroll` config: True unrolls local training (much faster ConvNets on XLA:CPU), else 1."""
+    return cfg.get("unroll", False) or 1
 
 
 def _optimizer(cfg):
