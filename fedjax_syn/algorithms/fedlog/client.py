@@ -1,0 +1,194 @@
+"""FedLoG's client side: one local epoch, the customised global synthetic data, and round 0
+(docs/FEDLOG.md, "Local losses" and "Round structure"). Pure functions of one client; the engine
+vmaps them over clients.
+
+One local epoch = floor(n_train / 64) minibatch steps (one step on all training nodes when fewer),
+each with a full-subgraph forward (dropout on) and
+    L = w_metric L_metric + beta L_norm [+ w_cd L_cd from round 1 on],
+updating the model (Adam + coupled weight decay) and X_head / X_tail (a separate Adam), both with
+fresh optimiser states. From round 1 on, each step first customises the global synthetic nodes:
+x~ = x_g + lambda_c (mean(x_g) - x_g), joined to its prompt g_c(x~); after the step lambda_c moves
+by +-0.001 depending on the client's accuracy (before the step) on class c's global nodes.
+"""
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from fedjax_syn.algorithms.fedlog import model as M
+from fedjax_syn.algorithms.fedlog import prompts
+from fedjax_syn.algorithms.fedlog.config import FedLoGConfig
+from fedjax_syn.algorithms.fedlog.pretrain import model_optimizer, pretrain_encoder
+from fedjax_syn.algorithms.fedlog.steps import fedlog_schedule, run_steps
+from fedjax_syn.data.arrays import ClientData
+from fedjax_syn.engine.task import Task
+from fedjax_syn.graph import Graph, in_degree
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """Static description of a FedLoG run."""
+
+    task: Task  # the GNN (encoder + linear head): round-0 pretraining and matching networks
+    net: M.FedLoGNet  # the same encoder + one LayerNorm per branch
+    num_classes: int
+    config: FedLoGConfig
+
+
+class GlobalSet(NamedTuple):
+    """The server's global synthetic nodes x [C * m, F] with class-major labels y [C * m], and
+    the per-class generators (leading axis C), None for prompt="none"."""
+
+    x: jax.Array
+    y: jax.Array
+    gens: Any
+
+
+class Trainable(NamedTuple):
+    params: Any  # FedLoGNet parameters
+    x_head: jax.Array  # [C * s, F]
+    x_tail: jax.Array  # [C * s, F]
+
+
+class SharedKeys(NamedTuple):
+    """Keys every client derives from the same server key (identical draws everywhere)."""
+
+    head: jax.Array  # the pretraining head's initialisation
+    x_head: jax.Array
+    x_tail: jax.Array
+    generator: jax.Array
+    networks: jax.Array  # the random networks of generator pretraining
+
+    @classmethod
+    def from_key(cls, key: jax.Array) -> "SharedKeys":
+        return cls(*jax.random.split(key, 5))
+
+
+def customised_graph(spec: Spec, glob: GlobalSet, scales: jax.Array) -> Graph:
+    """The global synthetic nodes scaled per class, each joined to its prompt (or alone)."""
+    c = spec.config
+    x = M.scale_features(glob.x, glob.y, scales) if c.feature_scaling else glob.x
+    if glob.gens is None:
+        return M.synthetic_graph(x, "isolated")
+    per_class = x.reshape(spec.num_classes, -1, x.shape[-1])
+    generated = prompts.apply_generators(prompts.generator(c), glob.gens, per_class)
+    return M.prompt_pairs(x, generated.reshape(x.shape))
+
+
+def step_loss(
+    spec: Spec,
+    trainable: Trainable,
+    data: ClientData,
+    gate: jax.Array,
+    batch: tuple,
+    glob: GlobalSet | None = None,
+    cd_graph: Graph | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """The minibatch loss and, with global data, the per-class accuracy on it [C]."""
+    c, net, num_classes = spec.config, spec.net, spec.num_classes
+    idx, weight, rng = batch
+    r_graph, r_head, r_tail, r_cd = jax.random.split(rng, 4)
+    params = trainable.params
+    h = M.embed(net, params, data.inputs, r_graph)[idx]
+    mu_head = M.prototypes(net, params, trainable.x_head, num_classes, c.synthetic_graph, r_head)
+    mu_tail = M.prototypes(net, params, trainable.x_tail, num_classes, c.synthetic_graph, r_tail)
+    lp_head, lp_tail = M.branch_log_probs(net, params, h, mu_head, mu_tail)
+    log_probs = M.train_log_probs(lp_head, lp_tail, gate[idx])
+    loss = c.metric_weight * M.nll(log_probs, data.labels[idx], weight)
+    loss = loss + c.beta * M.norm_loss(trainable.x_head, trainable.x_tail)
+    if glob is None:
+        return loss, jnp.zeros((num_classes,))
+    centres = M.embed(net, params, cd_graph, r_cd)[: glob.y.shape[0]]
+    cd_head, cd_tail = M.branch_log_probs(net, params, centres, mu_head, mu_tail)
+    cd_log_probs = 0.5 * cd_head + 0.5 * cd_tail  # fixed gate: synthetic nodes have no degree
+    loss = loss + c.cd_weight * M.nll(cd_log_probs, glob.y)
+    return loss, M.class_accuracy(cd_log_probs, glob.y, num_classes)
+
+
+def local_epoch(
+    spec: Spec,
+    trainable: Trainable,
+    scales: jax.Array,
+    data: ClientData,
+    key: jax.Array,
+    glob: GlobalSet | None = None,
+) -> tuple[Trainable, jax.Array, jax.Array]:
+    """One local epoch (L_cd only with `glob`). Returns the trained (params, X_head, X_tail), the
+    scales lambda [C] and the mean loss over the steps taken."""
+    c = spec.config
+    model_opt = model_optimizer(c)
+    syn_opt = optax.adam(c.syn_lr)
+    gate = M.gate_logit(in_degree(data.inputs), c.gamma)
+    synthetic = lambda t: (t.x_head, t.x_tail)
+
+    def step(carry, batch):
+        trainable, model_state, syn_state, scales, total = carry
+        cd_graph = None if glob is None else customised_graph(spec, glob, scales)
+        (loss, accuracy), grads = jax.value_and_grad(
+            lambda t: step_loss(spec, t, data, gate, batch, glob, cd_graph), has_aux=True
+        )(trainable)
+        updates, model_state = model_opt.update(grads.params, model_state, trainable.params)
+        params = optax.apply_updates(trainable.params, updates)
+        syn_updates, syn_state = syn_opt.update(synthetic(grads), syn_state, synthetic(trainable))
+        x_head, x_tail = optax.apply_updates(synthetic(trainable), syn_updates)
+        if glob is not None and c.feature_scaling:
+            scales = M.update_scales(scales, accuracy, c.scale_threshold, c.scale_step)
+        return Trainable(params, x_head, x_tail), model_state, syn_state, scales, total + loss
+
+    start = (
+        trainable,
+        model_opt.init(trainable.params),
+        syn_opt.init(synthetic(trainable)),
+        scales,
+        jnp.float32(0.0),
+    )
+    (trainable, _, _, scales, total), steps = run_steps(
+        step, start, data.mask, key, fedlog_schedule(c.batch_size)
+    )
+    return trainable, scales, total / jnp.maximum(steps, 1)
+
+
+def init_synthetic(keys: SharedKeys, num_classes: int, features: int, s: int):
+    """X_head, X_tail [C * s, F], Xavier uniform, identical on every client."""
+    xavier = jax.nn.initializers.xavier_uniform()
+    shape = (num_classes * s, features)
+    return xavier(keys.x_head, shape), xavier(keys.x_tail, shape)
+
+
+def round_zero(spec: Spec, init_params, data: ClientData, key: jax.Array, shared: SharedKeys):
+    """Round 0 of one client: encoder pretraining, generator pretraining (prompt="trained") and
+    one local epoch without L_cd. `init_params`: the common FedLoGNet initialisation.
+
+    Returns the client state: params, X_head, X_tail, scales (0), gen (prompt="trained"), loss.
+    """
+    c = spec.config
+    pre_key, gen_key, epoch_key = jax.random.split(key, 3)
+    head = spec.task.init(shared.head, data.inputs)["params"]["head"]
+    gnn_params = {"params": {"encoder": init_params["params"]["encoder"], "head": head}}
+    pretrained = pretrain_encoder(spec.task, gnn_params, data, pre_key, c)
+    params = {
+        "params": {**init_params["params"], "encoder": pretrained.params["params"]["encoder"]}
+    }
+    features = data.inputs.x.shape[-1]
+    x_head, x_tail = init_synthetic(shared, spec.num_classes, features, c.syn_per_class)
+    scales = jnp.zeros((spec.num_classes,), jnp.float32)
+    trainable, scales, loss = local_epoch(
+        spec, Trainable(params, x_head, x_tail), scales, data, epoch_key
+    )
+    state = {**trainable._asdict(), "scales": scales, "loss": loss}
+    if c.prompt == "trained":
+        gen0 = prompts.init_generator(shared.generator, features, c)
+        state["gen"], _ = prompts.pretrain_generator(
+            gen0,
+            spec.task.model,
+            data.inputs,
+            data.labels,
+            data.mask,
+            gen_key,
+            shared.networks,
+            c,
+        )
+    return state

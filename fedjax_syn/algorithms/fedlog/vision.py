@@ -1,0 +1,264 @@
+"""FedLoG's synthetic-data recipe carried to images (docs/FEDLOG.md, last section).
+
+Images have no degrees, so there is one branch and no gate: the model is the task's classifier.
+Every round each client
+1. condenses s images per class by gradient matching (Zhao et al., ICLR 2021) against the current
+   global model (`fedjax_syn.condense.condense_client`; fresh networks too when the condensation
+   config asks for them),
+2. starts from the global model and trains on its own data plus the server's global synthetic
+   images, customised as on graphs: x~ = x_g + lambda_c (mean(x_g) - x_g), lambda_c moving by
+   +-step after every minibatch with the client's accuracy on class c's global images,
+3. uploads its parameters, its synthetic images (optionally with Gaussian noise, a differential-
+   privacy-style guard, off by default) and its class shares.
+The server averages the parameters and forms the global synthetic set: the class-share-weighted
+blend of step 2 of the graph recipe (per-client slot permutations), or the concatenation of all
+clients' sets. Classes no client holds are left out of the global loss. Clients are evaluated
+with their own just-trained (personalised) parameters. In the first round there is no global set
+yet, so clients train on their own data only.
+"""
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from fedjax_syn.algorithms import base, registry
+from fedjax_syn.algorithms.fedlog import model as M
+from fedjax_syn.algorithms.fedlog import server
+from fedjax_syn.algorithms.fedlog.config import AGGREGATES, BLEND_WEIGHTS
+from fedjax_syn.algorithms.fedlog.steps import run_steps
+from fedjax_syn.condense import CondenseConfig, condense_client
+from fedjax_syn.engine import local
+from fedjax_syn.engine.task import Task
+from fedjax_syn.errors import check, check_choice
+
+GLOBAL_SETS = ("blend", "concat")
+
+
+@dataclasses.dataclass(frozen=True)
+class FedLoGVisionConfig:
+    syn_per_class: int = 10  # s: condensed images per class and client
+    global_set: str = "blend"  # "blend" (class-share weighted) or "concat" (all clients' sets)
+    weights: str = "class_share"  # blend weights, as on graphs
+    aggregate: str = "uniform"  # model average: "uniform" or "weighted" by training examples
+    cd_weight: float = 1.0  # weight of the loss on the global synthetic images
+    feature_scaling: bool = True
+    scale_step: float = 1e-3
+    scale_threshold: float = 0.8
+    upload_noise: float = 0.0  # std of Gaussian noise added to uploaded synthetic images
+    # Condensation per round, from real images: a few gradient-matching steps against the
+    # global model only, each on `condense_batch_real` real images per class -- about the cost of
+    # one local epoch of a client with a few thousand images.
+    condense_iterations: int = 5
+    condense_nets: int = 0  # fresh networks next to the global model
+    condense_outer_loop: int = 1
+    condense_inner_loop: int = 0
+    condense_lr: float = 0.1
+    condense_batch_real: int = 64
+
+    def __post_init__(self):
+        check_choice("fedlog global_set", self.global_set, GLOBAL_SETS)
+        check_choice("fedlog weights", self.weights, BLEND_WEIGHTS)
+        check_choice("fedlog aggregate", self.aggregate, AGGREGATES)
+        check(
+            self.syn_per_class >= 1, f"fedlog syn_per_class must be >= 1, got {self.syn_per_class}"
+        )
+        for name in ("cd_weight", "scale_step", "upload_noise"):
+            value = getattr(self, name)
+            check(value >= 0, f"fedlog {name} must be >= 0, got {value}")
+
+    def condense_config(self) -> CondenseConfig:
+        return CondenseConfig(
+            method="gm",
+            ipc=self.syn_per_class,
+            iterations=self.condense_iterations,
+            num_nets=self.condense_nets,
+            outer_loop=self.condense_outer_loop,
+            inner_loop=self.condense_inner_loop,
+            lr_img=self.condense_lr,
+            batch_real=self.condense_batch_real,
+        )
+
+
+def vision_options(options: Mapping[str, Any] | None) -> FedLoGVisionConfig:
+    options = dict(options or {})
+    known = {f.name for f in dataclasses.fields(FedLoGVisionConfig)}
+    unknown = sorted(set(options) - known)
+    check(
+        not unknown,
+        f"unknown fedlog_vision option(s) {unknown}; allowed: {', '.join(sorted(known))}",
+    )
+    return FedLoGVisionConfig(**options)
+
+
+def global_set(syn, class_mask, shares, client_mask, key, config: FedLoGVisionConfig):
+    """The global synthetic set from stacked uploads syn [K, C, s, ...], class_mask [K, C],
+    shares [K, C]: images [C * m, ...], labels [C * m] and validity [C * m] (m = s for the blend,
+    K * s for the concatenation)."""
+    k, num_classes, s = syn.shape[:3]
+    held = class_mask & client_mask[:, None]  # [K, C]
+    if config.global_set == "blend":
+        weights = server.blend_weights(shares, client_mask, config.weights)
+        flat = syn.reshape(k, num_classes, s, -1)
+        perms = server.slot_permutations(key, k, s)
+        x = server.blend_synthetic(flat, weights, perms).reshape(num_classes, s, *syn.shape[3:])
+        valid = jnp.repeat(jnp.any(held, axis=0), s)
+    else:
+        x = jnp.swapaxes(syn, 0, 1).reshape(num_classes, k * s, *syn.shape[3:])
+        valid = jnp.repeat(held.T, s, axis=1).reshape(-1)
+    m = x.shape[1]
+    labels = jnp.repeat(jnp.arange(num_classes, dtype=jnp.int32), m)
+    return x.reshape(num_classes * m, *syn.shape[3:]), labels, valid
+
+
+def add_noise(syn: jax.Array, class_mask: jax.Array, key: jax.Array, std: float) -> jax.Array:
+    """syn [C, s, ...] + N(0, std^2) on the classes the client holds (absent ones stay zero)."""
+    keep = class_mask.reshape((-1,) + (1,) * (syn.ndim - 1))
+    return syn + jnp.where(keep, std * jax.random.normal(key, syn.shape, syn.dtype), 0.0)
+
+
+def fedlog_vision(
+    task: Task,
+    num_classes: int,
+    optimizer: optax.GradientTransformation,
+    schedule: local.Schedule,
+    num_clients: int,
+    config: FedLoGVisionConfig | None = None,
+) -> base.FederatedAlgorithm:
+    """`num_clients`: the length of the clients axis (a concatenated global set is K * s per
+    class, a static shape)."""
+    config = FedLoGVisionConfig() if config is None else config
+    check(not task.graph, "fedlog_vision needs the vision track; use fedlog for graphs")
+    condense_config = config.condense_config()
+    s = config.syn_per_class
+    slots = s if config.global_set == "blend" else num_clients * s
+
+    def init_server(key, data):
+        shape = (num_classes * slots, *data.inputs.shape[1:])
+        return {
+            "ready": jnp.array(False),
+            "params": task.init(key, data.inputs),
+            "x_global": jnp.zeros(shape, data.inputs.dtype),
+            "y_global": jnp.repeat(jnp.arange(num_classes, dtype=jnp.int32), slots),
+            "valid": jnp.zeros((num_classes * slots,), bool),
+        }
+
+    def init_client(server_state, data, key):
+        return {"params": server_state["params"], "scales": jnp.zeros((num_classes,))}
+
+    def train(server_state, scales, data, key, with_global: bool):
+        x_g, y_g, valid = server_state["x_global"], server_state["y_global"], server_state["valid"]
+
+        def step(carry, batch):
+            params, opt_state, scales, total = carry
+            idx, weight, rng = batch
+            local_rng, global_rng = jax.random.split(rng)
+            x_cd = M.scale_features(x_g, y_g, scales, valid) if config.feature_scaling else x_g
+
+            def loss_fn(params):
+                loss = task.loss(params, data.inputs, data.labels, idx, weight, local_rng)
+                if not with_global:
+                    return loss, jnp.zeros((num_classes,))
+                logits = task.logits(params, x_cd, train=True, rng=global_rng)
+                log_probs = jax.nn.log_softmax(logits)
+                loss = loss + config.cd_weight * M.nll(log_probs, y_g, valid)
+                return loss, M.class_accuracy(log_probs, y_g, num_classes, valid)
+
+            (loss, accuracy), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            if with_global and config.feature_scaling:
+                scales = M.update_scales(
+                    scales, accuracy, config.scale_threshold, config.scale_step
+                )
+            return optax.apply_updates(params, updates), opt_state, scales, total + loss
+
+        params = server_state["params"]
+        start = (params, optimizer.init(params), scales, jnp.float32(0.0))
+        (params, _, scales, total), steps = run_steps(step, start, data.mask, key, schedule)
+        return params, scales, total / jnp.maximum(steps, 1)
+
+    def client_update(server_state, state, data, key):
+        cond_key, train_key, noise_key = jax.random.split(key, 3)
+        syn, class_mask = condense_client(
+            data.inputs,
+            data.labels,
+            data.mask,
+            cond_key,
+            config=condense_config,
+            model=task.model,
+            params=server_state["params"],
+        )
+        params, scales, loss = jax.lax.cond(
+            server_state["ready"],
+            lambda: train(server_state, state["scales"], data, train_key, True),
+            lambda: train(server_state, state["scales"], data, train_key, False),
+        )
+        if config.upload_noise > 0:
+            syn = add_noise(syn, class_mask, noise_key, config.upload_noise)
+        upload = {
+            "params": params,
+            "syn": syn,
+            "class_mask": class_mask,
+            "shares": server.class_shares(data.labels, data.mask, num_classes),
+            "size": base.num_examples(data),
+            "loss": loss,
+        }
+        return {"params": params, "scales": scales}, upload
+
+    def server_update(server_state, uploads, client_mask, key):
+        x, y, valid = global_set(
+            uploads["syn"], uploads["class_mask"], uploads["shares"], client_mask, key, config
+        )
+        params = server.average_params(
+            uploads["params"], client_mask, uploads["size"], config.aggregate
+        )
+        return {
+            "ready": jnp.array(True),
+            "params": params,
+            "x_global": x,
+            "y_global": y,
+            "valid": valid,
+        }
+
+    def personalize(server_state, state, data, key):
+        return state["params"]
+
+    return base.FederatedAlgorithm(
+        name="fedlog_vision",
+        init_server=init_server,
+        init_client=init_client,
+        client_update=client_update,
+        server_update=server_update,
+        personalize=personalize,
+        predict=lambda params, inputs: task.logits(params, inputs),
+    )
+
+
+def _client_slots(cfg) -> int:
+    """The clients axis length the experiment will use (padded to the device count when sharded)."""
+    devices = jax.device_count() if cfg.get("shard", False) else 1
+    return -(-cfg.num_clients // devices) * devices
+
+
+def build(cfg, task: Task) -> base.FederatedAlgorithm:
+    """Registry builder: the optimiser and local schedule are the run's (as for the baselines),
+    FedLoG's options come from `cfg.fedlog`."""
+    raw = cfg.get("fedlog") or {}
+    options = vision_options(raw.to_dict() if hasattr(raw, "to_dict") else raw)
+    optimizer = registry.make_optimizer(
+        cfg.optimizer, cfg.lr, cfg.get("momentum", 0.0), cfg.get("weight_decay", 0.0)
+    )
+    return fedlog_vision(
+        task,
+        task.model.num_classes,
+        optimizer,
+        registry.local_schedule(cfg),
+        _client_slots(cfg),
+        options,
+    )
+
+
+registry.register("fedlog_vision", build)

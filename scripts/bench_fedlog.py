@@ -1,0 +1,189 @@
+"""Where the time of a FedLoG run goes (Cora, K = 3, experiments/configs/fedlog_cora.py).
+
+    python scripts/bench_fedlog.py                      # 100 rounds, FEDLOG.md's round 0
+    python scripts/bench_fedlog.py --rounds=10 --variant=released
+    python scripts/bench_fedlog.py --gen_networks=5 --json=bench.json
+
+The run itself is what `experiment.run` does: data, round 0 (one compiled program: encoder
+pretraining, generator pretraining, the first local epoch, for every client at once), then the
+rounds (one compiled program, evaluation included). The breakdown times generator and encoder
+pretraining again as their own compiled programs on the same inputs and keys (extra work, not
+part of the run; the rest of round 0 is the first local epoch), and evaluation as its own program
+run once per round. The load average is printed because the machine may be shared.
+"""
+
+import json
+import os
+import resource
+import time
+
+import jax
+from absl import app, flags
+
+from experiments.configs import fedlog_cora
+from fedjax_syn import experiment
+from fedjax_syn.algorithms import registry
+from fedjax_syn.algorithms.fedlog import algorithm, client, prompts
+from fedjax_syn.algorithms.fedlog.pretrain import pretrain_encoder
+from fedjax_syn.engine import evaluation
+from fedjax_syn.engine.round import EngineConfig, init_states, make_round
+
+_VARIANT = flags.DEFINE_enum("variant", "default", list(fedlog_cora.VARIANTS), "Named config.")
+_ROUNDS = flags.DEFINE_integer("rounds", 100, "Rounds (round 0 included, as in the config).")
+_PRETRAIN = flags.DEFINE_integer("pretrain_epochs", 100, "Encoder pretraining epochs (max).")
+_GEN_EPOCHS = flags.DEFINE_integer("gen_epochs", 100, "Generator pretraining epochs.")
+_GEN_NETS = flags.DEFINE_integer("gen_networks", 20, "Random networks per generator epoch.")
+_DATA_DIR = flags.DEFINE_string("data_dir", "", "Datasets folder ('' reads FEDJAX_SYN_DATA_DIR).")
+_BREAKDOWN = flags.DEFINE_bool("breakdown", True, "Time the round-0 parts separately too.")
+_JSON = flags.DEFINE_string("json", "", "Also write the figures to this JSON file.")
+
+
+def _timed(fn, *args):
+    start = time.perf_counter()
+    out = jax.block_until_ready(fn(*args))
+    return out, time.perf_counter() - start
+
+
+def _compiled(fn, *args):
+    start = time.perf_counter()
+    return jax.jit(fn).lower(*args).compile(), time.perf_counter() - start
+
+
+def config():
+    cfg = fedlog_cora.get_config(_VARIANT.value)
+    cfg.data_dir = _DATA_DIR.value
+    cfg.rounds = _ROUNDS.value
+    cfg.fedlog.pretrain_epochs = _PRETRAIN.value
+    cfg.fedlog.gen_epochs = _GEN_EPOCHS.value
+    cfg.fedlog.gen_networks = _GEN_NETS.value
+    return cfg
+
+
+def round_zero_parts(cfg, prepared, key):
+    """Generator and encoder pretraining of every client as separate programs, with round 0's
+    inputs and keys. Returns {name: (compile s, run s)} and the encoder epochs run per client."""
+    spec = algorithm.make_spec(prepared.task, prepared.fed.num_classes, algorithm.options(cfg))
+    alg = registry.build(cfg, prepared.task)
+    fed = prepared.fed
+    server_key, client_key = jax.random.split(jax.random.fold_in(key, 0))
+    server = jax.jit(alg.init_server)(server_key, jax.tree.map(lambda leaf: leaf[0], fed.train))
+    keys = jax.vmap(lambda k: jax.random.split(k, 3))(jax.random.split(client_key, fed.num_clients))
+    out = {}
+
+    def encoder(server, data, keys):
+        shared = client.SharedKeys.from_key(jax.random.wrap_key_data(server["key"]))
+        head = spec.task.init(shared.head, data.inputs)["params"]["head"]
+        params = {"params": {"encoder": server["params"]["params"]["encoder"], "head": head}}
+        return pretrain_encoder(spec.task, params, data, keys[0], spec.config)
+
+    def generator(server, data, keys):
+        shared = client.SharedKeys.from_key(jax.random.wrap_key_data(server["key"]))
+        gen0 = prompts.init_generator(shared.generator, data.inputs.x.shape[-1], spec.config)
+        return prompts.pretrain_generator(
+            gen0,
+            spec.task.model,
+            data.inputs,
+            data.labels,
+            data.mask,
+            keys[1],
+            shared.networks,
+            spec.config,
+        )
+
+    parts = {"encoder pretraining": encoder}
+    if spec.config.prompt == "trained":
+        parts["generator pretraining"] = generator
+    results = {}
+    for name, fn in parts.items():
+        mapped = jax.vmap(fn, in_axes=(None, 0, 0))
+        compiled, compile_s = _compiled(mapped, server, fed.train, keys)
+        results[name], run_s = _timed(compiled, server, fed.train, keys)
+        out[name] = (compile_s, run_s)
+    return out, [int(e) for e in results["encoder pretraining"].epochs]
+
+
+def main(argv):
+    del argv
+    cfg = config()
+    figures = {"variant": _VARIANT.value, "rounds": cfg.rounds, "fedlog": cfg.fedlog.to_dict()}
+    start = time.perf_counter()
+    prepared = experiment.prepare(cfg)
+    figures["data_s"] = time.perf_counter() - start
+    fed = prepared.fed
+    alg = registry.build(cfg, prepared.task)
+    key = jax.random.key(cfg.seed)
+
+    init = jax.jit(init_states, static_argnums=(0,))
+    init_c, figures["compile_round0_s"] = _compiled(
+        lambda f, k: init(alg, f, k), fed, jax.random.fold_in(key, 0)
+    )
+    (server, clients), figures["round0_s"] = _timed(init_c, fed, jax.random.fold_in(key, 0))
+
+    round_fn = make_round(alg, EngineConfig(donate=False))
+    start = time.perf_counter()
+    round_c = round_fn.lower(server, clients, fed, key, evaluate=True).compile()
+    figures["compile_rounds_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    for r in range(1, cfg.rounds + 1):
+        server, clients, metrics = round_c(server, clients, fed, jax.random.fold_in(key, r))
+    jax.block_until_ready(metrics)
+    figures["rounds_s"] = time.perf_counter() - start
+    figures["last_round"] = evaluation.accuracies(metrics["counts"])
+
+    def evaluate(server, clients, fed, key):
+        keys = jax.random.split(key, fed.num_clients)
+        models = jax.vmap(lambda s, d, k: alg.personalize(server, s, d, k))(
+            clients, fed.train, keys
+        )
+        return evaluation.evaluate(alg.predict, models, fed)
+
+    eval_c, figures["compile_eval_s"] = _compiled(evaluate, server, clients, fed, key)
+    start = time.perf_counter()
+    for _ in range(cfg.rounds):
+        counts = eval_c(server, clients, fed, key)
+    jax.block_until_ready(counts)
+    figures["evaluation_s"] = time.perf_counter() - start
+    figures["run_total_s"] = (
+        figures["data_s"]
+        + figures["compile_round0_s"]
+        + figures["round0_s"]
+        + figures["compile_rounds_s"]
+        + figures["rounds_s"]
+    )
+    if _BREAKDOWN.value:
+        parts, epochs = round_zero_parts(cfg, prepared, key)
+        figures["round0_parts"] = {k: {"compile_s": c, "run_s": r} for k, (c, r) in parts.items()}
+        figures["encoder_epochs"] = epochs
+    figures["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    figures["load_average"] = os.getloadavg()
+    report(figures)
+    if _JSON.value:
+        with open(_JSON.value, "w") as f:
+            json.dump(figures, f, indent=2)
+
+
+def report(f: dict) -> None:
+    rows = [
+        ("data preparation", f["data_s"]),
+        ("compile: round 0 program", f["compile_round0_s"]),
+        ("round 0 (all clients)", f["round0_s"]),
+    ]
+    for name, part in f.get("round0_parts", {}).items():
+        rows.append((f"  of which {name} (own program)", part["run_s"]))
+    rows += [
+        ("compile: round program", f["compile_rounds_s"]),
+        (f"{f['rounds']} rounds incl. evaluation", f["rounds_s"]),
+        (f"  of which evaluation ({f['rounds']} x, own program)", f["evaluation_s"]),
+        ("run total (compilation included)", f["run_total_s"]),
+    ]
+    print(f"FedLoG on Cora, K=3, variant={f['variant']}, fedlog={f['fedlog']}")
+    for name, seconds in rows:
+        print(f"  {name:<48} {seconds:8.1f} s")
+    if "encoder_epochs" in f:
+        print(f"  encoder pretraining epochs per client: {f['encoder_epochs']}")
+    print(f"  peak RSS {f['peak_rss_mb']:.0f} MiB; load average {f['load_average']}")
+    print(f"  last round: { {k: round(v, 4) for k, v in f['last_round'].items()} }")
+
+
+if __name__ == "__main__":
+    app.run(main)

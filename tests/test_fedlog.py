@@ -1,0 +1,413 @@
+"""FedLoG on graphs: server blend, gate, scaling rule, generator pretraining pieces, the vmapped
+round against a per-client loop, determinism, padding, and (real data) Missing Class accuracy."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fedjax_syn.algorithms.fedlog import model as M
+from fedjax_syn.algorithms.fedlog import prompts, server
+from fedjax_syn.algorithms.fedlog.algorithm import fedlog
+from fedjax_syn.algorithms.fedlog.config import FedLoGConfig, from_dict
+from fedjax_syn.data.arrays import ClientData, EvalGroup, Federation, pad_clients, to_device
+from fedjax_syn.engine import evaluation
+from fedjax_syn.engine.round import EngineConfig, init_states, make_round
+from fedjax_syn.engine.task import Task
+from fedjax_syn.errors import UserError
+from fedjax_syn.graph import Graph
+from fedjax_syn.models.gnn import GNN
+
+C, F = 3, 6
+TINY = FedLoGConfig(
+    syn_per_class=2,
+    batch_size=4,
+    pretrain_epochs=3,
+    patience=2,
+    gen_epochs=2,
+    gen_networks=2,
+    gen_hidden=(8, 8),
+    gen_nodes=16,
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# A tiny padded graph federation (no files).
+
+
+def _client(rng, n, e):
+    y = rng.integers(0, C, size=n).astype(np.int32)
+    centres = rng.normal(size=(C, F))
+    x = (centres[y] + 0.5 * rng.normal(size=(n, F))).astype(np.float32)
+    src = rng.integers(0, n, size=e)
+    dst = rng.integers(0, n, size=e)
+    keep = src != dst
+    src, dst = src[keep], dst[keep]
+    role = rng.permutation(np.arange(n) % 3)  # 0 train, 1 val, 2 test
+    return x, y, np.concatenate([src, dst]), np.concatenate([dst, src]), role
+
+
+def tiny_federation(sizes=(14, 11, 9), pad_nodes=0, pad_edges=0, pad_clients_to=None, seed=0):
+    rng = np.random.default_rng(seed)
+    clients = [_client(rng, n, n) for n in sizes]
+    n_pad = max(sizes) + pad_nodes
+    e_pad = max(len(c[2]) for c in clients) + pad_edges
+
+    def pad(a, length):
+        return np.pad(a, [(0, length - len(a))] + [(0, 0)] * (a.ndim - 1))
+
+    stack = lambda i, length: np.stack([pad(c[i], length) for c in clients])
+    x, y = stack(0, n_pad), stack(1, n_pad)
+    senders, receivers = stack(2, e_pad).astype(np.int32), stack(3, e_pad).astype(np.int32)
+    edge_mask = np.stack([pad(np.ones(len(c[2]), bool), e_pad) for c in clients])
+    node_mask = np.stack([pad(np.ones(len(c[1]), bool), n_pad) for c in clients])
+    role = np.stack([pad(c[4], n_pad) for c in clients])
+    train, val, test = (node_mask & (role == r) for r in range(3))
+    nx, ny, ns, nr, _ = _client(rng, 10, 10)
+    k = len(sizes)
+    tree = {
+        "graph": Graph(x, senders, receivers, edge_mask, node_mask),
+        "y": y,
+        "train": train,
+        "val": val,
+        "seen": test,
+        "new": np.ones((k, 10), bool),
+        "client_mask": np.ones(k, bool),
+    }
+    if pad_clients_to:
+        tree = pad_clients(tree, pad_clients_to)
+    t = to_device(tree)
+    new_graph = to_device(
+        Graph(
+            nx, ns.astype(np.int32), nr.astype(np.int32), np.ones(len(ns), bool), np.ones(10, bool)
+        )
+    )
+    groups = {
+        "local": EvalGroup(t["graph"], t["y"], {"val": t["val"], "seen": t["seen"]}),
+        "new": EvalGroup(new_graph, jnp.asarray(ny), {"new_client": t["new"]}, shared=True),
+    }
+    train_data = ClientData(t["graph"], t["y"], t["train"], t["val"])
+    return Federation(train_data, groups, t["client_mask"], num_classes=C)
+
+
+def tiny_task():
+    return Task(GNN(C, "sage", (8, 4), 0.5), graph=True)
+
+
+class Runner:
+    """One algorithm on one federation, compiled once (init and round) for every seed."""
+
+    def __init__(self, alg, fed):
+        self.alg, self.fed = alg, fed
+        self.init = jax.jit(init_states, static_argnums=(0,))
+        self.round = make_round(alg, EngineConfig(donate=False))
+
+    def run(self, rounds, seed=0):
+        """Returns the states after round 1 and after the last round, and the metrics per round."""
+        key = jax.random.key(seed)
+        server_state, clients = self.init(self.alg, self.fed, key)
+        history, after_one = [], None
+        for r in range(1, rounds + 1):
+            server_state, clients, metrics = self.round(
+                server_state, clients, self.fed, jax.random.fold_in(key, r), evaluate=True
+            )
+            history.append(evaluation.accuracies(metrics["counts"]))
+            after_one = after_one or (server_state, clients)
+        return after_one, (server_state, clients), history
+
+
+# ---------------------------------------------------------------------------------------------
+# Server steps against hand computations.
+
+
+def test_blend_matches_hand_computation():
+    rng = np.random.default_rng(0)
+    k, c, s, f = 3, 4, 3, 2
+    # Class 3 is held by nobody -> uniform 1/K over the real clients; client 3 is padding.
+    shares = np.array([[0.5, 0.0, 0.5, 0], [0.2, 0.8, 0.0, 0], [0.0, 0.3, 0.7, 0], [0.9, 0, 0, 0]])
+    client_mask = np.array([True, True, True, False])
+    x = rng.normal(size=(k + 1, c, s, f)).astype(np.float32)
+    weights = np.asarray(server.blend_weights(jnp.asarray(shares), jnp.asarray(client_mask)))
+
+    expected_w = np.zeros((k + 1, c))
+    for cls in range(c):
+        held = shares[:k, cls]
+        expected_w[:k, cls] = held / held.sum() if held.sum() > 0 else 1.0 / k
+    np.testing.assert_allclose(weights, expected_w, rtol=1e-6)
+    np.testing.assert_allclose(weights[:, 3], [1 / 3, 1 / 3, 1 / 3, 0], rtol=1e-6)
+
+    perms = np.array([[2, 0, 1], [0, 1, 2], [1, 2, 0], [0, 2, 1]])
+    blended = np.asarray(server.blend_synthetic(jnp.asarray(x), weights, jnp.asarray(perms)))
+    hand = np.zeros((c, s, f))
+    for kk, cls, j in itertools.product(range(k + 1), range(c), range(s)):
+        hand[cls, j] += expected_w[kk, cls] * x[kk, cls, perms[kk, j]]
+    np.testing.assert_allclose(blended, hand, rtol=1e-5, atol=1e-6)
+
+    uniform = np.asarray(
+        server.blend_weights(jnp.asarray(shares), jnp.asarray(client_mask), "uniform")
+    )
+    np.testing.assert_allclose(uniform, np.tile([[1 / 3], [1 / 3], [1 / 3], [0]], (1, c)))
+
+
+def test_permutations_are_per_client_and_shared_across_classes():
+    perms = np.asarray(server.slot_permutations(jax.random.key(0), 5, 20))
+    assert all(sorted(p) == list(range(20)) for p in perms)
+    assert len({tuple(p) for p in perms}) == 5
+    # One permutation per client, applied to every class: slot j of every class comes from the
+    # same source slot.
+    x = jnp.broadcast_to(jnp.arange(20.0)[None, None, :, None], (5, 3, 20, 1))
+    onehot = jnp.zeros((5, 3)).at[2].set(1.0)
+    out = np.asarray(server.blend_synthetic(x, onehot, jnp.asarray(perms)))[..., 0]
+    np.testing.assert_array_equal(out, np.tile(perms[2], (3, 1)))
+
+
+def test_generator_blend_and_model_average():
+    gens = {"w": jnp.arange(12.0).reshape(3, 2, 2), "b": jnp.array([1.0, 2.0, 4.0])}
+    weights = jnp.array([[0.5, 0.0], [0.5, 0.25], [0.0, 0.75]])  # [K=3, C=2]
+    out = server.blend_generators(gens, weights)
+    np.testing.assert_allclose(out["b"], [1.5, 0.25 * 2 + 0.75 * 4])
+    np.testing.assert_allclose(out["w"][1], 0.25 * gens["w"][1] + 0.75 * gens["w"][2])
+    params = {"p": jnp.array([1.0, 3.0, 8.0, 100.0])}
+    mask = jnp.array([True, True, True, False])
+    sizes = jnp.array([1.0, 1.0, 2.0, 5.0])
+    np.testing.assert_allclose(server.average_params(params, mask, sizes)["p"], 4.0)
+    np.testing.assert_allclose(server.average_params(params, mask, sizes, "weighted")["p"], 5.0)
+
+
+def test_class_shares_ignore_padding_and_non_training_nodes():
+    labels = jnp.array([0, 0, 1, 2, 2, 2])
+    mask = jnp.array([True, True, True, False, True, False])
+    np.testing.assert_allclose(server.class_shares(labels, mask, 4), [0.5, 0.25, 0.25, 0.0])
+
+
+# ---------------------------------------------------------------------------------------------
+# Client model pieces.
+
+
+def test_degree_gate_and_the_two_combinations():
+    degree = jnp.array([0.0, 2.0, 4.0, 9.0])
+    logit = M.gate_logit(degree, gamma=3.0)
+    alpha = np.asarray(jax.nn.sigmoid(logit))
+    np.testing.assert_allclose(alpha, 1 / (1 + np.exp(-(np.array([0, 2, 4, 9]) - 4))), rtol=1e-6)
+    assert alpha[2] == pytest.approx(0.5) and alpha[0] < 0.02 and alpha[3] > 0.99
+
+    rng = np.random.default_rng(1)
+    lp_head = jax.nn.log_softmax(jnp.asarray(rng.normal(size=(4, 3))))
+    lp_tail = jax.nn.log_softmax(jnp.asarray(rng.normal(size=(4, 3))))
+    a = alpha[:, None]
+    train = np.asarray(M.train_log_probs(lp_head, lp_tail, logit))
+    np.testing.assert_allclose(train, a * lp_head + (1 - a) * lp_tail, rtol=1e-5)
+    pred = np.asarray(M.predict_log_probs(lp_head, lp_tail, logit))
+    mix = a * np.exp(lp_head) + (1 - a) * np.exp(lp_tail)
+    np.testing.assert_allclose(pred, np.log(mix), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.exp(pred).sum(1), 1.0, rtol=1e-5)
+
+
+def test_distance_classifier_picks_the_nearest_prototype():
+    protos = jnp.array([[0.0, 0.0], [3.0, 0.0], [0.0, 3.0]])
+    z = jnp.array([[2.9, 0.2], [0.1, -0.1], [0.3, 2.0]])
+    lp = M.distance_log_probs(z, protos)
+    np.testing.assert_array_equal(np.argmax(lp, 1), [1, 0, 2])
+    sq = np.sum((np.asarray(z)[:, None] - np.asarray(protos)[None]) ** 2, -1)
+    np.testing.assert_allclose(lp, jax.nn.log_softmax(-sq), rtol=1e-5)
+
+
+def test_scale_update_rule_and_clipping():
+    scales = jnp.array([0.0, 0.5, 1.0, 0.9995, 0.0005, 0.3])
+    accuracy = jnp.array([0.9, 0.2, 0.95, 0.81, 0.5, 0.8])  # 0.8 is not above the threshold
+    new = np.asarray(M.update_scales(scales, accuracy, threshold=0.8, step=0.001))
+    np.testing.assert_allclose(new, [0.001, 0.499, 1.0, 1.0, 0.0, 0.299], atol=1e-7)
+
+
+def test_feature_scaling_moves_towards_the_global_mean():
+    x = jnp.array([[0.0, 0.0], [2.0, 4.0], [4.0, 2.0], [6.0, 6.0]])
+    labels = jnp.array([0, 0, 1, 1])
+    scaled = np.asarray(M.scale_features(x, labels, jnp.array([0.0, 0.5])))
+    mean = np.array([3.0, 3.0])
+    np.testing.assert_allclose(scaled[:2], x[:2])
+    np.testing.assert_allclose(scaled[2:], np.asarray(x[2:]) + 0.5 * (mean - np.asarray(x[2:])))
+    masked = M.scale_features(x, labels, jnp.array([1.0, 1.0]), jnp.array([1, 1, 0, 0], bool))
+    np.testing.assert_allclose(masked, np.tile([[1.0, 2.0]], (4, 1)))
+
+
+def test_prompt_pairs_connect_each_node_to_its_prompt():
+    g = M.prompt_pairs(jnp.zeros((3, 2)), jnp.ones((3, 2)))
+    edges = set(zip(np.asarray(g.senders).tolist(), np.asarray(g.receivers).tolist()))
+    assert edges == {(0, 3), (1, 4), (2, 5), (3, 0), (4, 1), (5, 2)}
+
+
+def test_neighbour_mean_guards_isolated_nodes():
+    x = jnp.array([[1.0, 0.0], [0.0, 2.0], [5.0, 5.0], [7.0, 7.0]])
+    graph = Graph(
+        x,
+        jnp.array([0, 1, 0, 3], jnp.int32),
+        jnp.array([1, 0, 2, 3], jnp.int32),
+        jnp.array([True, True, True, False]),  # the last edge is padding
+        jnp.ones(4, bool),
+    )
+    means, has = prompts.neighbour_mean(graph)
+    np.testing.assert_allclose(means, [[0, 2], [1, 0], [1, 0], [0, 0]])
+    np.testing.assert_array_equal(has, [True, True, True, False])
+    assert np.all(np.isfinite(np.asarray(means)))
+
+
+def test_pair_gradients_equal_real_gradients_when_prompts_are_the_true_neighbours():
+    # A perfect matching 0-1, 2-3, 4-5: every node's 2-hop receptive field is its pair, so the
+    # per-node graphs [x_v, x_partner(v)] reproduce the real graph and the matched gradients agree.
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(6, F)).astype(np.float32))
+    labels = jnp.array([0, 1, 2, 0, 1, 2])
+    mask = jnp.ones(6, bool)
+    src, dst = jnp.array([0, 2, 4]), jnp.array([1, 3, 5])
+    graph = Graph(
+        x,
+        jnp.concatenate([src, dst]).astype(jnp.int32),
+        jnp.concatenate([dst, src]).astype(jnp.int32),
+        jnp.ones(6, bool),
+        mask,
+    )
+    gnn = tiny_task().model
+    partner = jnp.array([1, 0, 3, 2, 5, 4])
+
+    @jax.jit
+    def mse(generated, key):
+        nets = prompts.init_networks(gnn, key, 2, F)
+        real = prompts.real_gradients(gnn, nets, graph, labels, mask)
+        pairs = M.prompt_pairs(x, generated)
+        syn = jax.vmap(lambda net: prompts.encoder_gradient(gnn, net, pairs, labels, mask, rows=6))
+        return jax.vmap(prompts.gradient_mse)(real, syn(nets))
+
+    key = jax.random.key(0)
+    assert float(jnp.max(mse(x[partner], key))) < 1e-12
+    assert float(jnp.min(mse(x[::-1], key))) > 1e-8
+
+
+def test_random_networks_follow_the_gnn_initialisation():
+    gnn = GNN(C, "sage", (64, 32), 0.5)
+    nets = jax.jit(lambda k: prompts.init_networks(gnn, k, 4, 200))(jax.random.key(0))
+    reference = gnn.init(jax.random.key(1), M.synthetic_graph(jnp.zeros((1, 200)), "isolated"))
+    assert jax.tree.structure(nets) == jax.tree.structure(reference)
+    for net, ref in zip(jax.tree.leaves(nets), jax.tree.leaves(reference)):
+        assert net.shape == (4, *ref.shape)
+        if ref.ndim == 1:
+            np.testing.assert_array_equal(net, 0.0)
+            np.testing.assert_array_equal(ref, 0.0)
+        else:
+            assert np.std(np.asarray(net)) == pytest.approx(np.std(np.asarray(ref)), rel=0.15)
+    kernels = [leaf for leaf in jax.tree.leaves(nets) if leaf.ndim == 3]
+    assert not np.allclose(kernels[0][0], kernels[0][1])  # the networks differ
+
+
+def test_unknown_or_bad_options_are_user_errors():
+    with pytest.raises(UserError, match="unknown fedlog option"):
+        from_dict({"promt": "random"})
+    with pytest.raises(UserError, match="prompt"):
+        from_dict({"prompt": "learned"})
+    with pytest.raises(UserError, match="global_synthetic"):
+        from_dict({"global_synthetic": "all"})
+
+
+# ---------------------------------------------------------------------------------------------
+# The algorithm on the engine.
+
+
+@pytest.fixture(scope="module")
+def tiny_runs():
+    """3-round runs (round 1 readies the server, rounds 2-3 train with L_cd): seed 0 twice and
+    seed 1, one compilation for all."""
+    runner = Runner(fedlog(tiny_task(), C, TINY), tiny_federation())
+    return runner, {name: runner.run(3, seed) for name, seed in (("a", 0), ("b", 0), ("c", 1))}
+
+
+def test_same_seed_same_metrics_and_different_seed_differs(tiny_runs):
+    _, runs = tiny_runs
+    a, b, c = (runs[k][2] for k in "abc")
+    assert a == b
+    assert a != c
+    for metrics in a:
+        assert all(0.0 <= v <= 1.0 for v in metrics.values())
+
+
+def test_server_is_built_from_uploads_and_states_stay_valid(tiny_runs):
+    runner, runs = tiny_runs
+    (server_one, clients_one), (server_state, clients), _ = runs["a"]
+    assert bool(server_one["ready"]) and bool(server_state["ready"])
+    assert server_state["x_global"].shape == (C * TINY.syn_per_class, F)
+    # Round 1 replays round 0: the server's average is the mean of the round-0 models.
+    mean = jax.tree.map(lambda leaf: jnp.mean(leaf, axis=0), clients_one["params"])
+    for a, b in zip(jax.tree.leaves(server_one["params"]), jax.tree.leaves(mean)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # Trained generators: the per-class blend differs from the common initialisation.
+    init_server, _ = runner.init(runner.alg, runner.fed, jax.random.key(0))
+    moved = [
+        float(jnp.max(jnp.abs(a - b)))
+        for a, b in zip(jax.tree.leaves(server_one["gens"]), jax.tree.leaves(init_server["gens"]))
+    ]
+    assert max(moved) > 0
+    assert np.all(np.isfinite(np.asarray(clients["x_head"])))
+    assert np.all((np.asarray(clients["scales"]) >= 0) & (np.asarray(clients["scales"]) <= 1))
+
+
+def _stack(trees):
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
+
+
+def test_vmapped_round_equals_per_client_loop(tiny_runs):
+    runner, runs = tiny_runs
+    alg, fed = runner.alg, runner.fed
+    (server_state, clients), _, _ = runs["a"]
+    round_key = jax.random.key(7)
+    v_server, v_clients, _ = runner.round(server_state, clients, fed, round_key, evaluate=True)
+
+    update_key, server_key, _ = jax.random.split(round_key, 3)
+    keys = jax.random.split(update_key, fed.num_clients)
+    update = jax.jit(alg.client_update)
+    states, uploads = [], []
+    for k in range(fed.num_clients):
+        take = lambda tree, k=k: jax.tree.map(lambda leaf: leaf[k], tree)
+        state, upload = update(server_state, take(clients), take(fed.train), keys[k])
+        states.append(state)
+        uploads.append(upload)
+    l_server = jax.jit(alg.server_update)(
+        server_state, _stack(uploads), fed.client_mask, server_key
+    )
+    for a, b in zip(jax.tree.leaves(v_server), jax.tree.leaves(l_server), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+    for a, b in zip(jax.tree.leaves(v_clients), jax.tree.leaves(_stack(states)), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+
+
+def test_padding_never_changes_the_run(tiny_runs):
+    _, runs = tiny_runs
+    padded = tiny_federation(pad_nodes=5, pad_edges=7, pad_clients_to=5)
+    _, _, history = Runner(fedlog(tiny_task(), C, TINY), padded).run(3, seed=0)
+    for plain, pad in zip(runs["a"][2], history):
+        for setting, value in plain.items():
+            assert pad[setting] == pytest.approx(value, abs=1e-6), setting
+
+
+# ---------------------------------------------------------------------------------------------
+# Real data: Cora, K = 3.
+
+
+def test_fedlog_beats_local_on_missing_classes_on_cora(data_dir):
+    """Local training never sees a client's missing classes; FedLoG's global synthetic nodes
+    carry them over from the other clients, so its missing-class accuracy must be higher."""
+    from experiments.configs import fedlog_cora
+    from fedjax_syn import experiment
+
+    cfg = fedlog_cora.get_config("released")  # untrained prompts: no generator pretraining
+    cfg.data_dir = str(data_dir)
+    cfg.rounds = 10
+    cfg.fedlog.pretrain_epochs = 30
+    prepared = experiment.prepare(cfg)
+    fed_record = experiment.run(cfg, prepared=prepared)
+    local_cfg = cfg.copy_and_resolve_references()
+    local_cfg.algorithm = "local"
+    local_record = experiment.run(local_cfg, prepared=prepared)
+    fed_missing = np.mean(fed_record["curves"]["missing_class"])
+    local_missing = np.mean(local_record["curves"]["missing_class"])
+    assert fed_missing > local_missing + 0.005, (fed_missing, local_missing)
+    assert fed_record["best"]["seen"] > 0.6
