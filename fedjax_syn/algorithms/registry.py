@@ -76,5 +76,7 @@ def register(name: str, builder: Callable[..., base.FederatedAlgorithm]) -> None
 
 
 def build(cfg, task: Task) -> base.FederatedAlgorithm:
+    if cfg.algorithm in ("fedlog", "fedlog_vision"):
+        import fedjax_syn.algorithms.fedlog  # noqa: F401  (registers both; lazy: it imports this module)
     check_choice("algorithm", cfg.algorithm, BUILDERS)
     return BUILDERS[cfg.algorithm](cfg, task)
