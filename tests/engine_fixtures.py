@@ -90,3 +90,22 @@ def sgd(lr=0.1):
 
 
 SCHEDULE = Schedule(batch_size=4, epochs=2)
+
+
+def loop_round(alg, server, clients, fed, round_key):
+    """One round written as a Python loop over clients, one jitted client update at a time —
+    the reference a vmapped round must equal. Returns (server, stacked client states)."""
+    import jax
+    import jax.numpy as jnp
+
+    update_key, server_key, _ = jax.random.split(round_key, 3)
+    keys = jax.random.split(update_key, fed.num_clients)
+    update = jax.jit(alg.client_update)
+    states, uploads = [], []
+    for k in range(fed.num_clients):
+        take = lambda tree, k=k: jax.tree.map(lambda leaf: leaf[k], tree)
+        state, upload = update(server, take(clients), take(fed.train), keys[k])
+        states.append(state)
+        uploads.append(upload)
+    stack = lambda trees: jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
+    return alg.server_update(server, stack(uploads), fed.client_mask, server_key), stack(states)

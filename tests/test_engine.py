@@ -14,7 +14,7 @@ import pytest
 from fedjax_syn.algorithms.registry import BUILDERS
 from fedjax_syn.engine import evaluation, local
 from fedjax_syn.engine.round import EngineConfig, init_states, make_round
-from tests.engine_fixtures import algorithm, make_federation
+from tests.engine_fixtures import algorithm, loop_round, make_federation
 
 ALGORITHMS = sorted(BUILDERS)
 
@@ -48,20 +48,9 @@ def test_vmapped_round_equals_per_client_loop(name):
     round_key = jax.random.key(7)
     v_server, v_clients, _ = round_fn(server, clients, fed, round_key, evaluate=False)
 
-    # The same round written as a Python loop over clients, one jitted client at a time.
-    update_key, server_key, _ = jax.random.split(round_key, 3)
-    keys = jax.random.split(update_key, fed.num_clients)
-    update = jax.jit(alg.client_update)
-    states, uploads = [], []
-    for k in range(fed.num_clients):
-        take = lambda tree, k=k: jax.tree.map(lambda leaf: leaf[k], tree)
-        state, upload = update(server, take(clients), take(fed.train), keys[k])
-        states.append(state)
-        uploads.append(upload)
-    stack = lambda trees: jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
-    l_server = alg.server_update(server, stack(uploads), fed.client_mask, server_key)
+    l_server, l_clients = loop_round(alg, server, clients, fed, round_key)
     assert_trees_close(v_server, l_server)
-    assert_trees_close(v_clients, stack(states))
+    assert_trees_close(v_clients, l_clients)
 
 
 @pytest.mark.parametrize("name", ALGORITHMS)

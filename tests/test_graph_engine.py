@@ -9,7 +9,6 @@ import sys
 import textwrap
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -23,7 +22,7 @@ from fedjax_syn.engine import evaluation
 from fedjax_syn.engine.round import EngineConfig, init_states, make_round
 from fedjax_syn.engine.task import Task
 from fedjax_syn.models.gnn import GNN
-from tests.engine_fixtures import Cfg
+from tests.engine_fixtures import Cfg, loop_round
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CLASSES = 4
@@ -135,20 +134,9 @@ def test_vmapped_graph_round_equals_per_client_loop():
     round_fn = make_round(alg, EngineConfig(donate=False))
     v_server, v_clients, _ = round_fn(server, clients, fed, round_key, evaluate=False)
 
-    # The same round as a Python loop over clients, one jitted client update at a time.
-    update_key, server_key, _ = jax.random.split(round_key, 3)
-    keys = jax.random.split(update_key, fed.num_clients)
-    update = jax.jit(alg.client_update)
-    states, uploads = [], []
-    for k in range(fed.num_clients):
-        take = lambda tree, k=k: jax.tree.map(lambda leaf: leaf[k], tree)
-        state, upload = update(server, take(clients), take(fed.train), keys[k])
-        states.append(state)
-        uploads.append(upload)
-    stack = lambda trees: jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
-    l_server = alg.server_update(server, stack(uploads), fed.client_mask, server_key)
+    l_server, l_clients = loop_round(alg, server, clients, fed, round_key)
     assert_trees_close(v_server, l_server)
-    assert_trees_close(v_clients, stack(states))
+    assert_trees_close(v_clients, l_clients)
     # The round trained: the server moved.
     assert not np.allclose(jax.tree.leaves(v_server)[0], jax.tree.leaves(server)[0])
 
