@@ -6,6 +6,9 @@ nodes, one local epoch), with the dataset and K swapped in. Two ways to run the 
 
   vmapped  `make_round(evaluate=False)`: every client's local epoch in one jitted program; the
            evaluation is one jitted program too (personalise + every setting for every client);
+           each client runs only its own minibatches (a while_loop over active steps);
+  scanned  the same program with `unroll=True`: every padded step is run, inactive ones masked
+           (the scan layout), to show what skipping padding steps saves;
   loop     a Python loop calling a jitted per-client update, then a jitted server average (the
            FedJAX way); evaluation one client at a time through the same jitted evaluation on a
            one-client view. Per-client slices and keys are prepared outside the timed region.
@@ -14,11 +17,11 @@ Each (dataset, K, mode) runs in its own process, so its peak resident memory (ru
 own; the data's share (after the split, before any compilation) is reported beside it. Times are
 wall seconds (median and min over --repeats calls after one compile-and-warm-up call) and the
 process's CPU seconds per call, which other jobs on a shared machine inflate less than wall time.
-The scan of a local epoch has ceil(n_pad / batch) steps; `steps` shows that beside the number of
+A padded local epoch has ceil(n_pad / batch) steps; `steps` shows that beside the number of
 steps the largest client actually takes (floor(n_train / batch) with drop_last).
 
   PYTHONPATH=. python scripts/bench_graph.py
-  PYTHONPATH=. python scripts/bench_graph.py --datasets=cora --clients=3 --repeats=3
+  PYTHONPATH=. python scripts/bench_graph.py --datasets=cora --clients=3 --modes=vmapped,scanned
 """
 
 import json
@@ -50,7 +53,7 @@ REPO = str(pathlib.Path(__file__).resolve().parents[1])
 
 _DATASETS = flags.DEFINE_list("datasets", ["cora", "computers"], "Graph datasets.")
 _CLIENTS = flags.DEFINE_list("clients", ["3", "10"], "Numbers of training clients K.")
-_MODES = flags.DEFINE_list("modes", ["vmapped", "loop"], "vmapped and/or loop.")
+_MODES = flags.DEFINE_list("modes", ["vmapped", "scanned", "loop"], "vmapped, scanned, loop.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed calls per measurement.")
 _DATA_DIR = flags.DEFINE_string("data_dir", "", "Datasets folder; empty: FEDJAX_SYN_DATA_DIR.")
 _JSON = flags.DEFINE_string("json_out", "", "Also write the rows as JSON to this file.")
@@ -154,6 +157,7 @@ def worker(spec: str) -> dict:
     cfg = cora.get_config()
     cfg.dataset, cfg.num_clients = dataset, int(k)
     cfg.data_dir = _DATA_DIR.value
+    cfg.unroll = mode == "scanned"
     prepared = experiment.prepare(cfg)
     fed = prepared.fed
     alg = registry.build(cfg, prepared.task)
@@ -162,7 +166,7 @@ def worker(spec: str) -> dict:
     n_pad = int(train.labels.shape[1])
     n_train = int(np.asarray(train.mask).sum(axis=1).max())
     server, clients = init_states(alg, fed, jax.random.key(0))
-    run = run_vmapped if mode == "vmapped" else run_loop
+    run = run_loop if mode == "loop" else run_vmapped
     times = run(alg, fed, server, clients, jax.random.key(1), _REPEATS.value)
     return {
         "dataset": dataset,

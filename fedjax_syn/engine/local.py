@@ -1,16 +1,18 @@
-"""Local training: a `lax.scan` over masked minibatches, for one client (the engine vmaps it).
+"""Local training over masked minibatches, for one client (the engine vmaps it).
 
 Two schedules, both with static shapes so every client runs the same program:
-- epochs: `epochs` passes over the client's examples in a fresh random order each pass. The scan
-  runs `epochs * ceil(n_pad / batch)` steps; steps past a client's own data are no-ops (the update
-  and optimiser state are masked out), so a small client trains exactly as if alone.
+- epochs: `epochs` passes over the client's examples in a fresh random order each pass, laid out
+  as `epochs * ceil(n_pad / batch)` steps of which those past a client's own data are inactive.
 - steps: `steps` minibatches drawn uniformly with replacement from the client's examples.
 Padded examples get weight 0 and never affect a gradient.
 
-`unroll=True` unrolls the scan over steps. The numbers are the same; on XLA:CPU it is much faster
-for convolutional models, whose backward convolutions inside a while-loop body are left to a slow
-generic kernel instead of the optimised one they get outside loops (jax-ml/jax#12868); it costs
-compile time that grows with the number of steps.
+By default only the active steps run (`active_steps`: a `lax.while_loop` that stops after the
+client's last one; under `vmap` it runs as long as the busiest client needs), so a client padded to
+the largest client's size pays nothing for its padding steps. `unroll=True` (or an unroll factor
+> 1) instead scans every step, inactive ones masked to no-ops. The numbers are the same; on XLA:CPU
+the unrolled scan is much faster for convolutional models, whose backward convolutions inside a
+loop body are left to a slow generic kernel instead of the optimised one they get outside loops
+(jax-ml/jax#12868); it costs compile time that grows with the number of steps.
 """
 
 import dataclasses
@@ -30,7 +32,12 @@ class Schedule:
     epochs: int | None = 1
     steps: int | None = None
     drop_last: bool = False  # epochs: floor(n/b) full batches (one batch of all n when n < b)
-    unroll: int | bool = 1  # `lax.scan` unroll over steps: True unrolls fully (no loop)
+    unroll: int | bool = 1  # 1: while_loop over active steps; True / k > 1: (un)rolled scan
+
+    @property
+    def scans(self) -> bool:
+        """Whether every step is scanned (and unrolled) instead of looping over active ones."""
+        return self.unroll is True or self.unroll > 1
 
     def num_steps(self, n_pad: int) -> int:
         if self.steps is not None:
@@ -67,6 +74,27 @@ def minibatches(mask: jax.Array, key: jax.Array, schedule: Schedule) -> tuple[ja
     return idx, weight, active
 
 
+def active_steps(
+    step: Callable[[Any, Any], Any], carry: Any, xs: Any, active: jax.Array
+) -> tuple[Any, jax.Array]:
+    """carry <- step(carry, xs[i]) for every i with active[i], in order, in a `lax.while_loop`
+    that stops after the last active step. Returns the final carry and the number of steps run.
+
+    A batched (vmapped) loop runs until its busiest member is done, holding the others' carries,
+    so each member ends exactly as it would alone.
+    """
+    order = jnp.argsort(~active, stable=True)  # active steps first, in their order
+    xs = jax.tree.map(lambda a: a[order], xs)
+    num_steps = jnp.sum(active)
+
+    def body(state):
+        i, carry = state
+        return i + 1, step(carry, jax.tree.map(lambda a: a[i], xs))
+
+    _, carry = jax.lax.while_loop(lambda state: state[0] < num_steps, body, (0, carry))
+    return carry, num_steps
+
+
 LossFn = Callable[[Any, jax.Array, jax.Array, jax.Array], jax.Array]  # (params, idx, w, rng)
 
 
@@ -85,12 +113,28 @@ def train(
     step_keys = jax.random.split(step_key, idx.shape[0])
     opt_state = optimizer.init(params) if opt_state is None else opt_state
 
-    def step(carry, xs):
-        params, opt_state = carry
-        b_idx, b_weight, b_active, b_key = xs
+    def update(params, opt_state, b_idx, b_weight, b_key):
         loss, grads = jax.value_and_grad(loss_fn)(params, b_idx, b_weight, b_key)
-        updates, new_opt_state = optimizer.update(grads, opt_state, params)
-        new_params = optax.apply_updates(params, updates)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    xs = (idx, weight, step_keys)
+    if not schedule.scans:
+
+        def step(carry, batch):
+            params, opt_state, total = carry
+            params, opt_state, loss = update(params, opt_state, *batch)
+            return params, opt_state, total + loss
+
+        (params, opt_state, total), num_steps = active_steps(
+            step, (params, opt_state, jnp.zeros(())), xs, active
+        )
+        return params, opt_state, total / jnp.maximum(num_steps, 1)
+
+    def masked_step(carry, batch):
+        params, opt_state = carry
+        *batch, b_active = batch
+        new_params, new_opt_state, loss = update(params, opt_state, *batch)
         keep = lambda new, old: jnp.where(b_active, new, old)
         carry = (
             jax.tree.map(keep, new_params, params),
@@ -99,7 +143,7 @@ def train(
         return carry, loss * b_active
 
     (params, opt_state), losses = jax.lax.scan(
-        step, (params, opt_state), (idx, weight, active, step_keys), unroll=schedule.unroll
+        masked_step, (params, opt_state), (*xs, active), unroll=schedule.unroll
     )
     mean_loss = jnp.sum(losses) / jnp.maximum(jnp.sum(active), 1)
     return params, opt_state, mean_loss
