@@ -33,7 +33,6 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from fedjax_syn import experiment, results
-from fedjax_syn.algorithms import registry
 from fedjax_syn.data.arrays import EvalGroup, Federation
 from fedjax_syn.engine import evaluation, sharding
 from fedjax_syn.engine.round import init_states, round_step
@@ -207,7 +206,7 @@ def compile_batch(
     fed, axes = stack_federations([p.fed for p in prepared])
     if cfg.shard:
         fed = shard_stacked(fed, axes, sharding.client_mesh())
-    alg = registry.build(cfg, prepared[0].task)
+    alg = experiment.build_algorithm(cfg, prepared[0].task, [p.fed for p in prepared])
     engine = experiment.engine_config(cfg)
 
     def one_round(server, clients, fed, keys, evaluate):

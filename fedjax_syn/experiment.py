@@ -7,7 +7,7 @@ ledger alone.
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -194,13 +194,33 @@ class Program:
     compile_time: float
 
 
+def resolve_options(cfg, feds: Sequence[Federation]):
+    """`cfg`, or a copy with the options that depend on the data resolved from `feds` (every run
+    that shares one program): FedLoG's generator node cap `gen_nodes` = 0 becomes the largest
+    client's training-node count, so generator pretraining reads exactly the training nodes
+    instead of every padded node slot."""
+    fedlog = cfg.get("fedlog") or {}
+    if cfg.algorithm != "fedlog" or fedlog.get("gen_nodes"):
+        return cfg
+    cap = max(int(np.asarray(fed.train.mask).sum(axis=-1).max()) for fed in feds)
+    options = fedlog.to_dict() if hasattr(fedlog, "to_dict") else dict(fedlog)
+    cfg = ml_collections.ConfigDict(cfg.to_dict())
+    cfg.fedlog = {**options, "gen_nodes": max(cap, 1)}
+    return cfg
+
+
+def build_algorithm(cfg, task: Task, feds: Sequence[Federation]):
+    """`registry.build` with `resolve_options(cfg, feds)`."""
+    return registry.build(resolve_options(cfg, feds), task)
+
+
 def compile_run(cfg, prepared: Prepared | None = None) -> Program:
     """Prepares the data (unless given), builds the algorithm and compiles its round."""
     check(cfg.rounds >= 1, f"rounds must be >= 1, got {cfg.rounds}")
     check(cfg.eval_every >= 1, f"eval_every must be >= 1, got {cfg.eval_every}")
     prepared = prepare(cfg) if prepared is None else prepared
     fed = prepared.fed
-    alg = registry.build(cfg, prepared.task)
+    alg = build_algorithm(cfg, prepared.task, [fed])
     if cfg.shard:
         fed = sharding.shard_federation(fed, sharding.client_mesh())
     round_fn = make_round(alg, engine_config(cfg))

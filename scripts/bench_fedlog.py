@@ -105,10 +105,12 @@ def round_zero_parts(cfg, prepared, key):
 def main(argv):
     del argv
     cfg = config()
-    figures = {"variant": _VARIANT.value, "rounds": cfg.rounds, "fedlog": cfg.fedlog.to_dict()}
+    figures = {"variant": _VARIANT.value, "rounds": cfg.rounds}
     start = time.perf_counter()
     prepared = experiment.prepare(cfg)
+    cfg = experiment.resolve_options(cfg, [prepared.fed])
     figures["data_s"] = time.perf_counter() - start
+    figures["fedlog"] = cfg.fedlog.to_dict()
     fed = prepared.fed
     alg = registry.build(cfg, prepared.task)
     key = jax.random.key(cfg.seed)

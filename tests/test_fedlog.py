@@ -411,3 +411,26 @@ def test_fedlog_beats_local_on_missing_classes_on_cora(data_dir):
     local_missing = np.mean(local_record["curves"]["missing_class"])
     assert fed_missing > local_missing + 0.005, (fed_missing, local_missing)
     assert fed_record["best"]["seen"] > 0.6
+
+
+def test_generator_node_cap_is_resolved_from_the_largest_training_client():
+    from types import SimpleNamespace
+
+    import ml_collections
+
+    from fedjax_syn.experiment import resolve_options
+
+    def fed(*counts):
+        mask = np.zeros((len(counts), 12), bool)
+        for k, n in enumerate(counts):
+            mask[k, :n] = True
+        return SimpleNamespace(train=SimpleNamespace(mask=mask))
+
+    cfg = ml_collections.ConfigDict({"algorithm": "fedlog", "fedlog": {"beta": 0.1}})
+    resolved = resolve_options(cfg, [fed(3, 7), fed(9, 2)])  # runs batched into one program
+    assert resolved.fedlog.to_dict() == {"beta": 0.1, "gen_nodes": 9}
+    assert cfg.fedlog.to_dict() == {"beta": 0.1}  # the caller's config is left alone
+    cfg.fedlog.gen_nodes = 4
+    assert resolve_options(cfg, [fed(9)]).fedlog.gen_nodes == 4  # an explicit cap is kept
+    cfg.algorithm = "fedavg"
+    assert resolve_options(cfg, [fed(9)]) is cfg

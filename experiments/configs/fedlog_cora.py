@@ -24,15 +24,13 @@ VARIANTS = {
     "default": {},
     "released": {"prompt": "random", "synthetic_graph": "self_loop", "restore_best": False},
 }
-# Generator pretraining reads at most this many training nodes per client (a static shape):
-# Cora's K = 3 clients have at most 319 (seeds 0, 1, 2), so the cap is exact there.
-GEN_NODES = 320
 
 
 def fedlog_options(**overrides) -> dict:
     """Every FedLoG option (so each can be set from the command line, e.g.
-    --config.fedlog.beta=0.1), with Cora's node cap and `overrides`."""
-    return {**dataclasses.asdict(FedLoGConfig()), "gen_nodes": GEN_NODES, **overrides}
+    --config.fedlog.beta=0.1), with `overrides`. `gen_nodes` stays 0: the run reads exactly
+    the largest client's training nodes (`experiment.build_algorithm`)."""
+    return {**dataclasses.asdict(FedLoGConfig()), **overrides}
 
 
 def get_config(variant: str = "default"):

@@ -52,7 +52,9 @@ class FedLoGConfig:
     gen_lr: float = 1e-2
     gen_hidden: tuple[int, ...] = (256, 512)
     gen_dropout: float = 0.5
-    gen_nodes: int = 0  # static cap on training nodes read per client; 0: all padded nodes
+    # Static cap on training nodes read per client. 0: every padded node slot, or, in a run built
+    # by `experiment.build_algorithm`, exactly the largest client's training-node count.
+    gen_nodes: int = 0
 
     def __post_init__(self):
         check_choice("fedlog prompt", self.prompt, PROMPTS)
