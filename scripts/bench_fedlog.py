@@ -12,12 +12,14 @@ part of the run; the rest of round 0 is the first local epoch), and evaluation a
 run once per round. The load average is printed because the machine may be shared.
 """
 
+import dataclasses
 import json
 import os
 import resource
 import time
 
 import jax
+import jax.numpy as jnp
 from absl import app, flags
 
 from experiments.configs import fedlog_cora
@@ -76,9 +78,9 @@ def round_zero_parts(cfg, prepared, key):
         params = {"params": {"encoder": server["params"]["params"]["encoder"], "head": head}}
         return pretrain_encoder(spec.task, params, data, keys[0], spec.config)
 
-    def generator(server, data, keys):
+    def generator(server, data, keys, config=spec.config):
         shared = client.SharedKeys.from_key(jax.random.wrap_key_data(server["key"]))
-        gen0 = prompts.init_generator(shared.generator, data.inputs.x.shape[-1], spec.config)
+        gen0 = prompts.init_generator(shared.generator, data.inputs.x.shape[-1], config)
         return prompts.pretrain_generator(
             gen0,
             spec.task.model,
@@ -87,7 +89,7 @@ def round_zero_parts(cfg, prepared, key):
             data.mask,
             keys[1],
             shared.networks,
-            spec.config,
+            config,
         )
 
     parts = {"encoder pretraining": encoder}
@@ -99,7 +101,42 @@ def round_zero_parts(cfg, prepared, key):
         compiled, compile_s = _compiled(mapped, server, fed.train, keys)
         results[name], run_s = _timed(compiled, server, fed.train, keys)
         out[name] = (compile_s, run_s)
+    if "generator pretraining" in parts:
+        out["generator_flops"] = generator_flops(spec, server, fed.train, keys, generator)
     return out, [int(e) for e in results["encoder pretraining"].epochs]
+
+
+def _flops(fn, *args) -> float:
+    return float(jax.jit(fn).lower(*args).compile().cost_analysis()["flops"])
+
+
+def generator_flops(spec, server, train, keys, generator) -> dict:
+    """XLA's FLOP count of generator pretraining for all clients: the bank's real-graph gradients
+    (once) and one epoch. Cost analysis counts a loop body once, so the epoch is the one-epoch
+    program minus the bank."""
+    one_epoch = dataclasses.replace(spec.config, gen_epochs=1)
+
+    def bank(server, data, keys):
+        shared = client.SharedKeys.from_key(jax.random.wrap_key_data(server["key"]))
+        features = data.inputs.x.shape[-1]
+        nets = prompts.init_networks(
+            spec.task.model, shared.networks, one_epoch.gen_networks, features
+        )
+        return prompts.real_gradients(spec.task.model, nets, data.inputs, data.labels, data.mask)
+
+    with_one_epoch = lambda s, d, k: generator(s, d, k, one_epoch)
+    total = _flops(jax.vmap(with_one_epoch, in_axes=(None, 0, 0)), server, train, keys)
+    bank_flops = _flops(jax.vmap(bank, in_axes=(None, 0, 0)), server, train, keys)
+    return {"bank": bank_flops, "epoch": total - bank_flops}
+
+
+def matmul_peak(n: int = 2048, repeats: int = 7) -> float:
+    """FLOP/s of a jitted n x n f32 matmul (median of `repeats`): this machine's practical peak."""
+    a, b = jax.random.normal(jax.random.key(0), (2, n, n))
+    matmul = jax.jit(jnp.matmul)
+    jax.block_until_ready(matmul(a, b))
+    times = [_timed(matmul, a, b)[1] for _ in range(repeats)]
+    return 2 * n**3 / sorted(times)[repeats // 2]
 
 
 def main(argv):
@@ -154,7 +191,9 @@ def main(argv):
     )
     if _BREAKDOWN.value:
         parts, epochs = round_zero_parts(cfg, prepared, key)
+        figures["generator_flops"] = parts.pop("generator_flops", None)
         figures["round0_parts"] = {k: {"compile_s": c, "run_s": r} for k, (c, r) in parts.items()}
+        figures["matmul_peak_gflops"] = matmul_peak() / 1e9
         figures["encoder_epochs"] = epochs
     figures["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     figures["load_average"] = os.getloadavg()
@@ -181,6 +220,18 @@ def report(f: dict) -> None:
     print(f"FedLoG on Cora, K=3, variant={f['variant']}, fedlog={f['fedlog']}")
     for name, seconds in rows:
         print(f"  {name:<48} {seconds:8.1f} s")
+    flops = f.get("generator_flops")
+    if flops:
+        epochs = f["fedlog"]["gen_epochs"]
+        total = flops["bank"] + epochs * flops["epoch"]
+        run_s = f["round0_parts"]["generator pretraining"]["run_s"]
+        peak = f["matmul_peak_gflops"]
+        print(
+            f"  generator pretraining: {flops['epoch'] / 1e9:.1f} GFLOP per epoch (all clients), "
+            f"{flops['bank'] / 1e9:.1f} GFLOP for the networks' real gradients; {total / 1e12:.2f} "
+            f"TFLOP in {run_s:.1f} s = {total / run_s / 1e9:.1f} GFLOP/s; matmul peak "
+            f"{peak:.1f} GFLOP/s, so at least {total / peak / 1e9:.1f} s at peak"
+        )
     if "encoder_epochs" in f:
         print(f"  encoder pretraining epochs per client: {f['encoder_epochs']}")
     print(f"  peak RSS {f['peak_rss_mb']:.0f} MiB; load average {f['load_average']}")
