@@ -11,7 +11,7 @@ depends on how classes are batched, so the script times, per ipc:
   match[loop]   the same step with an unrolled Python loop over classes inside the jitted function;
   epoch         one training epoch of the network on the synthetic set;
   iteration     composed: outer x match + (outer - 1) x inner x epoch; for ipc 1 (one matching
-                step, no training) the full `gm_iteration` is also timed as a check.
+                step, no training) --time_iteration also times the full `gm_iteration` as a check.
 
 Each variant runs in a fresh subprocess so that its peak resident memory (ru_maxrss) is its own.
 Times are medians over --repeats calls after one compile-and-run call. Uses the real Fashion-MNIST
@@ -45,14 +45,18 @@ from fedjax_syn.condense.core import (
     real_batch,
 )
 from fedjax_syn.condense.gradient_matching import gm_iteration, match_loss, train_on_synthetic
-from fedjax_syn.errors import UserError
+from fedjax_syn.errors import UserError, check_choice
 from fedjax_syn.models.vision import ConvNet
 
 _IPCS = flags.DEFINE_list("ipcs", ["1", "10", "50"], "Images per class to time.")
+_BATCHINGS = flags.DEFINE_list("batchings", list(CLASS_BATCHING), "Class batchings to time.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed calls per variant (median reported).")
 _WIDTH = flags.DEFINE_integer("width", 128, "ConvNet width.")
 _BATCH_REAL = flags.DEFINE_integer("batch_real", 256, "Real images per class per matching step.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Data folder (default $FEDJAX_SYN_DATA_DIR).")
+_TIME_ITERATION = flags.DEFINE_bool(
+    "time_iteration", False, "Also time the full gm_iteration where it is one matching step."
+)
 _VARIANT = flags.DEFINE_string("variant", None, "Internal: run one variant and print JSON.")
 
 NUM_CLASSES = 10
@@ -147,6 +151,8 @@ def main(argv: list[str]) -> None:
         name, ipc = _VARIANT.value.split(":")
         print(json.dumps(_run_variant(name, int(ipc))))
         return
+    for batching in _BATCHINGS.value:
+        check_choice("class batching", batching, CLASS_BATCHING)
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"load average {os.getloadavg()[0]:.1f} at start; jax {jax.__version__} "
@@ -159,11 +165,9 @@ def main(argv: list[str]) -> None:
     data = None
     for ipc in (int(v) for v in _IPCS.value):
         outer, inner = CondenseConfig(ipc=ipc).loops
-        names = (
-            [f"match_{b}" for b in CLASS_BATCHING]
-            + ["epoch"]
-            + (["iteration"] if outer == 1 else [])
-        )
+        names = [f"match_{b}" for b in _BATCHINGS.value] + ["epoch"]
+        if outer == 1 and _TIME_ITERATION.value:
+            names.append("iteration")
         results = {}
         for name in names:
             results[name] = _spawn(name, ipc)
@@ -174,11 +178,13 @@ def main(argv: list[str]) -> None:
                 f"{r['peak_rss_mib']:>12.0f}",
                 flush=True,
             )
-        for batching in CLASS_BATCHING:
+        for batching in _BATCHINGS.value:
             match = results[f"match_{batching}"]["median_s"]
             composed = outer * match + (outer - 1) * inner * results["epoch"]["median_s"]
             print(f"{ipc:>4} iteration[{batching}] composed ({outer} x {inner}): {composed:.2f} s")
-        for batching in ("map", "loop"):
+        if "match_vmap" not in results:
+            continue
+        for batching in (b for b in _BATCHINGS.value if b != "vmap"):
             ratio = results[f"match_{batching}"]["median_s"] / results["match_vmap"]["median_s"]
             print(f"{ipc:>4} match step: {batching} / vmap = {ratio:.2f}")
     print(f"data: {data}")

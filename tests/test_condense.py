@@ -16,7 +16,8 @@ from fedjax_syn.condense import (
     random_subset,
 )
 from fedjax_syn.condense.augment import sample_params
-from fedjax_syn.condense.core import init_synthetic, sample_class_indices
+from fedjax_syn.condense.core import init_nets, init_synthetic, sample_class_indices
+from fedjax_syn.condense.gradient_matching import class_distances
 from fedjax_syn.data.vision import load_vision
 from fedjax_syn.errors import UserError
 from fedjax_syn.models.vision import MLP, ConvNet
@@ -183,6 +184,27 @@ def test_dsa_crop_is_an_integer_shift_with_zero_fill(dsa_outputs):
     src_cols = slice(cols.start + dc, cols.stop + dc)
     expected[:, rows, cols] = x[:, src_rows, src_cols]
     np.testing.assert_allclose(out["crop"], expected, atol=1e-5)
+
+
+def test_class_batchings_give_the_same_distances():
+    x = jax.random.normal(jax.random.key(0), (10, 3, 8, 8, 1))
+    real = jax.random.normal(jax.random.key(1), (10, 5, 8, 8, 1))
+    weights = jnp.ones((10, 5)).at[4, 2:].set(0.0)
+
+    @jax.jit
+    def distances(key):
+        params = jax.tree.map(lambda p: p[0], init_nets(key, MODEL, x[0], 1))
+        return [
+            class_distances(
+                params, x, real, weights, key, config=CondenseConfig(class_batching=b), model=MODEL
+            )
+            for b in ("vmap", "map", "loop")
+        ]
+
+    vmapped, mapped, looped = distances(jax.random.key(2))
+    assert vmapped.shape == (10,) and float(vmapped.min()) > 0.0
+    np.testing.assert_allclose(mapped, vmapped, rtol=1e-5)
+    np.testing.assert_allclose(looped, vmapped, rtol=1e-5)
 
 
 def test_config_rejects_bad_values():
