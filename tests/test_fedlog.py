@@ -19,6 +19,7 @@ from fedjax_syn.engine.task import Task
 from fedjax_syn.errors import UserError
 from fedjax_syn.graph import Graph
 from fedjax_syn.models.gnn import GNN
+from tests.engine_fixtures import loop_round
 
 C, F = 3, 6
 TINY = FedLoGConfig(
@@ -350,10 +351,6 @@ def test_server_is_built_from_uploads_and_states_stay_valid(tiny_runs):
     assert np.all((np.asarray(clients["scales"]) >= 0) & (np.asarray(clients["scales"]) <= 1))
 
 
-def _stack(trees):
-    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
-
-
 def test_vmapped_round_equals_per_client_loop(tiny_runs):
     runner, runs = tiny_runs
     alg, fed = runner.alg, runner.fed
@@ -361,21 +358,10 @@ def test_vmapped_round_equals_per_client_loop(tiny_runs):
     round_key = jax.random.key(7)
     v_server, v_clients, _ = runner.round(server_state, clients, fed, round_key, evaluate=True)
 
-    update_key, server_key, _ = jax.random.split(round_key, 3)
-    keys = jax.random.split(update_key, fed.num_clients)
-    update = jax.jit(alg.client_update)
-    states, uploads = [], []
-    for k in range(fed.num_clients):
-        take = lambda tree, k=k: jax.tree.map(lambda leaf: leaf[k], tree)
-        state, upload = update(server_state, take(clients), take(fed.train), keys[k])
-        states.append(state)
-        uploads.append(upload)
-    l_server = jax.jit(alg.server_update)(
-        server_state, _stack(uploads), fed.client_mask, server_key
-    )
+    l_server, l_states = loop_round(alg, server_state, clients, fed, round_key)
     for a, b in zip(jax.tree.leaves(v_server), jax.tree.leaves(l_server), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
-    for a, b in zip(jax.tree.leaves(v_clients), jax.tree.leaves(_stack(states)), strict=True):
+    for a, b in zip(jax.tree.leaves(v_clients), jax.tree.leaves(l_states), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
 
 

@@ -23,7 +23,7 @@ from fedjax_syn.engine.round import EngineConfig, init_states, make_round
 from fedjax_syn.engine.task import Task
 from fedjax_syn.errors import UserError
 from fedjax_syn.models.vision import MLP
-from tests.engine_fixtures import NUM_CLASSES, Cfg, make_federation, sgd
+from tests.engine_fixtures import NUM_CLASSES, Cfg, loop_round, make_federation, sgd
 
 CONFIG = FedLoGVisionConfig(syn_per_class=2, condense_iterations=2)
 
@@ -119,31 +119,16 @@ def test_global_set_is_ready_after_the_first_round(runs):
     assert np.all((np.asarray(clients["scales"]) >= 0) & (np.asarray(clients["scales"]) <= 1))
 
 
-def _stack(trees):
-    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
-
-
 def test_vmapped_round_equals_per_client_loop(runs):
     runner, results = runs
     alg, fed = runner.alg, runner.fed
     server_state, clients = results["a"][0][0]  # after round 1: the global set exists
     round_key = jax.random.key(9)
     v_server, v_clients, _ = runner.round(server_state, clients, fed, round_key, evaluate=True)
-    update_key, server_key, _ = jax.random.split(round_key, 3)
-    keys = jax.random.split(update_key, fed.num_clients)
-    update = jax.jit(alg.client_update)
-    states, uploads = [], []
-    for k in range(fed.num_clients):
-        take = lambda tree, k=k: jax.tree.map(lambda leaf: leaf[k], tree)
-        state, upload = update(server_state, take(clients), take(fed.train), keys[k])
-        states.append(state)
-        uploads.append(upload)
-    l_server = jax.jit(alg.server_update)(
-        server_state, _stack(uploads), fed.client_mask, server_key
-    )
+    l_server, l_states = loop_round(alg, server_state, clients, fed, round_key)
     for a, b in zip(jax.tree.leaves(v_server), jax.tree.leaves(l_server), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
-    for a, b in zip(jax.tree.leaves(v_clients), jax.tree.leaves(_stack(states)), strict=True):
+    for a, b in zip(jax.tree.leaves(v_clients), jax.tree.leaves(l_states), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
 
 
