@@ -13,12 +13,16 @@ depends on how classes are batched, so the script times, per ipc:
   iteration     composed: outer x match + (outer - 1) x inner x epoch; for ipc 1 (one matching
                 step, no training) --time_iteration also times the full `gm_iteration` as a check.
 
+Every variant runs once per convolution implementation (--convs, models/conv.py: XLA's native
+convolution vs im2col patches @ kernel) and the script prints their ratios side by side.
 Each variant runs in a fresh subprocess so that its peak resident memory (ru_maxrss) is its own.
 Times are medians over --repeats calls after one compile-and-run call. Uses the real Fashion-MNIST
 training set when it is found (--data_dir or $FEDJAX_SYN_DATA_DIR), else N(0, 1) data of that
 shape (said in the output; the timing does not depend on pixel values).
 
   PYTHONPATH=. python scripts/bench_condense.py --ipcs=1,10 --repeats=3
+  PYTHONPATH=. python scripts/bench_condense.py --ipcs=1 --batchings=vmap --width=32 \
+      --batch_real=64 --time_iteration
 """
 
 import json
@@ -46,10 +50,12 @@ from fedjax_syn.condense.core import (
 )
 from fedjax_syn.condense.gradient_matching import gm_iteration, match_loss, train_on_synthetic
 from fedjax_syn.errors import UserError, check_choice
+from fedjax_syn.models.conv import CONV_IMPLS
 from fedjax_syn.models.vision import ConvNet
 
 _IPCS = flags.DEFINE_list("ipcs", ["1", "10", "50"], "Images per class to time.")
 _BATCHINGS = flags.DEFINE_list("batchings", list(CLASS_BATCHING), "Class batchings to time.")
+_CONVS = flags.DEFINE_list("convs", ["xla", "im2col"], "Convolution implementations to time.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed calls per variant (median reported).")
 _WIDTH = flags.DEFINE_integer("width", 128, "ConvNet width.")
 _BATCH_REAL = flags.DEFINE_integer("batch_real", 256, "Real images per class per matching step.")
@@ -88,11 +94,11 @@ def _median_time(fn, args, repeats: int) -> tuple[float, float]:
     return first, statistics.median(times)
 
 
-def _run_variant(name: str, ipc: int) -> dict:
+def _run_variant(name: str, ipc: int, conv: str) -> dict:
     x, y, source = _data()
     x, y = jnp.asarray(x), jnp.asarray(y)
     mask = jnp.ones(y.shape, bool)
-    model = ConvNet(NUM_CLASSES, width=_WIDTH.value)
+    model = ConvNet(NUM_CLASSES, width=_WIDTH.value, conv=conv)
     batching = name.removeprefix("match_") if name.startswith("match_") else "vmap"
     config = CondenseConfig(
         ipc=ipc, batch_real=_BATCH_REAL.value, class_batching=batching, inner_loop=1
@@ -135,8 +141,8 @@ def _run_variant(name: str, ipc: int) -> dict:
     return {"first_s": first, "median_s": median, "peak_rss_mib": peak_mib, "data": source}
 
 
-def _spawn(name: str, ipc: int) -> dict:
-    argv = [sys.executable, __file__, f"--variant={name}:{ipc}"]
+def _spawn(name: str, ipc: int, conv: str) -> dict:
+    argv = [sys.executable, __file__, f"--variant={name}:{ipc}:{conv}"]
     argv += [f"--repeats={_REPEATS.value}", f"--width={_WIDTH.value}"]
     argv += [f"--batch_real={_BATCH_REAL.value}"]
     if _DATA_DIR.value:
@@ -148,18 +154,21 @@ def _spawn(name: str, ipc: int) -> dict:
 def main(argv: list[str]) -> None:
     del argv
     if _VARIANT.value:
-        name, ipc = _VARIANT.value.split(":")
-        print(json.dumps(_run_variant(name, int(ipc))))
+        name, ipc, conv = _VARIANT.value.split(":")
+        print(json.dumps(_run_variant(name, int(ipc), conv)))
         return
     for batching in _BATCHINGS.value:
         check_choice("class batching", batching, CLASS_BATCHING)
+    for conv in _CONVS.value:
+        check_choice("convolution implementation", conv, CONV_IMPLS)
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"load average {os.getloadavg()[0]:.1f} at start; jax {jax.__version__} "
         f"({jax.default_backend()}); ConvNet width {_WIDTH.value}, batch_real {_BATCH_REAL.value}"
     )
     header = (
-        f"{'ipc':>4} {'variant':<12} {'compile+1st s':>13} {'median s':>9} {'peak RSS MiB':>12}"
+        f"{'ipc':>4} {'conv':<7} {'variant':<12} {'compile+1st s':>13} {'median s':>9} "
+        f"{'peak RSS MiB':>12}"
     )
     print(header)
     data = None
@@ -169,24 +178,34 @@ def main(argv: list[str]) -> None:
         if outer == 1 and _TIME_ITERATION.value:
             names.append("iteration")
         results = {}
-        for name in names:
-            results[name] = _spawn(name, ipc)
-            data = results[name]["data"]
-            r = results[name]
-            print(
-                f"{ipc:>4} {name:<12} {r['first_s']:>13.2f} {r['median_s']:>9.3f} "
-                f"{r['peak_rss_mib']:>12.0f}",
-                flush=True,
-            )
-        for batching in _BATCHINGS.value:
-            match = results[f"match_{batching}"]["median_s"]
-            composed = outer * match + (outer - 1) * inner * results["epoch"]["median_s"]
-            print(f"{ipc:>4} iteration[{batching}] composed ({outer} x {inner}): {composed:.2f} s")
-        if "match_vmap" not in results:
-            continue
-        for batching in (b for b in _BATCHINGS.value if b != "vmap"):
-            ratio = results[f"match_{batching}"]["median_s"] / results["match_vmap"]["median_s"]
-            print(f"{ipc:>4} match step: {batching} / vmap = {ratio:.2f}")
+        for conv in _CONVS.value:
+            for name in names:
+                results[conv, name] = r = _spawn(name, ipc, conv)
+                data = r["data"]
+                print(
+                    f"{ipc:>4} {conv:<7} {name:<12} {r['first_s']:>13.2f} {r['median_s']:>9.3f} "
+                    f"{r['peak_rss_mib']:>12.0f}",
+                    flush=True,
+                )
+            epoch = results[conv, "epoch"]["median_s"]
+            for batching in _BATCHINGS.value:
+                match = results[conv, f"match_{batching}"]["median_s"]
+                composed = outer * match + (outer - 1) * inner * epoch
+                print(
+                    f"{ipc:>4} {conv:<7} iteration[{batching}] composed ({outer} x {inner}): "
+                    f"{composed:.2f} s"
+                )
+        for conv in _CONVS.value:
+            base = results.get((conv, "match_vmap"))
+            for batching in (b for b in _BATCHINGS.value if b != "vmap" and base):
+                ratio = results[conv, f"match_{batching}"]["median_s"] / base["median_s"]
+                print(f"{ipc:>4} {conv:<7} match step: {batching} / vmap = {ratio:.2f}")
+        if len(_CONVS.value) > 1:
+            first = _CONVS.value[0]
+            for conv in _CONVS.value[1:]:
+                for name in names:
+                    ratio = results[first, name]["median_s"] / results[conv, name]["median_s"]
+                    print(f"{ipc:>4} {name}: {first} / {conv} = {ratio:.2f}")
     print(f"data: {data}")
 
 

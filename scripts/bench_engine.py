@@ -45,6 +45,7 @@ from fedjax_syn.engine import sharding
 from fedjax_syn.engine.local import Schedule
 from fedjax_syn.engine.round import EngineConfig, init_states, make_round
 from fedjax_syn.engine.task import Task
+from fedjax_syn.models.conv import CONV_IMPLS
 from fedjax_syn.models.vision import MLP, ConvNet, count_params
 
 _CLIENTS = flags.DEFINE_list("clients", ["10", "100", "1000"], "Numbers of clients (MLP).")
@@ -67,6 +68,9 @@ _DEVICES = flags.DEFINE_integer(
 )
 _HIDDEN = flags.DEFINE_integer("mlp_hidden", 32, "MLP hidden width (64-H-10).", lower_bound=1)
 _WIDTH = flags.DEFINE_integer("width", 32, "ConvNet width (128 in the papers).", lower_bound=1)
+_CONV = flags.DEFINE_enum(
+    "conv", "auto", list(CONV_IMPLS), "ConvNet convolutions (models/conv.py; auto: by backend)."
+)
 _IMAGE = flags.DEFINE_integer(
     "image_size", 8, "ConvNet input side: 8 (digits) or 28 (MNIST).", lower_bound=8
 )
@@ -117,7 +121,9 @@ def make_task(model: str) -> tuple[Task, tuple[int, ...]]:
     """The model and the shape of one input example."""
     if model == "mlp":
         return Task(MLP(NUM_CLASSES, (_HIDDEN.value,)), graph=False), (64,)
-    return Task(ConvNet(NUM_CLASSES, _WIDTH.value), graph=False), (_IMAGE.value,) * 2 + (1,)
+    return Task(ConvNet(NUM_CLASSES, _WIDTH.value, conv=_CONV.value), graph=False), (
+        _IMAGE.value,
+    ) * 2 + (1,)
 
 
 def make_federation(clients: int, padded: int, shape: tuple[int, ...], seed: int = 0) -> Federation:

@@ -34,6 +34,7 @@ from fedjax_syn.condense import (
 )
 from fedjax_syn.condense.augment import TRANSFORMS
 from fedjax_syn.data.vision import VISION_DATASETS, load_vision
+from fedjax_syn.models.conv import CONV_IMPLS
 from fedjax_syn.models.vision import MLP, ConvNet
 from fedjax_syn.results import append_record, run_id, versions
 
@@ -54,6 +55,9 @@ _DSA = flags.DEFINE_bool("dsa", False, "Differentiable siamese augmentation (als
 _MODEL = flags.DEFINE_enum("model", "convnet", ["convnet", "mlp"], "Network architecture.")
 _WIDTH = flags.DEFINE_integer("width", 128, "ConvNet channels / MLP hidden units.")
 _DEPTH = flags.DEFINE_integer("depth", 3, "ConvNet blocks / MLP hidden layers.")
+_CONV = flags.DEFINE_enum(
+    "conv", "auto", list(CONV_IMPLS), "ConvNet convolutions (models/conv.py; same results)."
+)
 _NUM_EVAL_NETS = flags.DEFINE_integer("num_eval_nets", 5, "Fresh networks trained to evaluate.")
 _EVAL_EPOCHS = flags.DEFINE_integer("eval_epochs", 300, "Training epochs of each evaluated net.")
 _TEST_SIZE = flags.DEFINE_integer(
@@ -68,7 +72,7 @@ _GLYPHS = ("digits", "mnist", "emnist")  # a mirrored glyph is another symbol: n
 
 def _model(num_classes: int):
     if _MODEL.value == "convnet":
-        return ConvNet(num_classes, width=_WIDTH.value, depth=_DEPTH.value)
+        return ConvNet(num_classes, width=_WIDTH.value, depth=_DEPTH.value, conv=_CONV.value)
     return MLP(num_classes, hidden=(_WIDTH.value,) * _DEPTH.value)
 
 
@@ -203,6 +207,7 @@ def main(argv: list[str]) -> None:
             "condense_time_s": condense_s,
             "wall_time_s": wall,
             "config": config,
+            "conv": _CONV.value,  # how, not what: outside the run's identity
             "versions": versions(),
         }
         append_record(_LEDGER.value, record)

@@ -10,6 +10,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fedjax_syn.models.conv import conv_function
+
 
 class MLPEncoder(nn.Module):
     hidden: Sequence[int] = (32,)
@@ -37,13 +39,16 @@ class MLP(nn.Module):
 class ConvEncoder(nn.Module):
     width: int = 128
     depth: int = 3
+    conv: str = "auto"  # see models/conv.py: "xla", "im2col", or by backend
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         if x.ndim == 3:  # [n, h, w] grayscale -> [n, h, w, 1]
             x = x[..., None]
         for _ in range(self.depth):
-            x = nn.Conv(self.width, (3, 3), padding="SAME")(x)
+            x = nn.Conv(
+                self.width, (3, 3), padding="SAME", conv_general_dilated=conv_function(self.conv)
+            )(x)
             x = nn.InstanceNorm(epsilon=1e-5)(x)
             x = nn.relu(x)
             x = nn.avg_pool(x, (2, 2), strides=(2, 2))
@@ -52,16 +57,18 @@ class ConvEncoder(nn.Module):
 
 class ConvNet(nn.Module):
     """ConvNet of Zhao et al. (ICLR 2021): `depth` x [conv 3x3 + instance norm + ReLU + avg-pool 2x2],
-    then a linear head. Spatial size halves per block (floor), e.g. 28 -> 14 -> 7 -> 3."""
+    then a linear head. Spatial size halves per block (floor), e.g. 28 -> 14 -> 7 -> 3. `conv` picks
+how the convolutions are computed (models/conv.py); the parameters and results are the same."""
 
     num_classes: int
     width: int = 128
     depth: int = 3
+    conv: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         del train
-        h = ConvEncoder(self.width, self.depth, name="encoder")(x)
+        h = ConvEncoder(self.width, self.depth, self.conv, name="encoder")(x)
         return nn.Dense(self.num_classes, name="head")(h)
 
 
