@@ -3,6 +3,7 @@
     python scripts/bench_fedlog.py                      # 100 rounds, FEDLOG.md's round 0
     python scripts/bench_fedlog.py --rounds=10 --variant=released
     python scripts/bench_fedlog.py --gen_networks=5 --json=bench.json
+    python scripts/bench_fedlog.py --rounds=2 --gen_epochs=10 --compare_generic
 
 The run itself is what `experiment.run` does: data, round 0 (one compiled program: encoder
 pretraining, generator pretraining, the first local epoch, for every client at once), then the
@@ -13,6 +14,7 @@ run once per round. The load average is printed because the machine may be share
 """
 
 import dataclasses
+import functools
 import json
 import os
 import resource
@@ -37,6 +39,11 @@ _GEN_EPOCHS = flags.DEFINE_integer("gen_epochs", 100, "Generator pretraining epo
 _GEN_NETS = flags.DEFINE_integer("gen_networks", 20, "Random networks per generator epoch.")
 _DATA_DIR = flags.DEFINE_string("data_dir", "", "Datasets folder ('' reads FEDJAX_SYN_DATA_DIR).")
 _BREAKDOWN = flags.DEFINE_bool("breakdown", True, "Time the round-0 parts separately too.")
+_GENERIC = flags.DEFINE_bool(
+    "compare_generic",
+    False,
+    "Breakdown: also time generator pretraining with the generic GNN on the pair graphs.",
+)
 _JSON = flags.DEFINE_string("json", "", "Also write the figures to this JSON file.")
 
 
@@ -78,7 +85,7 @@ def round_zero_parts(cfg, prepared, key):
         params = {"params": {"encoder": server["params"]["params"]["encoder"], "head": head}}
         return pretrain_encoder(spec.task, params, data, keys[0], spec.config)
 
-    def generator(server, data, keys, config=spec.config):
+    def generator(server, data, keys, config=spec.config, pair_gradient=True):
         shared = client.SharedKeys.from_key(jax.random.wrap_key_data(server["key"]))
         gen0 = prompts.init_generator(shared.generator, data.inputs.x.shape[-1], config)
         return prompts.pretrain_generator(
@@ -90,11 +97,16 @@ def round_zero_parts(cfg, prepared, key):
             keys[1],
             shared.networks,
             config,
+            pair_gradient,
         )
 
     parts = {"encoder pretraining": encoder}
     if spec.config.prompt == "trained":
         parts["generator pretraining"] = generator
+        if _GENERIC.value:
+            parts["generator pretraining, generic GNN"] = functools.partial(
+                generator, pair_gradient=False
+            )
     results = {}
     for name, fn in parts.items():
         mapped = jax.vmap(fn, in_axes=(None, 0, 0))
@@ -232,6 +244,13 @@ def report(f: dict) -> None:
             f"TFLOP in {run_s:.1f} s = {total / run_s / 1e9:.1f} GFLOP/s; matmul peak "
             f"{peak:.1f} GFLOP/s, so at least {total / peak / 1e9:.1f} s at peak"
         )
+    parts = f.get("round0_parts", {})
+    if "generator pretraining, generic GNN" in parts:
+        ratio = (
+            parts["generator pretraining, generic GNN"]["run_s"]
+            / parts["generator pretraining"]["run_s"]
+        )
+        print(f"  generator pretraining: generic GNN / pair-specialised gradients = {ratio:.2f}")
     if "encoder_epochs" in f:
         print(f"  encoder pretraining epochs per client: {f['encoder_epochs']}")
     print(f"  peak RSS {f['peak_rss_mb']:.0f} MiB; load average {f['load_average']}")

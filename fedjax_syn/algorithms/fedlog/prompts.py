@@ -19,7 +19,9 @@ so each network's real-graph gradient -- everything that does not depend on the 
 computed once per client instead of once per epoch; the bank is drawn from the key all clients
 share, so it is built once for all clients. The released code redraws the networks every epoch
 (`gen_fixed_networks=False` does too, recomputing the real gradients each epoch). Neighbour means
-and the node subset are computed once as well.
+and the node subset are computed once as well. The pair graphs' gradients are written out for
+their structure (`pair_encoder_gradient`: no edge gathers or scatters, the last layer on the centre
+nodes only), which XLA counts as 30% fewer FLOPs than the generic GNN on the same graphs.
 """
 
 from collections.abc import Sequence
@@ -136,6 +138,34 @@ def encoder_gradient(gnn: GNN, net, graph: Graph, labels, weights, rows: int | N
     return jax.grad(loss)(net["params"]["encoder"])
 
 
+def pair_encoder_gradient(gnn: GNN, net, x: jax.Array, prompts: jax.Array, labels, weights):
+    """`encoder_gradient` on `prompt_pairs(x, prompts)` for the centre rows, written out for the
+    pair graph: in it every node's only neighbour is its partner, so a GraphSAGE layer is
+    centre' = centre W_root + partner W_neighbour + b (and the same for the partner), with no
+    edge gathers or scatters, and the last layer and head run on the centre rows only. Same
+    result as the generic path (tested); other GNN kinds take the generic path."""
+    if gnn.kind != "sage":
+        return encoder_gradient(gnn, net, prompt_pairs(x, prompts), labels, weights, x.shape[0])
+    head = net["params"]["head"]
+
+    def loss(encoder):
+        layers = [encoder[f"SAGEConv_{i}"] for i in range(len(gnn.hidden))]
+        centre, partner = x, prompts
+        for i, layer in enumerate(layers):
+            root, neighbour = layer["root"]["kernel"], layer["neighbour"]["kernel"]
+            if i == len(layers) - 1:
+                centre = centre @ root + partner @ neighbour + layer["bias"]
+                break
+            centre, partner = (
+                jax.nn.relu(centre @ root + partner @ neighbour + layer["bias"]),
+                jax.nn.relu(partner @ root + centre @ neighbour + layer["bias"]),
+            )
+        logits = centre @ head["kernel"] + head["bias"]
+        return nll(jax.nn.log_softmax(logits), labels, weights)
+
+    return jax.grad(loss)(net["params"]["encoder"])
+
+
 def gradient_mse(g_real, g_syn) -> jax.Array:
     """Sum over the encoder's tensors of the mean squared difference (F.mse_loss per tensor)."""
     terms = jax.tree.map(lambda a, b: jnp.mean((a - b) ** 2), g_real, g_syn)
@@ -160,18 +190,22 @@ def generator_loss(
     valid: jax.Array,
     target: jax.Array,
     has_neighbour: jax.Array,
+    pair_gradient: bool = True,
 ) -> jax.Array:
     """Neighbour-feature MSE + gradient matching over the stacked networks, on the selected nodes
-    x [n, F] (valid [n] marks real training nodes)."""
+    x [n, F] (valid [n] marks real training nodes). `pair_gradient=False` differentiates the
+    generic GNN on the pair graph instead (same value; kept to measure the difference)."""
     prompts = gen.apply(gen_params, x, train=True, rngs={"dropout": rng})
     counted = (valid & has_neighbour).astype(x.dtype)
     per_node = jnp.mean((prompts - target) ** 2, axis=-1)
     feature = jnp.sum(per_node * counted) / jnp.maximum(jnp.sum(counted), 1.0)
-    pairs = prompt_pairs(x, prompts)
-    n = x.shape[0]
 
     def match(net, g_real):
-        g_syn = encoder_gradient(gnn, net, pairs, labels, valid, rows=n)
+        if pair_gradient:
+            g_syn = pair_encoder_gradient(gnn, net, x, prompts, labels, valid)
+        else:
+            pairs = prompt_pairs(x, prompts)
+            g_syn = encoder_gradient(gnn, net, pairs, labels, valid, rows=x.shape[0])
         return gradient_mse(g_real, g_syn)
 
     return feature + jnp.mean(jax.vmap(match)(nets, real))
@@ -186,6 +220,7 @@ def pretrain_generator(
     key: jax.Array,
     bank_key: jax.Array,
     config: FedLoGConfig,
+    pair_gradient: bool = True,
 ):
     """Round-0 generator pretraining of one client (pure; the engine vmaps it over clients).
 
@@ -222,6 +257,7 @@ def pretrain_generator(
             valid=valid,
             target=means[idx],
             has_neighbour=has_neighbour[idx],
+            pair_gradient=pair_gradient,
         )
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), loss
