@@ -162,6 +162,7 @@ def test_condensation_table():
             "method": m,
             "ipc": ipc,
             "seed": s,
+            "iterations": 100,
             "metrics": {"syn_acc": float(rng.uniform()), "random_acc": float(rng.uniform())},
         }
         for m, ipc, s in itertools.product(("dm", "gm"), (1, 10), SEEDS)
@@ -172,7 +173,7 @@ def test_condensation_table():
         syn = [
             100 * r["metrics"]["syn_acc"] for r in records if (r["method"], r["ipc"]) == (m, ipc)
         ]
-        assert f"| mnist | {m} | {ipc} | 3 | " in markdown
+        assert f"| mnist | {m} | {ipc} | 100 | 3 | " in markdown
         assert f"{np.mean(syn):.2f} ± {np.std(syn):.2f}" in markdown
     # Methods are compared within each (dataset, ipc): exactly one bold per column per ipc.
     assert len(table.bold) == 2 * 2
