@@ -64,9 +64,7 @@ def im2col_conv(
     if isinstance(padding, str):
         padding = lax.padtype_to_pads(spatial, window, window_strides, padding)
     x = jnp.pad(lhs, ((0, 0), *(tuple(p) for p in padding), (0, 0)))
-    out_size = [
-        (x.shape[1 + d] - window[d]) // window_strides[d] + 1 for d in range(len(window))
-    ]
+    out_size = [(x.shape[1 + d] - window[d]) // window_strides[d] + 1 for d in range(len(window))]
     patches = []
     for offset in itertools.product(*(range(k) for k in window)):
         index = tuple(

@@ -21,7 +21,7 @@ share, so it is built once for all clients. The released code redraws the networ
 (`gen_fixed_networks=False` does too, recomputing the real gradients each epoch). Neighbour means
 and the node subset are computed once as well. The pair graphs' gradients are written out for
 their structure (`pair_encoder_gradient`: no edge gathers or scatters, the last layer on the centre
-nodes only), which XLA counts as 30% fewer FLOPs than the generic GNN on the same graphs.
+nodes only): on Cora K = 3, 107 instead of 186 GFLOP per epoch by XLA's count, 1.15x faster.
 """
 
 from collections.abc import Sequence
