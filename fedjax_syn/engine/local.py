@@ -12,7 +12,8 @@ the largest client's size pays nothing for its padding steps. `unroll=True` (or 
 > 1) instead scans every step, inactive ones masked to no-ops. The numbers are the same; on XLA:CPU
 the unrolled scan is much faster for convolutional models, whose backward convolutions inside a
 loop body are left to a slow generic kernel instead of the optimised one they get outside loops
-(jax-ml/jax#12868); it costs compile time that grows with the number of steps.
+(jax-ml/jax#12868); it costs compile time that grows with the number of steps. The ConvNet's
+default im2col convolutions on CPU (models/conv.py) are matmuls and do not need it.
 """
 
 import dataclasses
