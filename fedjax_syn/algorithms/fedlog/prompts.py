@@ -148,19 +148,20 @@ def pair_encoder_gradient(gnn: GNN, net, x: jax.Array, prompts: jax.Array, label
         return encoder_gradient(gnn, net, prompt_pairs(x, prompts), labels, weights, x.shape[0])
     head = net["params"]["head"]
 
+    def sage(layer, node, partner):
+        return (
+            node @ layer["root"]["kernel"] + partner @ layer["neighbour"]["kernel"] + layer["bias"]
+        )
+
     def loss(encoder):
-        layers = [encoder[f"SAGEConv_{i}"] for i in range(len(gnn.hidden))]
+        *hidden, last = [encoder[f"SAGEConv_{i}"] for i in range(len(gnn.hidden))]
         centre, partner = x, prompts
-        for i, layer in enumerate(layers):
-            root, neighbour = layer["root"]["kernel"], layer["neighbour"]["kernel"]
-            if i == len(layers) - 1:
-                centre = centre @ root + partner @ neighbour + layer["bias"]
-                break
+        for layer in hidden:
             centre, partner = (
-                jax.nn.relu(centre @ root + partner @ neighbour + layer["bias"]),
-                jax.nn.relu(partner @ root + centre @ neighbour + layer["bias"]),
+                jax.nn.relu(sage(layer, centre, partner)),
+                jax.nn.relu(sage(layer, partner, centre)),
             )
-        logits = centre @ head["kernel"] + head["bias"]
+        logits = sage(last, centre, partner) @ head["kernel"] + head["bias"]
         return nll(jax.nn.log_softmax(logits), labels, weights)
 
     return jax.grad(loss)(net["params"]["encoder"])
