@@ -3,17 +3,17 @@ allow, checkpointed every few rounds, and skipped when the ledger already holds 
 
 A config may carry `grid` (field -> tuple of values, nested like the config itself, so
 {"fedlog": {"beta": (0.1, 1.0)}} sweeps an option of FedLoG) and `variants` (name -> field
-values) selected by a grid axis named `variant`; every combination is one run. Runs that differ only in their data (seed, heterogeneity;
-`batched.DATA_FIELDS`) are batched into one program. The grouping depends on the grid alone, so a
-rerun forms the same programs.
+values) selected by a grid axis named `variant`; every combination is one run. Runs that differ
+only in their data (seed, heterogeneity; `batched.DATA_FIELDS`) are batched into one program.
+The grouping depends on the grid alone, so a rerun forms the same programs.
 
 Resuming: each program checkpoints its whole state with `RunCheckpointer` (server and client
-states, base PRNG keys, round counter, curves, elapsed time) every `checkpoint_every` rounds and
-after its last round, into `checkpoint_dir/<program id>`. Killed at any moment, the same command
-restores the newest intact step and continues with the same compiled program, the same inputs and
-round keys `fold_in(key, r)`, so the final metrics are bit-identical to an uninterrupted run. A
-program's checkpoints are deleted once its records are in the ledger; a program whose runs are
-all in the ledger is skipped (by `run_id`).
+states, base PRNG keys, round counter, curves, elapsed time) after its first round, every
+`checkpoint_every` rounds and after its last round, into `checkpoint_dir/<program id>`. Killed
+at any moment, the same command restores the newest intact step and continues with the same
+compiled program, the same inputs and round keys `fold_in(key, r)`, so the final metrics are
+bit-identical to an uninterrupted run. A program's checkpoints are deleted once its records are
+in the ledger; a program whose runs are all in the ledger is skipped (by `run_id`).
 """
 
 from __future__ import annotations
@@ -340,10 +340,12 @@ _BATCHED = _Engine(
 
 
 def _checkpoint_rounds(rounds: int, every: int) -> list[int]:
-    """Rounds after which to checkpoint: every `every`-th and the last (none when every = 0)."""
+    """Rounds after which to checkpoint: the first, every `every`-th and the last (none when
+    every = 0). The first round holds compilation and any round-0 pretraining (FedLoG's takes
+    most of a run), so a run killed before round `every` keeps it."""
     if every <= 0:
         return []
-    return sorted({*range(every, rounds + 1, every), rounds})
+    return sorted({1, *range(every, rounds + 1, every), rounds})
 
 
 def run_job(

@@ -74,6 +74,13 @@ def test_plan_batches_runs_that_differ_only_in_data():
     assert [(len(j.configs), j.batched) for j in capped] == [(3, True), (1, False)] * 2
 
 
+def test_checkpoints_follow_the_first_round_every_nth_and_the_last():
+    # The first round carries compilation and FedLoG's round-0 pretraining: never recomputed.
+    assert sweep._checkpoint_rounds(25, 10) == [1, 10, 20, 25]
+    assert sweep._checkpoint_rounds(1, 10) == [1]
+    assert sweep._checkpoint_rounds(25, 0) == []
+
+
 def test_table_spec_defaults_to_the_track_settings_and_grid_seeds():
     spec = sweep.table_spec(_config(seed=(0, 1, 2)), "digits")
     assert spec.name == "digits" and spec.seeds == (0, 1, 2)
