@@ -101,24 +101,43 @@ def prepare(cfg) -> Prepared:
     return _prepare_graph(cfg)
 
 
+def build_split(cfg, data):
+    """The federation (clients, new client, held-out nodes or classes) a config's fields ask for,
+    from the loaded dataset of its track: one place maps config fields to split arguments."""
+    if cfg.track == "vision":
+        from fedjax_syn.data.vision_split import build_vision_federation
+
+        return build_vision_federation(
+            data,
+            cfg.num_clients,
+            cfg.partition,
+            alpha=cfg.alpha,
+            classes_per_part=cfg.classes_per_part,
+            seed=cfg.seed,
+            min_class_count=cfg.min_class_count,
+            missing_frac=cfg.missing_frac,
+        )
+    from fedjax_syn.data.graph_split import build_graph_federation
+
+    return build_graph_federation(
+        data,
+        cfg.num_clients,
+        partitioner=cfg.partitioner,
+        setting=cfg.setting,
+        unseen_frac=cfg.unseen_frac,
+        missing_frac=cfg.graph_missing_frac,
+        seed=cfg.seed,
+    )
+
+
 def _prepare_vision(cfg) -> Prepared:
     from fedjax_syn.data.vision import load_vision
     from fedjax_syn.data.vision_arrays import VISION_SETTINGS, vision_arrays
-    from fedjax_syn.data.vision_split import build_vision_federation
     from fedjax_syn.models.vision import MLP, ConvNet
 
     check_choice("model", cfg.model, VISION_MODELS)
     data = load_vision(cfg.dataset, cfg.data_dir or None)
-    split = build_vision_federation(
-        data,
-        cfg.num_clients,
-        cfg.partition,
-        alpha=cfg.alpha,
-        classes_per_part=cfg.classes_per_part,
-        seed=cfg.seed,
-        min_class_count=cfg.min_class_count,
-        missing_frac=cfg.missing_frac,
-    )
+    split = build_split(cfg, data)
     fed = vision_arrays(split, _num_client_slots(cfg))
     model = (
         MLP(data.num_classes, tuple(cfg.hidden))
@@ -137,21 +156,12 @@ def _prepare_vision(cfg) -> Prepared:
 
 def _prepare_graph(cfg) -> Prepared:
     from fedjax_syn.data.graph_arrays import GRAPH_SETTINGS, graph_arrays
-    from fedjax_syn.data.graph_split import build_graph_federation
     from fedjax_syn.data.graphs import load_graph
     from fedjax_syn.models.gnn import GNN
 
     check_choice("model", cfg.model, GRAPH_MODELS)
     data = load_graph(cfg.dataset, cfg.data_dir or None)
-    split = build_graph_federation(
-        data,
-        cfg.num_clients,
-        partitioner=cfg.partitioner,
-        setting=cfg.setting,
-        unseen_frac=cfg.unseen_frac,
-        missing_frac=cfg.graph_missing_frac,
-        seed=cfg.seed,
-    )
+    split = build_split(cfg, data)
     fed = graph_arrays(split, _num_client_slots(cfg), normalize=cfg.normalize_features)
     model = GNN(data.num_classes, cfg.model, tuple(cfg.hidden), cfg.dropout)
     return Prepared(fed, Task(model, graph=True), dict(split.protocol), GRAPH_SETTINGS)

@@ -26,7 +26,7 @@ from typing import Any
 
 import ml_collections
 
-from fedjax_syn import plots, results, sweep, tables
+from fedjax_syn import experiment, plots, results, sweep, tables
 from fedjax_syn.errors import check
 
 QUICK_ROUNDS = 3
@@ -155,35 +155,15 @@ def write_splits(
             continue
         name = _split_name(cfg)
         data = _load(cfg, cache)
+        split = experiment.build_split(cfg, data)
         if cfg.track == "graph":
-            from fedjax_syn.data.graph_split import build_graph_federation, split_table
+            from fedjax_syn.data.graph_split import split_table
 
-            text = split_table(
-                build_graph_federation(
-                    data,
-                    cfg.num_clients,
-                    partitioner=cfg.partitioner,
-                    setting=cfg.setting,
-                    unseen_frac=cfg.unseen_frac,
-                    missing_frac=cfg.graph_missing_frac,
-                    seed=cfg.seed,
-                )
-            )
+            text = split_table(split)
         else:
-            from fedjax_syn.data.vision_split import build_vision_federation, class_count_table
+            from fedjax_syn.data.vision_split import class_count_table
 
-            text = class_count_table(
-                build_vision_federation(
-                    data,
-                    cfg.num_clients,
-                    cfg.partition,
-                    alpha=cfg.alpha,
-                    classes_per_part=cfg.classes_per_part,
-                    seed=cfg.seed,
-                    min_class_count=cfg.min_class_count,
-                    missing_frac=cfg.missing_frac,
-                )
-            )
+            text = class_count_table(split)
         path = folder / f"{name}.txt"
         results.write_atomic(path, text if text.endswith("\n") else text + "\n")
         written[name] = path

@@ -91,3 +91,15 @@ def test_quick_reproduce_of_the_digits_table_end_to_end(tmp_path):
     assert all(r["eval_rounds"] == [1, 2, 3] and r["seed"] == 0 for r in records)
     table = (out / "tables" / "digits_table.md").read_text()
     assert table in printed and table.count("| 1/1 |") == 4
+
+
+def test_graph_splits_are_written_once_per_distinct_split(tmp_path, data_dir):
+    _, config = reproduce.load_config("graph_seen")
+    config.grid = {"dataset": ("cora",), "num_clients": (3,), "algorithm": ("local", "fedavg")}
+    points = sweep.grid_configs(config)
+    for point in points:
+        point.data_dir = str(data_dir)
+    (path,) = reproduce.write_splits(points, tmp_path, cache={})  # both algorithms, one split
+    text = path.read_text()
+    assert path.name.startswith("cora_") and "num_clients=3" in path.name
+    assert text == reproduce.write_splits(points[:1], tmp_path / "again", cache={})[0].read_text()
