@@ -35,7 +35,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from fedjax_syn import experiment, results
 from fedjax_syn.data.arrays import EvalGroup, Federation
 from fedjax_syn.engine import evaluation, sharding
-from fedjax_syn.engine.round import init_states, round_step
+from fedjax_syn.engine.round import compile_init, make_init, round_step
 from fedjax_syn.errors import UserError, check
 
 # Config fields that only change the data a run trains on, never the shapes of its program once
@@ -159,9 +159,10 @@ class BatchedProgram:
     cfgs: list[ml_collections.ConfigDict]
     prepared: list[experiment.Prepared]
     fed: Federation
-    init: Callable[[], tuple[Any, Any]]
+    init: Callable[[], tuple[Any, Any]]  # computes (server, clients) before round 1
+    state_shapes: tuple[Any, Any]  # their shapes and shardings, without computing them
     compiled: dict[bool, Callable]
-    compile_time: float
+    compile_time: float  # the initialisation and the round programs
 
     @property
     def num_runs(self) -> int:
@@ -217,25 +218,26 @@ def compile_batch(
         one_round, static_argnames=("evaluate",), donate_argnums=(0, 1) if engine.donate else ()
     )
     base = _base_keys(cfgs)
+    init_one = make_init(alg, engine.client_chunk)
 
     @jax.jit
     def init_all(fed, base):
         keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(base, 0)
-        init = lambda f, k: init_states(alg, f, k, engine.client_chunk)
-        return jax.vmap(init, in_axes=(axes, 0))(fed, keys)
+        return jax.vmap(init_one, in_axes=(axes, 0))(fed, keys)
 
-    init = lambda: init_all(fed, base)
-    server, clients = init()
     compile_start = time.perf_counter()
+    init, shapes = compile_init(init_all, fed, base)
     needed = {True, cfg.eval_every == 1}
     compiled = {
-        flag: round_fn.lower(server, clients, fed, base, evaluate=flag).compile() for flag in needed
+        flag: round_fn.lower(*shapes, fed, base, evaluate=flag).compile() for flag in needed
     }
-    return BatchedProgram(cfgs, prepared, fed, init, compiled, time.perf_counter() - compile_start)
+    compile_time = time.perf_counter() - compile_start
+    return BatchedProgram(cfgs, prepared, fed, init, shapes, compiled, compile_time)
 
 
-def initial_state(program: BatchedProgram) -> BatchedState:
-    server, clients = program.init()
+def initial_state(program: BatchedProgram, abstract: bool = False) -> BatchedState:
+    """As `experiment.initial_state`, for every run of the program."""
+    server, clients = program.state_shapes if abstract else program.init()
     names = ("val", *program.prepared[0].settings, "train_loss")
     curves = [{name: [] for name in names} for _ in range(program.num_runs)]
     return BatchedState(server, clients, _base_keys(program.cfgs), 0, curves, [])

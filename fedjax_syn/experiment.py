@@ -18,7 +18,7 @@ from fedjax_syn import results
 from fedjax_syn.algorithms import registry
 from fedjax_syn.data.arrays import Federation, round_up
 from fedjax_syn.engine import evaluation, sharding
-from fedjax_syn.engine.round import EngineConfig, init_states, make_round
+from fedjax_syn.engine.round import EngineConfig, compile_init, make_init, make_round
 from fedjax_syn.engine.task import Task
 from fedjax_syn.errors import check, check_choice
 
@@ -199,9 +199,10 @@ class Program:
     cfg: ml_collections.ConfigDict
     prepared: Prepared
     fed: Federation
-    init: Callable[[], tuple[Any, Any]]
+    init: Callable[[], tuple[Any, Any]]  # computes (server, clients) before round 1
+    state_shapes: tuple[Any, Any]  # their shapes and shardings, without computing them
     compiled: dict[bool, Callable]
-    compile_time: float
+    compile_time: float  # the initialisation and the round programs
 
 
 def resolve_options(cfg, feds: Sequence[Federation]):
@@ -233,23 +234,23 @@ def compile_run(cfg, prepared: Prepared | None = None) -> Program:
     alg = build_algorithm(cfg, prepared.task, [fed])
     if cfg.shard:
         fed = sharding.shard_federation(fed, sharding.client_mesh())
-    round_fn = make_round(alg, engine_config(cfg))
+    engine = engine_config(cfg)
+    round_fn = make_round(alg, engine)
     key = jax.random.key(cfg.seed)
-    init = lambda: init_states(
-        alg, fed, jax.random.fold_in(key, 0), engine_config(cfg).client_chunk
-    )
-    server, clients = init()
     compile_start = time.perf_counter()
+    init, shapes = compile_init(
+        make_init(alg, engine.client_chunk), fed, jax.random.fold_in(key, 0)
+    )
     needed = {True, cfg.eval_every == 1}  # the no-evaluation variant only when it is used
-    compiled = {
-        flag: round_fn.lower(server, clients, fed, key, evaluate=flag).compile() for flag in needed
-    }
-    return Program(cfg, prepared, fed, init, compiled, time.perf_counter() - compile_start)
+    compiled = {flag: round_fn.lower(*shapes, fed, key, evaluate=flag).compile() for flag in needed}
+    return Program(cfg, prepared, fed, init, shapes, compiled, time.perf_counter() - compile_start)
 
 
-def initial_state(program: Program) -> RunState:
-    """The state before round 1: freshly initialised server and clients, empty curves."""
-    server, clients = program.init()
+def initial_state(program: Program, abstract: bool = False) -> RunState:
+    """The state before round 1: freshly initialised server and clients (every client's
+    `init_client` runs here, once), empty curves. `abstract`: the server and clients as shapes
+    only, the template a checkpoint restores into without computing them."""
+    server, clients = program.state_shapes if abstract else program.init()
     curves: dict[str, list[float]] = {name: [] for name in ("val", *program.prepared.settings)}
     curves["train_loss"] = []
     return RunState(server, clients, jax.random.key(program.cfg.seed), 0, curves, [])

@@ -369,15 +369,15 @@ def run_job(
     engine = _BATCHED if job.batched else _SINGLE
     start = time.perf_counter()
     program = engine.compile(job)
-    state = engine.initial_state(program)
     directory = pathlib.Path(checkpoint_dir) / job.name if checkpoint_dir else None
     ckpt = RunCheckpointer(directory) if directory and checkpoint_every > 0 else None
     try:
-        if ckpt is not None:
-            restored = restore_state(ckpt, state)
-            if restored is not None:
-                state = restored
-                log(f"resumed {job.name} from round {state.round} ({directory})")
+        # Restored into the states' shapes: a resumed run never recomputes its initial states.
+        state = restore_state(ckpt, engine.initial_state(program, True)) if ckpt else None
+        if state is not None:
+            log(f"resumed {job.name} from round {state.round} ({directory})")
+        else:
+            state = engine.initial_state(program)
         for stop in _checkpoint_rounds(job.steps, checkpoint_every) or [job.steps]:
             if stop <= state.round:
                 continue

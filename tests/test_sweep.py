@@ -10,10 +10,13 @@ import sys
 import textwrap
 import time
 
+import jax
 import ml_collections
 import pytest
 
-from fedjax_syn import experiment, results, sweep
+from fedjax_syn import batched, experiment, results, sweep
+from fedjax_syn.algorithms import registry
+from fedjax_syn.engine.checkpoint import RunCheckpointer
 from fedjax_syn.errors import UserError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -198,3 +201,64 @@ def _load(path: pathlib.Path) -> ml_collections.ConfigDict:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.get_config()
+
+
+# ---------------------------------------------------------------------------------------------
+# The initial states (FedLoG: all of round 0) are computed once per run, and never on resume.
+
+
+@pytest.fixture
+def counted_inits(monkeypatch):
+    """Registers `counting`: fedavg whose `init_client` appends to the list each time the program
+    that holds it runs (once for all the vmapped clients and runs)."""
+    calls = []
+
+    def build(cfg, task):
+        alg = registry.build(
+            ml_collections.ConfigDict({**cfg.to_dict(), "algorithm": "fedavg"}), task
+        )
+
+        def init_client(server, data, key):
+            jax.debug.callback(lambda: calls.append(1))
+            return alg.init_client(server, data, key)
+
+        return alg._replace(init_client=init_client)
+
+    monkeypatch.setitem(registry.BUILDERS, "counting", build)
+    return calls
+
+
+def _counting_config(seed=0):
+    cfg = experiment.default_config()
+    cfg.update(dict(algorithm="counting", num_clients=3, hidden=(16,), batch_size=32, rounds=3))
+    cfg.seed = seed
+    return cfg
+
+
+def test_a_run_computes_its_initial_states_once(counted_inits):
+    experiment.run(_counting_config())
+    assert len(counted_inits) == 1  # vmapped: one callback per execution of the init program
+    counted_inits.clear()
+    batched.run_batch([_counting_config(0), _counting_config(1)])
+    assert len(counted_inits) == 1
+
+
+@pytest.mark.parametrize("seeds", [(0,), (0, 1)], ids=["single", "batched"])
+def test_a_resumed_run_restores_without_computing_its_initial_states(
+    tmp_path, counted_inits, seeds
+):
+    points = [_counting_config(s) for s in seeds]
+    (job,) = sweep.plan(points)
+    expected = sweep.run_job(job, ledger=None, checkpoint_dir=None)
+    engine = sweep._BATCHED if job.batched else sweep._SINGLE
+    program = engine.compile(job)
+    state = engine.advance(program, engine.initial_state(program), 1, None)
+    ckpt = RunCheckpointer(tmp_path / job.name)
+    sweep.save_state(ckpt, state, 0.0)
+    ckpt.close()
+    counted_inits.clear()
+    lines = []
+    got = sweep.run_job(job, ledger=None, checkpoint_dir=tmp_path, log=lines.append)
+    assert lines == [f"resumed {job.name} from round 1 ({tmp_path / job.name})"]
+    assert counted_inits == []
+    assert [r["curves"] for r in got] == [r["curves"] for r in expected]

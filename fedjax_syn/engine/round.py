@@ -28,8 +28,10 @@ class EngineConfig:
     donate: bool = True  # reuse the state buffers of the previous round
 
 
-def init_states(alg: FederatedAlgorithm, fed: Federation, key: jax.Array, chunk: int | None = None):
-    """Server state and stacked client states; one jitted call."""
+def make_init(alg: FederatedAlgorithm, chunk: int | None = None) -> Callable:
+    """init(fed, key) -> (server state, stacked client states) as one jitted function. It holds
+    every client's `init_client` (FedLoG: all of round 0), so a program compiles and runs it once:
+    see `compile_init`."""
 
     @jax.jit
     def init(fed, key):
@@ -40,7 +42,29 @@ def init_states(alg: FederatedAlgorithm, fed: Federation, key: jax.Array, chunk:
         clients = map_clients(lambda d, k: alg.init_client(server, d, k), (fed.train, keys), chunk)
         return server, clients
 
-    return init(fed, key)
+    return init
+
+
+def init_states(alg: FederatedAlgorithm, fed: Federation, key: jax.Array, chunk: int | None = None):
+    """Server state and stacked client states; one jitted call."""
+    return make_init(alg, chunk)(fed, key)
+
+
+def compile_init(init: Callable, *args) -> tuple[Callable[[], Any], Any]:
+    """(run, shapes): `run()` computes init(*args) with the executable compiled here, and `shapes`
+    are its outputs as `jax.ShapeDtypeStruct`s, which is all a round needs to compile and a
+    checkpoint to restore into: neither computes the initial states. Outputs split over devices
+    keep their sharding; single-device ones have none, like the uncommitted arrays they are."""
+    lowered = init.lower(*args)
+    compiled = lowered.compile()
+
+    def shape(info, sharding):
+        if isinstance(sharding, jax.sharding.SingleDeviceSharding):
+            sharding = None
+        return jax.ShapeDtypeStruct(info.shape, info.dtype, sharding=sharding)
+
+    shapes = jax.tree.map(shape, lowered.out_info, compiled.output_shardings)
+    return lambda: compiled(*args), shapes
 
 
 def round_step(
