@@ -4,6 +4,7 @@
     python scripts/bench_fedlog.py --rounds=10 --variant=released
     python scripts/bench_fedlog.py --gen_networks=5 --json=bench.json
     python scripts/bench_fedlog.py --rounds=2 --gen_epochs=10 --compare_generic
+    python scripts/bench_fedlog.py --nobreakdown --end_to_end   # and experiment.run itself
 
 The run itself is what `experiment.run` does: data, round 0 (one compiled program: encoder
 pretraining, generator pretraining, the first local epoch, for every client at once), then the
@@ -43,6 +44,12 @@ _GENERIC = flags.DEFINE_bool(
     "compare_generic",
     False,
     "Breakdown: also time generator pretraining with the generic GNN on the pair graphs.",
+)
+_END_TO_END = flags.DEFINE_bool(
+    "end_to_end",
+    False,
+    "Also time `experiment.run` of the same config as a user calls it, to check that it does "
+    "the run timed above and nothing more.",
 )
 _JSON = flags.DEFINE_string("json", "", "Also write the figures to this JSON file.")
 
@@ -208,6 +215,10 @@ def main(argv):
         figures["matmul_peak_gflops"] = matmul_peak() / 1e9
         figures["encoder_epochs"] = epochs
     figures["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if _END_TO_END.value:
+        start = time.perf_counter()
+        experiment.run(config())
+        figures["experiment_run_s"] = time.perf_counter() - start
     figures["load_average"] = os.getloadavg()
     report(figures)
     if _JSON.value:
@@ -229,6 +240,8 @@ def report(f: dict) -> None:
         (f"  of which evaluation ({f['rounds']} x, own program)", f["evaluation_s"]),
         ("run total (compilation included)", f["run_total_s"]),
     ]
+    if "experiment_run_s" in f:
+        rows.append(("experiment.run of the same config, end to end", f["experiment_run_s"]))
     print(f"FedLoG on Cora, K=3, variant={f['variant']}, fedlog={f['fedlog']}")
     for name, seconds in rows:
         print(f"  {name:<48} {seconds:8.1f} s")
