@@ -18,7 +18,7 @@ Record schema (written by the training launcher; accuracies are fractions in [0,
                                  # examples (JSON has no NaN)
      "best": {"round": int, "val": float, <setting>: float, ...},  # best validation round
      "last": {"round": int, "val": float, <setting>: float, ...},  # final evaluated round
-     "wall_time_s": float, "compile_time_s": float,
+     "wall_time_s": float, "compile_time_s": float,  # compile: the initialisation and round
      "versions": versions(),
      "created": "2025-01-31T12:00:00+00:00"}                         # added by append_record
 
