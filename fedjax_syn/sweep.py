@@ -373,7 +373,7 @@ def run_job(
     ckpt = RunCheckpointer(directory) if directory and checkpoint_every > 0 else None
     try:
         # Restored into the states' shapes: a resumed run never recomputes its initial states.
-        state = restore_state(ckpt, engine.initial_state(program, True)) if ckpt else None
+        state = restore_state(ckpt, engine.initial_state(program, abstract=True)) if ckpt else None
         if state is not None:
             log(f"resumed {job.name} from round {state.round} ({directory})")
         else:
