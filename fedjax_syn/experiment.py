@@ -24,6 +24,10 @@ from fedjax_syn.errors import check, check_choice
 
 VISION_MODELS = ("mlp", "convnet")
 GRAPH_MODELS = ("gcn", "sage")
+# Config fields that choose how a run executes, never what it computes (tests/test_engine.py:
+# chunked == vmapped, unrolled == while-loop, sharded == single device). A run's identity ignores
+# them, so a sweep switched to another layout still finds the runs its ledger holds.
+EXECUTION_FIELDS = ("client_chunk", "eval_example_chunk", "unroll", "shard")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -165,6 +169,16 @@ def _prepare_graph(cfg) -> Prepared:
     fed = graph_arrays(split, _num_client_slots(cfg), normalize=cfg.normalize_features)
     model = GNN(data.num_classes, cfg.model, tuple(cfg.hidden), cfg.dropout)
     return Prepared(fed, Task(model, graph=True), dict(split.protocol), GRAPH_SETTINGS)
+
+
+def run_id(cfg) -> str:
+    """The ledger id of a run: its config with the execution fields at their defaults."""
+    config = cfg.to_dict()
+    defaults = default_config()
+    for field in EXECUTION_FIELDS:
+        if field in config:
+            config[field] = defaults[field]
+    return results.run_id(config)
 
 
 def engine_config(cfg) -> EngineConfig:
@@ -336,7 +350,7 @@ def make_record(
     last["round"] = eval_rounds[last["round"]]
     config = cfg.to_dict()
     return {
-        "run_id": results.run_id(config),
+        "run_id": run_id(cfg),
         "track": cfg.track,
         "dataset": cfg.dataset,
         "algorithm": cfg.algorithm,

@@ -160,7 +160,9 @@ def override_grid(config: ml_collections.ConfigDict, text: str) -> None:
 
 def run_id(cfg: ml_collections.ConfigDict) -> str:
     """The ledger id of a run, exactly as its record will carry it."""
-    return results.run_id(cfg.to_dict())
+    if cfg.get("track") == "condense":
+        return results.run_id(cfg.to_dict())
+    return experiment.run_id(cfg)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,6 +9,9 @@ nodes, one local epoch), with the dataset and K swapped in. Two ways to run the 
            each client runs only its own minibatches (a while_loop over active steps);
   scanned  the same program with `unroll=True`: every padded step is run, inactive ones masked
            (the scan layout), to show what skipping padding steps saves;
+  chunked  the vmapped program with `client_chunk=1`: `lax.map` runs the clients one after
+           another inside the program, so each runs only its own minibatches, where vmapped clients
+           all run as many as the busiest one (and the graph padding of all of them);
   loop     a Python loop calling a jitted per-client update, then a jitted server average (the
            FedJAX way); evaluation one client at a time through the same jitted evaluation on a
            one-client view. Per-client slices and keys are prepared outside the timed region.
@@ -18,7 +21,8 @@ own; the data's share (after the split, before any compilation) is reported besi
 wall seconds (median and min over --repeats calls after one compile-and-warm-up call) and the
 process's CPU seconds per call, which other jobs on a shared machine inflate less than wall time.
 A padded local epoch has ceil(n_pad / batch) steps; `steps` shows that beside the number of
-steps the largest client actually takes (floor(n_train / batch) with drop_last).
+steps the largest client actually takes (floor(n_train / batch) with drop_last) and the sum of
+every client's steps, which is what the chunked mode runs.
 
   PYTHONPATH=. python scripts/bench_graph.py
   PYTHONPATH=. python scripts/bench_graph.py --datasets=cora --clients=3 --modes=vmapped,scanned
@@ -47,13 +51,15 @@ from fedjax_syn.algorithms.base import FederatedAlgorithm
 from fedjax_syn.data.arrays import EvalGroup, Federation
 from fedjax_syn.engine import evaluation
 from fedjax_syn.engine.mapping import map_clients
-from fedjax_syn.engine.round import init_states, make_round
+from fedjax_syn.engine.round import EngineConfig, init_states, make_round
 
 REPO = str(pathlib.Path(__file__).resolve().parents[1])
 
 _DATASETS = flags.DEFINE_list("datasets", ["cora", "computers"], "Graph datasets.")
 _CLIENTS = flags.DEFINE_list("clients", ["3", "10"], "Numbers of training clients K.")
-_MODES = flags.DEFINE_list("modes", ["vmapped", "scanned", "loop"], "vmapped, scanned, loop.")
+_MODES = flags.DEFINE_list(
+    "modes", ["vmapped", "scanned", "chunked", "loop"], "vmapped, scanned, chunked, loop."
+)
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed calls per measurement.")
 _DATA_DIR = flags.DEFINE_string("data_dir", "", "Datasets folder; empty: FEDJAX_SYN_DATA_DIR.")
 _JSON = flags.DEFINE_string("json_out", "", "Also write the rows as JSON to this file.")
@@ -98,20 +104,20 @@ def client_view(fed: Federation, k: int) -> Federation:
     )
 
 
-def make_evaluate(alg: FederatedAlgorithm) -> Callable:
+def make_evaluate(alg: FederatedAlgorithm, chunk: int | None = None) -> Callable:
     """Jitted (server, client states, fed, key) -> counts: what a round's evaluation computes."""
 
     def evaluate(server, clients, fed, key):
         keys = jax.random.split(key, fed.num_clients)
         personal = lambda state, data, k: alg.personalize(server, state, data, k)
-        models = map_clients(personal, (clients, fed.train, keys))
-        return evaluation.evaluate(alg.predict, models, fed)
+        models = map_clients(personal, (clients, fed.train, keys), chunk)
+        return evaluation.evaluate(alg.predict, models, fed, chunk)
 
     return jax.jit(evaluate)
 
 
-def run_vmapped(alg, fed, server, clients, key, repeats) -> dict:
-    round_fn = make_round(alg)
+def run_vmapped(alg, fed, server, clients, key, repeats, chunk=None) -> dict:
+    round_fn = make_round(alg, EngineConfig(client_chunk=chunk))
 
     def one_round(carry):
         server, clients = carry
@@ -119,7 +125,7 @@ def run_vmapped(alg, fed, server, clients, key, repeats) -> dict:
         return server, clients
 
     (server, clients), rounds = timed(one_round, (server, clients), repeats)
-    evaluate = make_evaluate(alg)
+    evaluate = make_evaluate(alg, chunk)
     _, evals = timed(lambda _: evaluate(server, clients, fed, key), None, repeats)
     return {"round": rounds, "eval": evals}
 
@@ -164,10 +170,14 @@ def worker(spec: str) -> dict:
     data_rss = peak_rss_mib()
     train = fed.train
     n_pad = int(train.labels.shape[1])
-    n_train = int(np.asarray(train.mask).sum(axis=1).max())
+    per_client = np.asarray(train.mask).sum(axis=1) // cfg.batch_size
     server, clients = init_states(alg, fed, jax.random.key(0))
-    run = run_loop if mode == "loop" else run_vmapped
-    times = run(alg, fed, server, clients, jax.random.key(1), _REPEATS.value)
+    key = jax.random.key(1)
+    if mode == "loop":
+        times = run_loop(alg, fed, server, clients, key, _REPEATS.value)
+    else:
+        chunk = 1 if mode == "chunked" else None
+        times = run_vmapped(alg, fed, server, clients, key, _REPEATS.value, chunk)
     return {
         "dataset": dataset,
         "K": int(k),
@@ -176,7 +186,8 @@ def worker(spec: str) -> dict:
         "edges_pad": int(train.inputs.senders.shape[1]),
         "new_nodes": int(fed.eval_groups["new"].labels.shape[0]),
         "scan_steps": -(-n_pad // cfg.batch_size),
-        "active_steps": max(n_train // cfg.batch_size, 1),
+        "active_steps": max(int(per_client.max()), 1),
+        "client_steps": int(per_client.sum()),
         **{f"{part}_{key}": value for part, stats in times.items() for key, value in stats.items()},
         "data_rss_mib": data_rss,
         "peak_rss_mib": peak_rss_mib(),
@@ -186,7 +197,7 @@ def worker(spec: str) -> dict:
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "| dataset | K | nodes/client (pad) | edges/client (pad) | steps (scan / active) | mode "
+        "| dataset | K | nodes/client (pad) | edges/client (pad) | steps (scan / busiest / sum) | mode "
         "| round s (median, min) | round CPU s | eval s (median, min) | eval CPU s "
         "| first round s | peak RSS MiB (data) |",
         "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -194,7 +205,7 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         lines.append(
             f"| {r['dataset']} | {r['K']} | {r['nodes_pad']} | {r['edges_pad']} "
-            f"| {r['scan_steps']} / {r['active_steps']} | {r['mode']} "
+            f"| {r['scan_steps']} / {r['active_steps']} / {r['client_steps']} | {r['mode']} "
             f"| {r['round_median_s']:.3f}, {r['round_min_s']:.3f} | {r['round_cpu_s']:.3f} "
             f"| {r['eval_median_s']:.3f}, {r['eval_min_s']:.3f} | {r['eval_cpu_s']:.3f} "
             f"| {r['round_first_s']:.1f} | {r['peak_rss_mib']:.0f} ({r['data_rss_mib']:.0f}) |"

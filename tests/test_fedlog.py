@@ -100,15 +100,16 @@ def tiny_task():
 class Runner:
     """One algorithm on one federation, compiled once (init and round) for every seed."""
 
-    def __init__(self, alg, fed):
+    def __init__(self, alg, fed, chunk=None):
         self.alg, self.fed = alg, fed
-        self.init = jax.jit(init_states, static_argnums=(0,))
-        self.round = make_round(alg, EngineConfig(donate=False))
+        self.init = jax.jit(init_states, static_argnums=(0, 3))
+        self.round = make_round(alg, EngineConfig(client_chunk=chunk, donate=False))
+        self.chunk = chunk
 
     def run(self, rounds, seed=0):
         """Returns the states after round 1 and after the last round, and the metrics per round."""
         key = jax.random.key(seed)
-        server_state, clients = self.init(self.alg, self.fed, key)
+        server_state, clients = self.init(self.alg, self.fed, key, self.chunk)
         history, after_one = [], None
         for r in range(1, rounds + 1):
             server_state, clients, metrics = self.round(
@@ -447,6 +448,20 @@ def test_vmapped_round_equals_per_client_loop(tiny_runs):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
     for a, b in zip(jax.tree.leaves(v_clients), jax.tree.leaves(l_states), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+
+
+def test_clients_one_at_a_time_equal_vmapped(tiny_runs):
+    """`client_chunk=1` (what the graph tables run on the CPU): round 0 and the rounds through
+    `lax.map`, each client with its own early stopping and minibatch count."""
+    _, runs = tiny_runs
+    _, (server_state, _), history = Runner(
+        fedlog(tiny_task(), C, TINY), tiny_federation(), chunk=1
+    ).run(3, seed=0)
+    (vmapped_server, _), plain = runs["a"][1], runs["a"][2]
+    for a, b in zip(jax.tree.leaves(server_state), jax.tree.leaves(vmapped_server), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+    for chunked, vmapped in zip(history, plain, strict=True):
+        assert chunked == pytest.approx(vmapped, abs=1e-6)
 
 
 def test_padding_never_changes_the_run(tiny_runs):

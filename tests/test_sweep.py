@@ -38,6 +38,19 @@ def test_grid_is_the_product_of_its_axes_without_sweep_fields():
     assert len({sweep.run_id(p) for p in points}) == 6
 
 
+def test_run_id_ignores_how_a_run_executes_but_not_what_it_computes():
+    config = experiment.default_config()
+    plain = sweep.run_id(config)
+    assert plain == results.run_id(config.to_dict())  # ledgers written before stay valid
+    for field, value in [("client_chunk", 1), ("unroll", True), ("shard", True)]:
+        changed = experiment.default_config()
+        changed[field] = value
+        assert sweep.run_id(changed) == plain, field
+    changed = experiment.default_config()
+    changed.lr = 0.5
+    assert sweep.run_id(changed) != plain
+
+
 def test_grid_reaches_nested_options_and_applies_variants():
     config = _config(variant=("full", "no_cd"), fedlog={"beta": (0.1,)})
     config.variants = {"full": {}, "no_cd": {"fedlog": {"cd_weight": 0.0}, "lr": 0.5}}
