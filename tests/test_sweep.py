@@ -42,7 +42,12 @@ def test_run_id_ignores_how_a_run_executes_but_not_what_it_computes():
     config = experiment.default_config()
     plain = sweep.run_id(config)
     assert plain == results.run_id(config.to_dict())  # ledgers written before stay valid
-    for field, value in [("client_chunk", 1), ("unroll", True), ("shard", True)]:
+    for field, value in [
+        ("client_chunk", 1),
+        ("eval_example_chunk", 64),
+        ("unroll", True),
+        ("shard", True),
+    ]:
         changed = experiment.default_config()
         changed[field] = value
         assert sweep.run_id(changed) == plain, field

@@ -45,7 +45,7 @@ def graph_base():
     config.prox_mu = 0.01
     config.eval_every = 1
     # One client at a time: each runs only its own minibatches, where vmapped clients all run as
-    # many as the busiest (Photo K = 10: 2.1x faster per round on the CPU, BENCHMARKS.md). Results
+    # many as the busiest (Photo K = 10: 2.6x less CPU time per round, BENCHMARKS.md). Results
     # and run ids are the same either way; on an accelerator --config.client_chunk=0 vmaps them.
     config.client_chunk = 1
     return config
