@@ -1,13 +1,17 @@
-"""Wall time of a seeds x alphas digits sweep: batched into one program vs one run after another.
+"""Wall time of a seeds x alphas sweep: batched into one program vs one run after another.
 
 Usage:
-  python scripts/bench_batched.py                       # 3 seeds x 5 alphas, MLP, 10 rounds
+  python scripts/bench_batched.py                       # digits: 3 seeds x 5 alphas, MLP, 10 rounds
   python scripts/bench_batched.py --rounds=30 --algorithm=fedavg_ft --out=bench.json
+  python scripts/bench_batched.py --dataset=computers --num_clients=10 --algorithm=local \
+      --client_chunk=1 --rounds=3                       # graph: 3 seeds, the graph tables' recipe
 
 Both modes run the same 15 configs in this process: "sequential" calls `experiment.run` for each
 (a compilation and a pass per run, as a sweep without batching does); "batched" runs them as one
 vmapped program (`batched.run_batch`). The script prints both wall times, their ratio, and the
-largest difference between the two modes' metric curves (float rounding only).
+largest difference between the two modes' metric curves (float rounding only). A graph dataset
+runs seeds only, with `experiments/configs/graph_seen.py`'s recipe; `--client_chunk=1` shows why
+that config's sweeps do not batch seeds.
 """
 
 import json
@@ -17,7 +21,9 @@ import time
 import numpy as np
 from absl import app, flags
 
+from experiments.configs import graph_seen
 from fedjax_syn import batched, experiment
+from fedjax_syn.data.graphs import GRAPH_DATASETS
 from fedjax_syn.errors import UserError
 from fedjax_syn.results import write_atomic
 
@@ -26,25 +32,29 @@ _ALPHAS = flags.DEFINE_list("alphas", ["0.05", "0.1", "0.3", "1.0", "10.0"], "Di
 _ROUNDS = flags.DEFINE_integer("rounds", 10, "Rounds per run.")
 _ALGORITHM = flags.DEFINE_string("algorithm", "fedavg", "Algorithm.")
 _NUM_CLIENTS = flags.DEFINE_integer("num_clients", 10, "Training clients.")
+_DATASET = flags.DEFINE_string("dataset", "digits", "digits, or a graph dataset (seeds only).")
+_CLIENT_CHUNK = flags.DEFINE_integer("client_chunk", 0, "Clients at a time (0: all vmapped).")
 _OUT = flags.DEFINE_string("out", None, "Also write the figures as JSON here.")
 
 
 def _configs() -> list:
+    graph = _DATASET.value in GRAPH_DATASETS
     configs = []
     for seed in _SEEDS.value:
-        for alpha in _ALPHAS.value:
-            cfg = experiment.default_config()
+        for alpha in [None] if graph else _ALPHAS.value:
+            cfg = graph_seen.graph_base() if graph else experiment.default_config()
             cfg.update(
                 dict(
-                    dataset="digits",
-                    model="mlp",
+                    dataset=_DATASET.value,
                     algorithm=_ALGORITHM.value,
                     num_clients=_NUM_CLIENTS.value,
                     rounds=_ROUNDS.value,
                     seed=int(seed),
-                    alpha=float(alpha),
+                    client_chunk=_CLIENT_CHUNK.value,
                 )
             )
+            if not graph:
+                cfg.update(dict(model="mlp", alpha=float(alpha)))
             configs.append(cfg)
     return configs
 
@@ -86,13 +96,14 @@ def main(argv: list[str]) -> None:
         "max_curve_difference": _max_curve_gap(one_by_one, together),
     }
     print(
-        f"{len(configs)} digits runs ({len(_SEEDS.value)} seeds x {len(_ALPHAS.value)} alphas), "
-        f"{_ALGORITHM.value}, {_ROUNDS.value} rounds"
+        f"{len(configs)} {_DATASET.value} runs, {_ALGORITHM.value}, {_ROUNDS.value} rounds, "
+        f"client_chunk={_CLIENT_CHUNK.value}"
     )
-    print(f"{'mode':<12}{'wall s':>10}{'compile s':>12}{'s / run':>10}")
+    print(f"{'mode':<12}{'wall s':>10}{'compile s':>12}{'s / run':>10}{'rest s / round':>16}")
     for mode in ("sequential", "batched"):
         wall, compile_s = figures[f"{mode}_s"], figures[f"{mode}_compile_s"]
-        print(f"{mode:<12}{wall:>10.1f}{compile_s:>12.1f}{wall / len(configs):>10.2f}")
+        rest = (wall - compile_s) / _ROUNDS.value
+        print(f"{mode:<12}{wall:>10.1f}{compile_s:>12.1f}{wall / len(configs):>10.2f}{rest:>16.2f}")
     print(f"speedup (sequential / batched): {figures['speedup']:.1f}x")
     print(
         f"largest difference between the modes' metric curves: "

@@ -6,8 +6,8 @@ Usage:
       --grid='dataset=cora;num_clients=3' --checkpoint_every=5 --ledger=runs/graph.jsonl
 
 Runs already in the ledger (same run_id) are skipped. Each program (one run, or runs batched
-along a leading runs axis when only their data differ; --nobatch_runs turns that off) saves its
-state every --checkpoint_every rounds; after a crash or `kill -9`, the same command resumes from
+along a leading runs axis when only their data differ and their clients are vmapped;
+--nobatch_runs turns that off) saves its state every --checkpoint_every rounds; after a crash or `kill -9`, the same command resumes from
 the newest intact checkpoint and ends with the same numbers as an uninterrupted sweep. One line
 is printed per finished run. Bad flags or input print one line `error: ...` and exit with status 2.
 

@@ -95,6 +95,13 @@ def test_plan_batches_runs_that_differ_only_in_data():
     assert [(len(j.configs), j.batched) for j in capped] == [(3, True), (1, False)] * 2
 
 
+def test_plan_runs_one_client_at_a_time_programs_one_run_each():
+    config = _config(algorithm=("fedavg",), seed=(0, 1, 2))
+    config.client_chunk = 1
+    jobs = sweep.plan(sweep.grid_configs(config))
+    assert [(len(j.configs), j.batched) for j in jobs] == [(1, False)] * 3
+
+
 def test_checkpoints_follow_the_first_round_every_nth_and_the_last():
     # The first round carries compilation and FedLoG's round-0 pretraining: never recomputed.
     assert sweep._checkpoint_rounds(25, 10) == [1, 10, 20, 25]

@@ -5,7 +5,8 @@ K in {3, 5, 10} clients (plus one new client) on seven graphs, every algorithm, 
 The split is Louvain (closeset unseen nodes, 30% missing classes per client); the optimisation is
 FedLoG's graph recipe: 2-layer GraphSAGE 128-64, Adam lr 1e-3 with weight decay 5e-4, minibatches
 of 64 target nodes, one local epoch per round, 100 rounds, best-validation and last round reported.
-Seeds of one (dataset, K, algorithm) differ only in their data, so they run as one program.
+Clients run one at a time (`client_chunk = 1`), so each seed runs as its own program: batched
+over seeds, every client would run as many steps as the same client of the busiest seed.
 
 PubMed needs its full Planetoid files (`ind.pubmed.allx` is not in the staged copy; the loader
 downloads it where the internet is reachable); drop it offline with --grid='dataset=cora,citeseer'.
