@@ -4,14 +4,14 @@ Usage:
   python scripts/bench_batched.py                       # digits: 3 seeds x 5 alphas, MLP, 10 rounds
   python scripts/bench_batched.py --rounds=30 --algorithm=fedavg_ft --out=bench.json
   python scripts/bench_batched.py --dataset=computers --num_clients=10 --algorithm=local \
-      --client_chunk=1 --rounds=3                       # graph: 3 seeds, the graph tables' recipe
+      --client_chunk=1 --rounds=4                       # graph: 3 seeds, the graph tables' recipe
 
-Both modes run the same 15 configs in this process: "sequential" calls `experiment.run` for each
-(a compilation and a pass per run, as a sweep without batching does); "batched" runs them as one
-vmapped program (`batched.run_batch`). The script prints both wall times, their ratio, and the
-largest difference between the two modes' metric curves (float rounding only). A graph dataset
-runs seeds only, with `experiments/configs/graph_seen.py`'s recipe; `--client_chunk=1` shows why
-that config's sweeps do not batch seeds.
+Both modes run the same configs (15 on digits, one per seed on a graph) in this process:
+"sequential" calls `experiment.run` for each (a compilation and a pass per run, as a sweep without
+batching does); "batched" runs them as one vmapped program (`batched.run_batch`). The script prints
+both wall times, their ratio, and the largest difference between the two modes' metric curves (float
+rounding only). A graph dataset runs seeds only, with `experiments/configs/graph_seen.py`'s recipe;
+`--client_chunk=1` shows why that config's sweeps do not batch seeds.
 """
 
 import json

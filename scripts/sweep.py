@@ -7,9 +7,9 @@ Usage:
 
 Runs already in the ledger (same run_id) are skipped. Each program (one run, or runs batched
 along a leading runs axis when only their data differ and their clients are vmapped;
---nobatch_runs turns that off) saves its state every --checkpoint_every rounds; after a crash or `kill -9`, the same command resumes from
-the newest intact checkpoint and ends with the same numbers as an uninterrupted sweep. One line
-is printed per finished run. Bad flags or input print one line `error: ...` and exit with status 2.
+--nobatch_runs turns that off) saves its state every --checkpoint_every rounds; after a crash or
+`kill -9`, the same command resumes from the newest intact checkpoint and ends with the same
+numbers as an uninterrupted sweep. One line is printed per finished run. Bad flags or input print one line `error: ...` and exit with status 2.
 
 Several hosts (docs/scale.md): start the same command on every host with --distributed and
 --config.shard=True; the clients axis is then split over every device of every host, process 0
