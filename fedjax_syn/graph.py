@@ -12,13 +12,20 @@ import jax.numpy as jnp
 
 
 class Graph(NamedTuple):
-    """A padded graph. Shapes: x [N, F], senders/receivers/edge_mask [E], node_mask [N]."""
+    """A padded graph. Shapes: x [N, F], senders/receivers/edge_mask [E], node_mask [N].
+
+    `neighbour_mean` [N, F], when set, caches the mean of each node's real neighbours' features
+    (`mean_of_neighbours(graph, graph.x)`): a GraphSAGE first layer then reads it instead of
+    gathering and scattering every edge at every step, since x never changes while a model trains.
+    Anything that changes x or the edges must drop it (`_replace(..., neighbour_mean=None)`).
+    """
 
     x: jax.Array
     senders: jax.Array
     receivers: jax.Array
     edge_mask: jax.Array
     node_mask: jax.Array
+    neighbour_mean: jax.Array | None = None
 
     @property
     def num_nodes(self) -> int:
@@ -29,6 +36,15 @@ def in_degree(graph: Graph) -> jax.Array:
     """Number of real incoming edges per node, [N] float32."""
     weights = graph.edge_mask.astype(jnp.float32)
     return jax.ops.segment_sum(weights, graph.receivers, num_segments=graph.num_nodes)
+
+
+def mean_of_neighbours(graph: Graph, values: jax.Array) -> jax.Array:
+    """Mean over each node's real in-neighbours of `values` [N, D] -> [N, D]; zeros without any."""
+    weight = graph.edge_mask.astype(values.dtype)[:, None]
+    summed = jax.ops.segment_sum(
+        values[graph.senders] * weight, graph.receivers, num_segments=graph.num_nodes
+    )
+    return summed / jnp.maximum(in_degree(graph), 1.0)[:, None]
 
 
 def isolated_nodes(x: jax.Array) -> Graph:

@@ -12,6 +12,9 @@ nodes, one local epoch), with the dataset and K swapped in. Two ways to run the 
   chunked  the vmapped program with `client_chunk=1`: `lax.map` runs the clients one after
            another inside the program, so each runs only its own minibatches, where vmapped clients
            all run as many as the busiest one (and the graph padding of all of them);
+  uncached the chunked program on graphs without their `neighbour_mean` cache: the first layer
+           gathers and scatters every edge at the hidden width at every step and evaluation, as
+           it did before the cache, to show what caching mean(X) saves;
   loop     a Python loop calling a jitted per-client update, then a jitted server average (the
            FedJAX way); evaluation one client at a time through the same jitted evaluation on a
            one-client view. Per-client slices and keys are prepared outside the timed region.
@@ -58,7 +61,9 @@ REPO = str(pathlib.Path(__file__).resolve().parents[1])
 _DATASETS = flags.DEFINE_list("datasets", ["cora", "computers"], "Graph datasets.")
 _CLIENTS = flags.DEFINE_list("clients", ["3", "10"], "Numbers of training clients K.")
 _MODES = flags.DEFINE_list(
-    "modes", ["vmapped", "scanned", "chunked", "loop"], "vmapped, scanned, chunked, loop."
+    "modes",
+    ["vmapped", "scanned", "chunked", "uncached", "loop"],
+    "vmapped, scanned, chunked, uncached, loop.",
 )
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed calls per measurement.")
 _DATA_DIR = flags.DEFINE_string("data_dir", "", "Datasets folder; empty: FEDJAX_SYN_DATA_DIR.")
@@ -158,6 +163,13 @@ def run_loop(alg, fed, server, clients, key, repeats) -> dict:
     return {"round": rounds, "eval": evals}
 
 
+def without_neighbour_mean(fed: Federation) -> Federation:
+    """Every graph of `fed` with its first-layer cache dropped."""
+    bare = lambda group: group.replace(inputs=group.inputs._replace(neighbour_mean=None))
+    groups = {name: bare(group) for name, group in fed.eval_groups.items()}
+    return fed.replace(train=bare(fed.train), eval_groups=groups)
+
+
 def worker(spec: str) -> dict:
     dataset, k, mode = spec.split(":")
     cfg = cora.get_config()
@@ -165,7 +177,7 @@ def worker(spec: str) -> dict:
     cfg.data_dir = _DATA_DIR.value
     cfg.unroll = mode == "scanned"
     prepared = experiment.prepare(cfg)
-    fed = prepared.fed
+    fed = prepared.fed if mode != "uncached" else without_neighbour_mean(prepared.fed)
     alg = registry.build(cfg, prepared.task)
     data_rss = peak_rss_mib()
     train = fed.train
@@ -176,7 +188,7 @@ def worker(spec: str) -> dict:
     if mode == "loop":
         times = run_loop(alg, fed, server, clients, key, _REPEATS.value)
     else:
-        chunk = 1 if mode == "chunked" else None
+        chunk = 1 if mode in ("chunked", "uncached") else None
         times = run_vmapped(alg, fed, server, clients, key, _REPEATS.value, chunk)
     return {
         "dataset": dataset,

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fedjax_syn.graph import Graph, isolated_nodes
+from fedjax_syn.graph import Graph, isolated_nodes, mean_of_neighbours
 from fedjax_syn.models.gnn import GNN, GCNConv, SAGEConv
 
 NUM_NODES, FEATURES, CLASSES = 9, 6, 3
@@ -179,3 +179,23 @@ def test_dropout_only_in_training():
     drop_b = model.apply(params, graph, train=True, rngs={"dropout": jax.random.key(2)})
     assert not np.allclose(drop_a, plain)
     assert not np.allclose(drop_a, drop_b)
+
+
+def test_cached_neighbour_mean_gives_the_same_logits():
+    """The cached first-layer aggregate is the on-the-fly one: padding and dropout included."""
+    graph = pad_graph(random_graph(seed=9, directed=False), seed=10)
+    cached = graph._replace(neighbour_mean=mean_of_neighbours(graph, graph.x))
+    model, params = model_and_params("sage", graph)
+    np.testing.assert_allclose(
+        model.apply(params, cached)[:NUM_NODES],
+        gnn_reference("sage", graph, params)[:NUM_NODES],
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    rngs = {"dropout": jax.random.key(3)}
+    np.testing.assert_allclose(
+        model.apply(params, cached, train=True, rngs=rngs),
+        model.apply(params, graph, train=True, rngs=rngs),
+        rtol=1e-5,
+        atol=1e-5,
+    )

@@ -21,6 +21,7 @@ from fedjax_syn.data.graphs import GraphDataset
 from fedjax_syn.engine import evaluation
 from fedjax_syn.engine.round import EngineConfig, init_states, make_round
 from fedjax_syn.engine.task import Task
+from fedjax_syn.graph import mean_of_neighbours
 from fedjax_syn.models.gnn import GNN
 from tests.engine_fixtures import Cfg, loop_round
 
@@ -116,12 +117,22 @@ def test_client_arrays_follow_the_split():
         # The training graph drops exactly the edges touching an unseen node.
         touches = client.unseen[senders] | client.unseen[receivers]
         np.testing.assert_array_equal(trained, full & ~touches)
+        # Each graph caches the mean neighbour features under its own edges.
+        for graph in (train.inputs, local.inputs):
+            one = jax.tree.map(lambda leaf, k=k: leaf[k], graph._replace(neighbour_mean=None))
+            np.testing.assert_allclose(
+                graph.neighbour_mean[k], mean_of_neighbours(one, one.x), rtol=1e-6, atol=1e-6
+            )
     padded = 3
     assert not np.asarray(train.mask[padded]).any()
     assert not np.asarray(fed.eval_groups["new"].masks["new_client"][padded]).any()
     new = fed.eval_groups["new"]
     assert new.shared
     np.testing.assert_array_equal(np.asarray(new.labels), split.new_client.y)
+    bare = new.inputs._replace(neighbour_mean=None)
+    np.testing.assert_allclose(
+        new.inputs.neighbour_mean, mean_of_neighbours(bare, bare.x), rtol=1e-6, atol=1e-6
+    )
     assert np.asarray(new.masks["new_client"][:padded]).all()
 
 

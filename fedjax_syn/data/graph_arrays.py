@@ -2,11 +2,13 @@
 
 Each client's subgraph is padded to the largest client's node and edge counts. One padded graph
 serves both times: the training-time graph masks out every edge touching an unseen node (so unseen
-nodes are isolated and never targets), the evaluation-time graph keeps them. Settings: val, seen,
+nodes are isolated and never targets), the evaluation-time graph keeps them. Each graph carries
+its mean neighbour features (`Graph.neighbour_mean`), computed once here. Settings: val, seen,
 unseen_node, missing_class, and new_client (every client model on the new client's whole subgraph).
 """
 
 import numpy as np
+import scipy.sparse as sp
 
 from fedjax_syn.data.arrays import ClientData, EvalGroup, Federation, pad_clients, pad_to, to_device
 from fedjax_syn.data.graph_split import GraphClient, GraphFederation
@@ -21,6 +23,17 @@ def normalize_rows(x: np.ndarray) -> np.ndarray:
     return (x / np.where(sums == 0, 1.0, sums)).astype(np.float32)
 
 
+def neighbour_mean(x: np.ndarray, senders, receivers, edge_mask: np.ndarray) -> np.ndarray:
+    """Mean features of each node's real in-neighbours [N, F] (zeros without any), as a sparse
+    product: gathering x per edge would hold edges x features floats at once."""
+    n = x.shape[0]
+    adjacency = sp.csr_matrix(
+        (edge_mask.astype(np.float32), (receivers, senders)), shape=(n, n), dtype=np.float32
+    )
+    degree = np.asarray(adjacency.sum(axis=1)).ravel()
+    return (adjacency @ x / np.maximum(degree, 1.0)[:, None]).astype(np.float32)
+
+
 def _client_graph(
     fed: GraphFederation, client: GraphClient, features: np.ndarray, n_pad: int, e_pad: int
 ):
@@ -32,8 +45,11 @@ def _client_graph(
     train_edge = ~client.unseen[senders] & ~client.unseen[receivers]
     node_mask = np.ones(n, bool)
     y = fed.dataset.y[client.nodes].astype(np.int32)
+    x = features[client.nodes]
     return {
-        "x": pad_to(features[client.nodes], n_pad),
+        "x": pad_to(x, n_pad),
+        "neighbour_mean": pad_to(neighbour_mean(x, senders, receivers, real_edge), n_pad),
+        "train_neighbour_mean": pad_to(neighbour_mean(x, senders, receivers, train_edge), n_pad),
         "senders": pad_to(senders, e_pad),
         "receivers": pad_to(receivers, e_pad),
         "edge_mask": pad_to(real_edge, e_pad),
@@ -66,8 +82,15 @@ def graph_arrays(
     if num_clients is not None and num_clients > k:
         tree = pad_clients(tree, num_clients)
     t = to_device(tree)
-    train_graph = Graph(t["x"], t["senders"], t["receivers"], t["train_edge_mask"], t["node_mask"])
-    full_graph = train_graph._replace(edge_mask=t["edge_mask"])
+    train_graph = Graph(
+        t["x"],
+        t["senders"],
+        t["receivers"],
+        t["train_edge_mask"],
+        t["node_mask"],
+        t["train_neighbour_mean"],
+    )
+    full_graph = train_graph._replace(edge_mask=t["edge_mask"], neighbour_mean=t["neighbour_mean"])
     masks = {name: t[name] for name in ("val", "seen", "unseen_node", "missing_class")}
     shared = to_device(new_graph)
     new_inputs = Graph(
@@ -76,6 +99,7 @@ def graph_arrays(
         shared["receivers"],
         shared["edge_mask"],
         shared["node_mask"],
+        shared["neighbour_mean"],
     )
     groups = {
         "local": EvalGroup(full_graph, t["y"], masks),

@@ -36,7 +36,7 @@ import optax
 
 from fedjax_syn.algorithms.fedlog.config import FedLoGConfig
 from fedjax_syn.algorithms.fedlog.model import nll, prompt_pairs
-from fedjax_syn.graph import Graph, in_degree, isolated_nodes
+from fedjax_syn.graph import Graph, in_degree, isolated_nodes, mean_of_neighbours
 from fedjax_syn.models.gnn import GNN
 
 
@@ -86,13 +86,12 @@ def apply_generators(gen: Generator, gens, x: jax.Array) -> jax.Array:
 
 
 def neighbour_mean(graph: Graph) -> tuple[jax.Array, jax.Array]:
-    """Mean 1-hop neighbour features [N, F] and whether a node has a neighbour [N]."""
-    weight = graph.edge_mask.astype(graph.x.dtype)[:, None]
-    summed = jax.ops.segment_sum(
-        graph.x[graph.senders] * weight, graph.receivers, num_segments=graph.num_nodes
-    )
-    degree = in_degree(graph)
-    return summed / jnp.maximum(degree, 1.0)[:, None], degree > 0
+    """Mean 1-hop neighbour features [N, F] (the graph's cache when it has one) and whether a node
+    has a neighbour [N]."""
+    mean = graph.neighbour_mean
+    if mean is None:
+        mean = mean_of_neighbours(graph, graph.x)
+    return mean, in_degree(graph) > 0
 
 
 def select_nodes(mask: jax.Array, key: jax.Array, cap: int) -> tuple[jax.Array, jax.Array]:
