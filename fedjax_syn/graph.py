@@ -38,12 +38,15 @@ def in_degree(graph: Graph) -> jax.Array:
     return jax.ops.segment_sum(weights, graph.receivers, num_segments=graph.num_nodes)
 
 
+def gather_scatter(values: jax.Array, graph: Graph, edge_weight: jax.Array) -> jax.Array:
+    """sum over edges (s -> r) of edge_weight * values[s], per receiver r."""
+    messages = values[graph.senders] * edge_weight[:, None]
+    return jax.ops.segment_sum(messages, graph.receivers, num_segments=graph.num_nodes)
+
+
 def mean_of_neighbours(graph: Graph, values: jax.Array) -> jax.Array:
     """Mean over each node's real in-neighbours of `values` [N, D] -> [N, D]; zeros without any."""
-    weight = graph.edge_mask.astype(values.dtype)[:, None]
-    summed = jax.ops.segment_sum(
-        values[graph.senders] * weight, graph.receivers, num_segments=graph.num_nodes
-    )
+    summed = gather_scatter(values, graph, graph.edge_mask.astype(values.dtype))
     return summed / jnp.maximum(in_degree(graph), 1.0)[:, None]
 
 

@@ -12,13 +12,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 
-from fedjax_syn.graph import Graph, in_degree, mean_of_neighbours
-
-
-def _gather_scatter(values: jax.Array, graph: Graph, edge_weight: jax.Array) -> jax.Array:
-    """sum over edges (s -> r) of edge_weight * values[s], per receiver r."""
-    messages = values[graph.senders] * edge_weight[:, None]
-    return jax.ops.segment_sum(messages, graph.receivers, num_segments=graph.num_nodes)
+from fedjax_syn.graph import Graph, gather_scatter, in_degree, mean_of_neighbours
 
 
 class GCNConv(nn.Module):
@@ -32,7 +26,7 @@ class GCNConv(nn.Module):
         deg = in_degree(graph) + 1.0
         inv_sqrt = jax.lax.rsqrt(deg)
         weight = graph.edge_mask * inv_sqrt[graph.senders] * inv_sqrt[graph.receivers]
-        out = _gather_scatter(h, graph, weight) + h / deg[:, None]
+        out = gather_scatter(h, graph, weight) + h / deg[:, None]
         return out + self.param("bias", nn.initializers.zeros, (self.features,))
 
 
