@@ -35,8 +35,15 @@ def neighbour_mean(x: np.ndarray, senders, receivers, edge_mask: np.ndarray) -> 
 
 
 def _client_graph(
-    fed: GraphFederation, client: GraphClient, features: np.ndarray, n_pad: int, e_pad: int
+    fed: GraphFederation,
+    client: GraphClient,
+    features: np.ndarray,
+    n_pad: int,
+    e_pad: int,
+    trains: bool = True,
 ):
+    """Padded arrays of one client; `trains=False` (the new client, only ever evaluated) leaves
+    out the training-edge neighbour mean, which no model would read."""
     n = len(client.nodes)
     src, dst = client.edges
     senders = np.concatenate([src, dst]).astype(np.int32)
@@ -46,10 +53,9 @@ def _client_graph(
     node_mask = np.ones(n, bool)
     y = fed.dataset.y[client.nodes].astype(np.int32)
     x = features[client.nodes]
-    return {
+    arrays = {
         "x": pad_to(x, n_pad),
         "neighbour_mean": pad_to(neighbour_mean(x, senders, receivers, real_edge), n_pad),
-        "train_neighbour_mean": pad_to(neighbour_mean(x, senders, receivers, train_edge), n_pad),
         "senders": pad_to(senders, e_pad),
         "receivers": pad_to(receivers, e_pad),
         "edge_mask": pad_to(real_edge, e_pad),
@@ -62,6 +68,11 @@ def _client_graph(
         "unseen_node": pad_to(client.unseen, n_pad),
         "missing_class": pad_to(client.missing_classes[y], n_pad),
     }
+    if trains:
+        arrays["train_neighbour_mean"] = pad_to(
+            neighbour_mean(x, senders, receivers, train_edge), n_pad
+        )
+    return arrays
 
 
 def graph_arrays(
@@ -77,7 +88,7 @@ def graph_arrays(
     tree["client_mask"] = np.ones((k,), bool)
     new = fed.new_client
     new_n, new_e = len(new.nodes), 2 * new.edges.shape[1]
-    new_graph = _client_graph(fed, new, features, new_n, new_e)
+    new_graph = _client_graph(fed, new, features, new_n, new_e, trains=False)
     tree["new_client"] = np.ones((k, new_n), bool)
     if num_clients is not None and num_clients > k:
         tree = pad_clients(tree, num_clients)
