@@ -33,10 +33,10 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from fedjax_syn import experiment, results
-from fedjax_syn.data.arrays import EvalGroup, Federation
-from fedjax_syn.engine import evaluation, sharding
-from fedjax_syn.engine.round import compile_init, make_init, round_step
-from fedjax_syn.errors import UserError, check
+from fedjax_syn.core.arrays import EvalGroup, Federation
+from fedjax_syn.core.errors import UserError, check
+from fedjax_syn.engine import sharding
+from fedjax_syn.engine.round import compile_init, first_round, init_step, round_step
 
 # Config fields that only change the data a run trains on, never the shapes of its program once
 # padded: runs differing only in these can share one compiled program.
@@ -159,7 +159,8 @@ class BatchedProgram:
     cfgs: list[ml_collections.ConfigDict]
     prepared: list[experiment.Prepared]
     fed: Federation
-    init: Callable[[], tuple[Any, Any]]  # computes (server, clients) before round 1
+    first_round: int  # 0: the algorithm has a setup round, run by `init`; else 1
+    init: Callable[[], tuple[Any, Any, dict]]  # computes (server, clients, round-0 metrics)
     state_shapes: tuple[Any, Any]  # their shapes and shardings, without computing them
     compiled: dict[bool, Callable]
     compile_time: float  # the initialisation and the round programs
@@ -207,7 +208,7 @@ def compile_batch(
     fed, axes = stack_federations([p.fed for p in prepared])
     if cfg.shard:
         fed = shard_stacked(fed, axes, sharding.client_mesh())
-    alg = experiment.build_algorithm(cfg, prepared[0].task, [p.fed for p in prepared])
+    alg = experiment.build_algorithm(cfg, prepared)
     engine = experiment.engine_config(cfg)
 
     def one_round(server, clients, fed, keys, evaluate):
@@ -218,11 +219,11 @@ def compile_batch(
         one_round, static_argnames=("evaluate",), donate_argnums=(0, 1) if engine.donate else ()
     )
     base = _base_keys(cfgs)
-    init_one = make_init(alg, engine.client_chunk)
 
     @jax.jit
     def init_all(fed, base):
         keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(base, 0)
+        init_one = lambda f, k: init_step(alg, f, k, engine)
         return jax.vmap(init_one, in_axes=(axes, 0))(fed, keys)
 
     compile_start = time.perf_counter()
@@ -232,22 +233,46 @@ def compile_batch(
         flag: round_fn.lower(*shapes, fed, base, evaluate=flag).compile() for flag in needed
     }
     compile_time = time.perf_counter() - compile_start
-    return BatchedProgram(cfgs, prepared, fed, init, shapes, compiled, compile_time)
+    return BatchedProgram(
+        cfgs, prepared, fed, first_round(alg), init, shapes, compiled, compile_time
+    )
 
 
 def initial_state(program: BatchedProgram, abstract: bool = False) -> BatchedState:
     """As `experiment.initial_state`, for every run of the program."""
-    server, clients = program.state_shapes if abstract else program.init()
-    names = ("val", *program.prepared[0].settings, "train_loss")
-    curves = [{name: [] for name in names} for _ in range(program.num_runs)]
-    return BatchedState(server, clients, _base_keys(program.cfgs), 0, curves, [])
+    curves: list[dict[str, list[float]]] = [{} for _ in range(program.num_runs)]
+    state = BatchedState(None, None, _base_keys(program.cfgs), 0, curves, [])
+    if abstract:
+        state.server, state.clients = program.state_shapes
+        return state
+    state.server, state.clients, metrics = program.init()
+    if metrics:
+        _record_round(program, state.curves, state.eval_rounds, 0, experiment.fetch(metrics))
+    return state
+
+
+def last_round(program: BatchedProgram) -> int:
+    """As `experiment.last_round`: `rounds` rounds in all, counting a setup round 0."""
+    return program.cfgs[0].rounds - 1 + program.first_round
+
+
+def _record_round(program, curves, eval_rounds: list[int], r: int, metrics) -> list[dict]:
+    """Appends every run's round-r metrics to its curves; returns each run's new points."""
+    settings = program.prepared[0].settings
+    points = [
+        experiment.record_round(run_curves, [], r, _run_metrics(metrics, i), settings)
+        for i, run_curves in enumerate(curves)
+    ]
+    eval_rounds.append(r)
+    return points
 
 
 _fold_all = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
 
 
-def _run_counts(counts: evaluation.Counts, i: int) -> evaluation.Counts:
-    return {name: {k: v[i] for k, v in c.items()} for name, c in counts.items()}
+def _run_metrics(metrics: dict, i: int) -> dict:
+    """Run i's slice of a batched round's metrics."""
+    return jax.tree.map(lambda leaf: leaf[i], metrics)
 
 
 def advance(
@@ -257,27 +282,20 @@ def advance(
     on_round: Callable[[int, list[dict]], None] | None = None,
 ) -> BatchedState:
     """Runs rounds state.round + 1 .. until for every run; `on_round(r, per-run metrics)`."""
-    cfg = program.cfgs[0]
-    check(until <= cfg.rounds, f"cannot advance to round {until} of a {cfg.rounds}-round run")
-    settings = ("val", *program.prepared[0].settings)
+    cfg, last = program.cfgs[0], last_round(program)
+    check(until <= last, f"cannot advance to round {until}: the runs' last round is {last}")
     server, clients = state.server, state.clients
     curves = [{k: list(v) for k, v in c.items()} for c in state.curves]
     eval_rounds = list(state.eval_rounds)
     for r in range(state.round + 1, until + 1):
-        do_eval = r % cfg.eval_every == 0 or r == cfg.rounds
+        do_eval = r % cfg.eval_every == 0 or r == last
         server, clients, metrics = program.compiled[do_eval](
             server, clients, program.fed, _fold_all(state.key, r)
         )
         if do_eval:
-            metrics = experiment.fetch(metrics)
-            eval_rounds.append(r)
-            for i, run_curves in enumerate(curves):
-                acc = evaluation.accuracies(_run_counts(metrics["counts"], i))
-                run_curves["train_loss"].append(float(metrics["train_loss"][i]))
-                for name in settings:
-                    run_curves[name].append(acc[name])
+            points = _record_round(program, curves, eval_rounds, r, experiment.fetch(metrics))
             if on_round is not None:
-                on_round(r, [{k: v[-1] for k, v in c.items()} for c in curves])
+                on_round(r, points)
     return dataclasses.replace(
         state, server=server, clients=clients, round=until, curves=curves, eval_rounds=eval_rounds
     )
@@ -310,7 +328,7 @@ def run_batch(
     """Runs every config to the end as one program; returns (and appends) one record per run."""
     start = time.perf_counter()
     program = compile_batch(cfgs)
-    state = advance(program, initial_state(program), program.cfgs[0].rounds, on_round)
+    state = advance(program, initial_state(program), last_round(program), on_round)
     records = make_records(program, state, time.perf_counter() - start)
     if ledger:
         for record in records:

@@ -10,7 +10,7 @@ from typing import NoReturn
 
 from absl import app, flags
 
-from fedjax_syn.errors import UserError
+from fedjax_syn.core.errors import UserError
 
 
 def fail(message: str) -> NoReturn:

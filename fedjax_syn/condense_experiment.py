@@ -17,7 +17,7 @@ import numpy as np
 
 from fedjax_syn import results
 from fedjax_syn.condense import DSAConfig, condense, evaluate_synthetic, random_subset
-from fedjax_syn.errors import check, check_choice
+from fedjax_syn.core.errors import check, check_choice
 
 MODELS = ("convnet", "mlp")
 

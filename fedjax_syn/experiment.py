@@ -16,11 +16,12 @@ import numpy as np
 
 from fedjax_syn import results
 from fedjax_syn.algorithms import registry
-from fedjax_syn.data.arrays import Federation, round_up
+from fedjax_syn.core.arrays import Federation, round_up
+from fedjax_syn.core.errors import check, check_choice
+from fedjax_syn.core.interface import DataSpec
 from fedjax_syn.engine import evaluation, sharding
-from fedjax_syn.engine.round import EngineConfig, compile_init, make_init, make_round
+from fedjax_syn.engine.round import EngineConfig, compile_init, first_round, make_init, make_round
 from fedjax_syn.engine.task import Task
-from fedjax_syn.errors import check, check_choice
 
 VISION_MODELS = ("mlp", "convnet")
 GRAPH_MODELS = ("gcn", "sage")
@@ -213,30 +214,17 @@ class Program:
     cfg: ml_collections.ConfigDict
     prepared: Prepared
     fed: Federation
-    init: Callable[[], tuple[Any, Any]]  # computes (server, clients) before round 1
+    first_round: int  # 0: the algorithm has a setup round, run by `init`; else 1
+    init: Callable[[], tuple[Any, Any, dict]]  # computes (server, clients, round-0 metrics)
     state_shapes: tuple[Any, Any]  # their shapes and shardings, without computing them
     compiled: dict[bool, Callable]
     compile_time: float  # the initialisation and the round programs
 
 
-def resolve_options(cfg, feds: Sequence[Federation]):
-    """`cfg`, or a copy with the options that depend on the data resolved from `feds` (every run
-    that shares one program): FedLoG's generator node cap `gen_nodes` = 0 becomes the largest
-    client's training-node count, so generator pretraining reads exactly the training nodes
-    instead of every padded node slot."""
-    fedlog = cfg.get("fedlog") or {}
-    if cfg.algorithm != "fedlog" or fedlog.get("gen_nodes"):
-        return cfg
-    cap = max(int(np.asarray(fed.train.mask).sum(axis=-1).max()) for fed in feds)
-    options = fedlog.to_dict() if hasattr(fedlog, "to_dict") else dict(fedlog)
-    cfg = ml_collections.ConfigDict(cfg.to_dict())
-    cfg.fedlog = {**options, "gen_nodes": max(cap, 1)}
-    return cfg
-
-
-def build_algorithm(cfg, task: Task, feds: Sequence[Federation]):
-    """`registry.build` with `resolve_options(cfg, feds)`."""
-    return registry.build(resolve_options(cfg, feds), task)
+def build_algorithm(cfg, prepared: Sequence[Prepared]):
+    """The algorithm of `cfg` for the runs of one program, which share the data spec."""
+    spec = DataSpec.of(cfg.track, [p.fed for p in prepared], prepared[0].settings)
+    return registry.build(cfg, prepared[0].task, spec)
 
 
 def compile_run(cfg, prepared: Prepared | None = None) -> Program:
@@ -245,29 +233,48 @@ def compile_run(cfg, prepared: Prepared | None = None) -> Program:
     check(cfg.eval_every >= 1, f"eval_every must be >= 1, got {cfg.eval_every}")
     prepared = prepare(cfg) if prepared is None else prepared
     fed = prepared.fed
-    alg = build_algorithm(cfg, prepared.task, [fed])
+    alg = build_algorithm(cfg, [prepared])
     if cfg.shard:
         fed = sharding.shard_federation(fed, sharding.client_mesh())
     engine = engine_config(cfg)
     round_fn = make_round(alg, engine)
     key = jax.random.key(cfg.seed)
     compile_start = time.perf_counter()
-    init, shapes = compile_init(
-        make_init(alg, engine.client_chunk), fed, jax.random.fold_in(key, 0)
-    )
+    init, shapes = compile_init(make_init(alg, engine), fed, jax.random.fold_in(key, 0))
     needed = {True, cfg.eval_every == 1}  # the no-evaluation variant only when it is used
     compiled = {flag: round_fn.lower(*shapes, fed, key, evaluate=flag).compile() for flag in needed}
-    return Program(cfg, prepared, fed, init, shapes, compiled, time.perf_counter() - compile_start)
+    compile_time = time.perf_counter() - compile_start
+    return Program(cfg, prepared, fed, first_round(alg), init, shapes, compiled, compile_time)
 
 
 def initial_state(program: Program, abstract: bool = False) -> RunState:
-    """The state before round 1: freshly initialised server and clients (every client's
-    `init_client` runs here, once), empty curves. `abstract`: the server and clients as shapes
-    only, the template a checkpoint restores into without computing them."""
-    server, clients = program.state_shapes if abstract else program.init()
-    curves: dict[str, list[float]] = {name: [] for name in ("val", *program.prepared.settings)}
-    curves["train_loss"] = []
-    return RunState(server, clients, jax.random.key(program.cfg.seed), 0, curves, [])
+    """The state before round 1: freshly initialised server and clients, and round 0 (the
+    algorithm's setup round, if it has one) run and recorded. `abstract`: the server and clients
+    as shapes only, the template a checkpoint restores into without computing anything."""
+    state = RunState(None, None, jax.random.key(program.cfg.seed), 0, {}, [])
+    if abstract:
+        state.server, state.clients = program.state_shapes
+        return state
+    state.server, state.clients, metrics = program.init()
+    if metrics:
+        record_round(state.curves, state.eval_rounds, 0, fetch(metrics), program.prepared.settings)
+    return state
+
+
+def last_round(program: Program) -> int:
+    """The run's last round: `rounds` rounds in all, counting a setup round 0."""
+    return program.cfg.rounds - 1 + program.first_round
+
+
+def record_round(curves, eval_rounds, r: int, metrics, settings) -> dict[str, float]:
+    """Appends round r's evaluated metrics (host copies) to `curves`; returns the new points."""
+    acc = evaluation.accuracies(metrics["counts"])
+    points = {f"train_{name}": float(v) for name, v in metrics["train"].items()}
+    points |= {name: acc[name] for name in ("val", *settings)}
+    for name, value in points.items():
+        curves.setdefault(name, []).append(value)
+    eval_rounds.append(r)
+    return points
 
 
 def advance(
@@ -277,25 +284,20 @@ def advance(
     on_round: Callable[[int, dict], None] | None = None,
 ) -> RunState:
     """Runs rounds state.round + 1 .. until; returns the new state (the old one is donated)."""
-    cfg = program.cfg
-    check(until <= cfg.rounds, f"cannot advance to round {until} of a {cfg.rounds}-round run")
+    cfg, last = program.cfg, last_round(program)
+    check(until <= last, f"cannot advance to round {until}: the run's last round is {last}")
     server, clients = state.server, state.clients
     curves = {k: list(v) for k, v in state.curves.items()}
     eval_rounds = list(state.eval_rounds)
     for r in range(state.round + 1, until + 1):
-        do_eval = r % cfg.eval_every == 0 or r == cfg.rounds
+        do_eval = r % cfg.eval_every == 0 or r == last
         server, clients, metrics = program.compiled[do_eval](
             server, clients, program.fed, jax.random.fold_in(state.key, r)
         )
         if do_eval:
-            metrics = fetch(metrics)
-            acc = evaluation.accuracies(metrics["counts"])
-            eval_rounds.append(r)
-            curves["train_loss"].append(float(metrics["train_loss"]))
-            for name in ("val", *program.prepared.settings):
-                curves[name].append(acc[name])
+            points = record_round(curves, eval_rounds, r, fetch(metrics), program.prepared.settings)
             if on_round is not None:
-                on_round(r, {name: values[-1] for name, values in curves.items()})
+                on_round(r, points)
     return dataclasses.replace(
         state, server=server, clients=clients, round=until, curves=curves, eval_rounds=eval_rounds
     )
@@ -324,7 +326,7 @@ def run(
     """Runs `cfg.rounds` rounds, evaluating every `eval_every`; returns (and appends) the record."""
     start = time.perf_counter()
     program = compile_run(cfg, prepared)
-    state = advance(program, initial_state(program), cfg.rounds, on_round)
+    state = advance(program, initial_state(program), last_round(program), on_round)
     record = make_record(
         cfg,
         program.prepared,
@@ -344,7 +346,7 @@ def make_record(
     """The ledger record of a finished run (`runs_in_program` > 1: it ran batched with others,
     and its wall and compile times are its share of the program's)."""
     best, last = results.summarize_curves(
-        {k: v for k, v in curves.items() if k != "train_loss"}, val_key="val"
+        {k: v for k, v in curves.items() if not k.startswith("train_")}, val_key="val"
     )
     best["round"] = eval_rounds[best["round"]]
     last["round"] = eval_rounds[last["round"]]

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from fedjax_syn.errors import UserError, check
+from fedjax_syn.core.errors import UserError, check
 from fedjax_syn.results import SETTING_LABELS, group_runs, lookup, seed_stats, write_atomic
 
 _SETTING_STYLE = {

@@ -1,7 +1,7 @@
 """Regenerating one paper-style table from nothing: data -> splits -> runs -> table -> figures.
 
-A table is a config under `experiments/configs/` (or any config file) whose `grid` names its runs
-and whose `table` names its layout. `reproduce` loads every dataset the grid uses (reporting where
+A table is a config (the entry point loads it from `experiments/configs/` or a file) whose `grid`
+names its runs and whose `table` names its layout. `reproduce` loads every dataset the grid uses (reporting where
 it came from), writes the statistics of every split the runs train on, runs the grid with the
 resumable sweep runner, renders the table from the ledger, and draws its figure, all under one
 output folder it reports:
@@ -17,44 +17,19 @@ axes the table compares (algorithms, heterogeneity levels, settings, variants).
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import importlib.util
 import pathlib
-import pkgutil
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import ml_collections
 
 from fedjax_syn import experiment, plots, results, sweep, tables
-from fedjax_syn.errors import check
+from fedjax_syn.core.errors import check
 
 QUICK_ROUNDS = 3
 QUICK_FEDLOG = {"pretrain_epochs": 2, "gen_epochs": 2, "gen_networks": 2}
 QUICK_CONDENSE = {"iterations": 2, "eval_epochs": 2, "eval_nets": 1}
 _FIRST_ONLY = ("seed", "dataset", "num_clients", "ipc")  # grid axes quick keeps one value of
-
-
-def available_tables() -> list[str]:
-    """Config names under experiments/configs/ (each a module with get_config)."""
-    import experiments.configs
-
-    return sorted(m.name for m in pkgutil.iter_modules(experiments.configs.__path__))
-
-
-def load_config(table: str) -> tuple[str, ml_collections.ConfigDict]:
-    """(name, config) of a table: a name under experiments/configs/ or a config file path."""
-    path = pathlib.Path(table)
-    if path.suffix == ".py":
-        check(path.is_file(), f"config file {table} does not exist")
-        spec = importlib.util.spec_from_file_location(f"table_config_{path.stem}", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return path.stem, module.get_config()
-    names = available_tables()
-    check(table in names, f"unknown table {table!r}; choose one of {', '.join(names)}")
-    module = importlib.import_module(f"experiments.configs.{table}")
-    return table, module.get_config()
 
 
 def shrink(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -219,7 +194,8 @@ def draw_figures(
 
 
 def reproduce(
-    table: str,
+    name: str,
+    config: ml_collections.ConfigDict,
     *,
     quick: bool = False,
     out: str | pathlib.Path | None = None,
@@ -230,8 +206,7 @@ def reproduce(
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> Outputs:
-    """Regenerates `table` (a config name or file) end to end; see the module docstring."""
-    name, config = load_config(table)
+    """Regenerates the table `name` described by `config` end to end; see the module docstring."""
     if quick:
         config = shrink(config)
     sweep.override_grid(config, grid)

@@ -56,7 +56,7 @@ from typing import Any
 
 import numpy as np
 
-from fedjax_syn.errors import UserError, check
+from fedjax_syn.core.errors import UserError, check
 
 VISION_SETTINGS = ("seen", "global", "missing_class", "new_client")
 GRAPH_SETTINGS = ("seen", "unseen_node", "missing_class", "new_client")

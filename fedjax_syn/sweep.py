@@ -36,8 +36,8 @@ import numpy as np
 from tqdm import tqdm
 
 from fedjax_syn import batched, condense_experiment, experiment, results, tables
+from fedjax_syn.core.errors import UserError, check
 from fedjax_syn.engine.checkpoint import RunCheckpointer
-from fedjax_syn.errors import UserError, check
 
 SWEEP_FIELDS = ("grid", "table", "variants")  # describe a sweep, not a run: dropped from runs
 FIGURE_FIELDS = ("plot", "series")  # fields of `table` that choose the figure, not the table
@@ -316,6 +316,7 @@ class _Engine:
 
     compile: Callable[[Job], Any]
     initial_state: Callable[[Any], Any]
+    last_round: Callable[[Any], int]
     advance: Callable[..., Any]
     records: Callable[[Any, Any, float], list[dict]]
 
@@ -323,6 +324,7 @@ class _Engine:
 _SINGLE = _Engine(
     compile=lambda job: experiment.compile_run(job.configs[0]),
     initial_state=experiment.initial_state,
+    last_round=experiment.last_round,
     advance=lambda program, state, until, on_round: experiment.advance(
         program, state, until, (lambda r, m: on_round(r, [m])) if on_round else None
     ),
@@ -340,6 +342,7 @@ _SINGLE = _Engine(
 _BATCHED = _Engine(
     compile=lambda job: batched.compile_batch(job.configs),
     initial_state=batched.initial_state,
+    last_round=batched.last_round,
     advance=batched.advance,
     records=batched.make_records,
 )
@@ -347,9 +350,10 @@ _BATCHED = _Engine(
 
 def _checkpoint_rounds(rounds: int, every: int) -> list[int]:
     """Rounds after which to checkpoint: the first, every `every`-th and the last (none when
-    every = 0). The first round holds compilation and any round-0 pretraining (FedLoG's takes
-    most of a run), so a run killed before round `every` keeps it."""
-    if every <= 0:
+    every = 0, or no round after a setup round 0). The first round follows compilation and any
+    setup round (FedLoG's pretraining takes most of a run), so a run killed before round `every`
+    keeps them."""
+    if every <= 0 or rounds < 1:
         return []
     return sorted({1, *range(every, rounds + 1, every), rounds})
 
@@ -384,7 +388,8 @@ def run_job(
             log(f"resumed {job.name} from round {state.round} ({directory})")
         else:
             state = engine.initial_state(program)
-        for stop in _checkpoint_rounds(job.steps, checkpoint_every) or [job.steps]:
+        last = engine.last_round(program)
+        for stop in _checkpoint_rounds(last, checkpoint_every) or [last]:
             if stop <= state.round:
                 continue
             state = engine.advance(program, state, stop, on_round)

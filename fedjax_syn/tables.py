@@ -17,7 +17,7 @@ import pathlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from fedjax_syn.errors import UserError, check, check_choice
+from fedjax_syn.core.errors import UserError, check, check_choice
 from fedjax_syn.results import (
     GRAPH_SETTINGS,
     SETTING_LABELS,

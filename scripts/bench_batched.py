@@ -23,8 +23,8 @@ from absl import app, flags
 
 from experiments.configs import graph_seen
 from fedjax_syn import batched, experiment
+from fedjax_syn.core.errors import UserError
 from fedjax_syn.data.graphs import GRAPH_DATASETS
-from fedjax_syn.errors import UserError
 from fedjax_syn.results import write_atomic
 
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")

@@ -49,7 +49,7 @@ from fedjax_syn.condense.core import (
     real_batch,
 )
 from fedjax_syn.condense.gradient_matching import gm_iteration, match_loss, train_on_synthetic
-from fedjax_syn.errors import UserError, check_choice
+from fedjax_syn.core.errors import UserError, check_choice
 from fedjax_syn.models.conv import CONV_IMPLS
 from fedjax_syn.models.vision import ConvNet
 

@@ -38,9 +38,9 @@ import optax
 from absl import flags
 
 from fedjax_syn import cli
-from fedjax_syn.algorithms import base
 from fedjax_syn.algorithms.fedavg import fedavg, local_loss
-from fedjax_syn.data.arrays import ClientData, Federation, round_up
+from fedjax_syn.core import interface as base
+from fedjax_syn.core.arrays import ClientData, Federation, round_up
 from fedjax_syn.engine import sharding
 from fedjax_syn.engine.local import Schedule
 from fedjax_syn.engine.round import EngineConfig, init_states, make_round

@@ -50,8 +50,8 @@ from absl import app, flags
 from experiments.configs import cora
 from fedjax_syn import experiment
 from fedjax_syn.algorithms import registry
-from fedjax_syn.algorithms.base import FederatedAlgorithm
-from fedjax_syn.data.arrays import EvalGroup, Federation
+from fedjax_syn.core.arrays import EvalGroup, Federation
+from fedjax_syn.core.interface import FederatedAlgorithm
 from fedjax_syn.engine import evaluation
 from fedjax_syn.engine.mapping import map_clients
 from fedjax_syn.engine.round import EngineConfig, init_states, make_round

@@ -10,9 +10,9 @@ Bad flags or bad input print one line `error: ...` and exit with status 2.
 from absl import flags
 
 from fedjax_syn import cli
+from fedjax_syn.core.errors import UserError
 from fedjax_syn.data.graph_split import PARTITIONERS, SETTINGS, build_graph_federation, split_table
 from fedjax_syn.data.graphs import GRAPH_DATASETS, load_graph
-from fedjax_syn.errors import UserError
 
 _DATASET = flags.DEFINE_enum("dataset", "cora", GRAPH_DATASETS, "Graph dataset.")
 _NUM_CLIENTS = flags.DEFINE_integer("num_clients", 3, "Training clients K (plus one new client).")

@@ -17,7 +17,7 @@ import pathlib
 from absl import flags
 
 from fedjax_syn import cli, plots
-from fedjax_syn.errors import UserError, check
+from fedjax_syn.core.errors import UserError, check
 from fedjax_syn.results import GRAPH_SETTINGS, VISION_SETTINGS, read_ledger, select
 
 _LEDGER = flags.DEFINE_string("ledger", "runs/ledger.jsonl", "Results ledger (JSON lines).")

@@ -19,7 +19,7 @@ import pathlib
 from absl import flags
 
 from fedjax_syn import cli, tables
-from fedjax_syn.errors import UserError
+from fedjax_syn.core.errors import UserError
 from fedjax_syn.results import read_ledger, write_atomic
 
 _LEDGER = flags.DEFINE_string("ledger", "runs/ledger.jsonl", "Results ledger (JSON lines).")

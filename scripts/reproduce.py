@@ -16,8 +16,9 @@ Bad flags or input print one line `error: ...` and exit with status 2.
 
 from absl import app, flags, logging
 
+from experiments import configs
 from fedjax_syn import cli, reproduce
-from fedjax_syn.errors import UserError
+from fedjax_syn.core.errors import UserError
 
 _QUICK = flags.DEFINE_bool("quick", False, "Shrink rounds, seeds and inner loops for a smoke run.")
 _OUT = flags.DEFINE_string("out", None, "Output folder (default runs/reproduce/TABLE[-quick]).")
@@ -43,7 +44,7 @@ def parse(argv: list[str]) -> list[str]:
     if len(rest) != 2:
         cli.fail(
             "give exactly one table: a config name (one of "
-            f"{', '.join(reproduce.available_tables())}) or a config file"
+            f"{', '.join(configs.available())}) or a config file"
         )
     return rest
 
@@ -57,8 +58,10 @@ def main(argv: list[str]) -> None:
 
 def _reproduce(table: str) -> None:
     logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
+    name, config = configs.load(table)
     outputs = reproduce.reproduce(
-        table,
+        name,
+        config,
         quick=_QUICK.value,
         out=_OUT.value,
         grid=_GRID.value,

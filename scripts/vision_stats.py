@@ -9,10 +9,10 @@ Bad input ends with a one-line `error: ...` on stderr and exit status 2.
 from absl import flags
 
 from fedjax_syn import cli
+from fedjax_syn.core.errors import UserError
 from fedjax_syn.data.partition import PARTITIONS
 from fedjax_syn.data.vision import VISION_DATASETS, load_vision
 from fedjax_syn.data.vision_split import build_vision_federation, class_count_table
-from fedjax_syn.errors import UserError
 
 _DATASET = flags.DEFINE_enum("dataset", "digits", VISION_DATASETS, "Vision dataset.")
 _NUM_CLIENTS = flags.DEFINE_integer("num_clients", 10, "Training clients (plus one new client).")

@@ -4,7 +4,7 @@ import numpy as np
 import optax
 
 from fedjax_syn.algorithms.registry import BUILDERS
-from fedjax_syn.data.arrays import (
+from fedjax_syn.core.arrays import (
     ClientData,
     EvalGroup,
     Federation,
@@ -12,6 +12,7 @@ from fedjax_syn.data.arrays import (
     stack_padded,
     to_device,
 )
+from fedjax_syn.core.interface import DataSpec
 from fedjax_syn.engine.local import Schedule
 from fedjax_syn.engine.task import Task
 from fedjax_syn.models.vision import MLP
@@ -59,6 +60,10 @@ def make_federation(sizes=(7, 12, 3), pad_examples=0, pad_clients_to=None, seed=
     return Federation(tree["train"], groups, tree["client_mask"], num_classes=NUM_CLASSES)
 
 
+# What a builder may know of `make_federation()`'s data.
+SPEC = DataSpec("vision", NUM_CLASSES, (FEATURES,), 3, 7, ("val", "seen", "global"))
+
+
 class Cfg(dict):
     """Just enough of a ConfigDict for the registry's builders."""
 
@@ -82,7 +87,7 @@ def algorithm(name: str, steps: int | None = None, unroll: bool = False):
         algorithm=name,
         unroll=unroll,
     )
-    return BUILDERS[name](cfg, task)
+    return BUILDERS[name](cfg, task, SPEC)
 
 
 def sgd(lr=0.1):
@@ -104,7 +109,7 @@ def loop_round(alg, server, clients, fed, round_key):
     states, uploads = [], []
     for k in range(fed.num_clients):
         take = lambda tree, k=k: jax.tree.map(lambda leaf: leaf[k], tree)
-        state, upload = update(server, take(clients), take(fed.train), keys[k])
+        state, upload, _ = update(server, take(clients), take(fed.train), keys[k])
         states.append(state)
         uploads.append(upload)
     stack = lambda trees: jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from fedjax_syn import batched, experiment, results
-from fedjax_syn.errors import UserError
+from fedjax_syn.core.errors import UserError
 from tests.engine_fixtures import make_federation
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -129,3 +129,17 @@ def test_batched_runs_with_clients_sharded_over_two_devices_match_one_device(bat
     sharded = json.loads(done.stdout.strip().splitlines()[-1])
     for curves, expected in zip(sharded, batch[0]):
         _assert_same_curves({"curves": curves}, expected)
+
+
+def test_batched_fedlog_vision_takes_the_local_steps_of_its_single_runs():
+    """FedLoG on images has a setup round 0 and no round flag: batched, every round runs each
+    client's steps once (a `cond` on a flag would become a `select` and train twice), and each
+    run's curves are its single run's."""
+    options = dict(algorithm="fedlog_vision", fedlog={"condense_iterations": 1}, rounds=2)
+    together = batched.run_batch([_config(**c, **options) for c in CONFIGS])
+    for overrides, got in zip(CONFIGS, together):
+        single = experiment.run(_config(**overrides, **options))
+        assert got["eval_rounds"] == single["eval_rounds"] == [0, 1]
+        assert got["curves"]["train_steps"] == single["curves"]["train_steps"]
+        assert min(single["curves"]["train_steps"]) >= 1
+        _assert_same_curves(got, single)

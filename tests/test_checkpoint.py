@@ -9,8 +9,8 @@ import numpy as np
 import optax
 import pytest
 
+from fedjax_syn.core.errors import UserError
 from fedjax_syn.engine.checkpoint import RunCheckpointer
-from fedjax_syn.errors import UserError
 
 _LOGGER = "fedjax_syn.engine.checkpoint"
 

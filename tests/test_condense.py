@@ -18,8 +18,8 @@ from fedjax_syn.condense import (
 from fedjax_syn.condense.augment import sample_params
 from fedjax_syn.condense.core import init_nets, init_synthetic, sample_class_indices
 from fedjax_syn.condense.gradient_matching import class_distances
+from fedjax_syn.core.errors import UserError
 from fedjax_syn.data.vision import load_vision
-from fedjax_syn.errors import UserError
 from fedjax_syn.models.vision import MLP, ConvNet
 
 MODEL = MLP(10, hidden=(64,))

@@ -8,8 +8,8 @@ import pytest
 
 from fedjax_syn.condense import GraphCondenseConfig, condense_graph, graph_matching_loss
 from fedjax_syn.condense.graph import real_class_gradients
-from fedjax_syn.errors import UserError
-from fedjax_syn.graph import Graph
+from fedjax_syn.core.errors import UserError
+from fedjax_syn.core.graph import Graph
 from fedjax_syn.models.gnn import GNN
 
 NUM_CLASSES, FEATURES, NODES, MAX_NODES, MAX_EDGES = 3, 8, 60, 64, 400

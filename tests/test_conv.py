@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from fedjax_syn.errors import UserError
+from fedjax_syn.core.errors import UserError
 from fedjax_syn.models.conv import _channels_last_spec, conv_function, im2col_conv
 from fedjax_syn.models.vision import ConvNet
 

@@ -12,12 +12,12 @@ from fedjax_syn.algorithms.fedlog import model as M
 from fedjax_syn.algorithms.fedlog import prompts, server
 from fedjax_syn.algorithms.fedlog.algorithm import fedlog
 from fedjax_syn.algorithms.fedlog.config import FedLoGConfig, from_dict
-from fedjax_syn.data.arrays import ClientData, EvalGroup, Federation, pad_clients, to_device
+from fedjax_syn.core.arrays import ClientData, EvalGroup, Federation, pad_clients, to_device
+from fedjax_syn.core.errors import UserError
+from fedjax_syn.core.graph import Graph
 from fedjax_syn.engine import evaluation
 from fedjax_syn.engine.round import EngineConfig, init_states, make_round
 from fedjax_syn.engine.task import Task
-from fedjax_syn.errors import UserError
-from fedjax_syn.graph import Graph
 from fedjax_syn.models.gnn import GNN
 from tests.engine_fixtures import loop_round
 
@@ -107,17 +107,17 @@ class Runner:
         self.chunk = chunk
 
     def run(self, rounds, seed=0):
-        """Returns the states after round 1 and after the last round, and the metrics per round."""
+        """Returns the states after the setup round 0 and after the last round, and the metrics
+        of rounds 1 .. `rounds`."""
         key = jax.random.key(seed)
         server_state, clients = self.init(self.alg, self.fed, key, self.chunk)
-        history, after_one = [], None
+        history, after_setup = [], (server_state, clients)
         for r in range(1, rounds + 1):
             server_state, clients, metrics = self.round(
                 server_state, clients, self.fed, jax.random.fold_in(key, r), evaluate=True
             )
             history.append(evaluation.accuracies(metrics["counts"]))
-            after_one = after_one or (server_state, clients)
-        return after_one, (server_state, clients), history
+        return after_setup, (server_state, clients), history
 
 
 # ---------------------------------------------------------------------------------------------
@@ -419,14 +419,14 @@ def test_same_seed_same_metrics_and_different_seed_differs(tiny_runs):
 def test_server_is_built_from_uploads_and_states_stay_valid(tiny_runs):
     runner, runs = tiny_runs
     (server_one, clients_one), (server_state, clients), _ = runs["a"]
-    assert bool(server_one["ready"]) and bool(server_state["ready"])
     assert server_state["x_global"].shape == (C * TINY.syn_per_class, F)
-    # Round 1 replays round 0: the server's average is the mean of the round-0 models.
+    # The setup round's server average is the mean of the round-0 models.
     mean = jax.tree.map(lambda leaf: jnp.mean(leaf, axis=0), clients_one["params"])
     for a, b in zip(jax.tree.leaves(server_one["params"]), jax.tree.leaves(mean)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     # Trained generators: the per-class blend differs from the common initialisation.
-    init_server, _ = runner.init(runner.alg, runner.fed, jax.random.key(0))
+    one_client = jax.tree.map(lambda leaf: leaf[0], runner.fed.train)
+    init_server = runner.alg.init_server(jax.random.split(jax.random.key(0))[0], one_client)
     moved = [
         float(jnp.max(jnp.abs(a - b)))
         for a, b in zip(jax.tree.leaves(server_one["gens"]), jax.tree.leaves(init_server["gens"]))
@@ -503,22 +503,24 @@ def test_generator_node_cap_is_resolved_from_the_largest_training_client():
 
     import ml_collections
 
-    from fedjax_syn.experiment import resolve_options
+    from fedjax_syn.algorithms.fedlog.algorithm import options
+    from fedjax_syn.core.interface import DataSpec
 
     def fed(*counts):
         mask = np.zeros((len(counts), 12), bool)
         for k, n in enumerate(counts):
             mask[k, :n] = True
-        return SimpleNamespace(train=SimpleNamespace(mask=mask))
+        graph = SimpleNamespace(x=np.zeros((len(counts), 12, F)))
+        train = SimpleNamespace(mask=mask, inputs=graph)
+        return SimpleNamespace(train=train, num_classes=C, num_clients=len(counts))
 
+    spec = DataSpec.of("graph", [fed(3, 7), fed(9, 2)], ("seen",))  # runs batched in a program
+    assert (spec.max_train_examples, spec.feature_shape, spec.num_clients) == (9, (F,), 2)
     cfg = ml_collections.ConfigDict({"algorithm": "fedlog", "fedlog": {"beta": 0.1}})
-    resolved = resolve_options(cfg, [fed(3, 7), fed(9, 2)])  # runs batched into one program
-    assert resolved.fedlog.to_dict() == {"beta": 0.1, "gen_nodes": 9}
+    assert options(cfg, spec).gen_nodes == 9
     assert cfg.fedlog.to_dict() == {"beta": 0.1}  # the caller's config is left alone
     cfg.fedlog.gen_nodes = 4
-    assert resolve_options(cfg, [fed(9)]).fedlog.gen_nodes == 4  # an explicit cap is kept
-    cfg.algorithm = "fedavg"
-    assert resolve_options(cfg, [fed(9)]) is cfg
+    assert options(cfg, spec).gen_nodes == 4  # an explicit cap is kept
 
 
 def test_real_gradients_memory_does_not_grow_with_the_bank():

@@ -17,13 +17,13 @@ from fedjax_syn.algorithms.fedlog.vision import (
     global_set,
     vision_options,
 )
+from fedjax_syn.core.errors import UserError
 from fedjax_syn.engine import evaluation
 from fedjax_syn.engine.local import Schedule
 from fedjax_syn.engine.round import EngineConfig, init_states, make_round
 from fedjax_syn.engine.task import Task
-from fedjax_syn.errors import UserError
 from fedjax_syn.models.vision import MLP
-from tests.engine_fixtures import NUM_CLASSES, Cfg, loop_round, make_federation, sgd
+from tests.engine_fixtures import NUM_CLASSES, SPEC, Cfg, loop_round, make_federation, sgd
 
 CONFIG = FedLoGVisionConfig(syn_per_class=2, condense_iterations=2)
 
@@ -109,11 +109,16 @@ def test_same_seed_same_metrics_and_different_seed_differs(runs):
     assert results["a"][1] != results["c"][1]
 
 
-def test_global_set_is_ready_after_the_first_round(runs):
-    _, results = runs
-    states, _ = results["a"]
-    server_state, clients = states[-1]
-    assert bool(server_state["ready"])
+def test_the_setup_round_builds_the_global_set(runs):
+    runner, _ = runs
+    before = runner.alg.init_server(
+        jax.random.key(0), jax.tree.map(lambda x: x[0], runner.fed.train)
+    )
+    server_state, _ = runner.init(runner.alg, runner.fed, jax.random.key(0))
+    assert not np.any(np.asarray(before["valid"]))
+    assert np.all(np.asarray(server_state["valid"]))  # every class is held by some client
+    assert np.any(np.asarray(server_state["x_global"]) != 0)
+    server_state, clients = runs[1]["a"][0][-1]
     assert server_state["x_global"].shape == (NUM_CLASSES * CONFIG.syn_per_class, 5)
     assert np.all(np.isfinite(np.asarray(server_state["x_global"])))
     assert np.all((np.asarray(clients["scales"]) >= 0) & (np.asarray(clients["scales"]) <= 1))
@@ -155,7 +160,7 @@ def test_registry_builder_reads_the_run_config():
         num_clients=3,
         fedlog={"syn_per_class": 3, "global_set": "concat"},
     )
-    alg = build(cfg, Task(MLP(NUM_CLASSES, (8,)), graph=False))
+    alg = build(cfg, Task(MLP(NUM_CLASSES, (8,)), graph=False), SPEC)
     one_client = jax.tree.map(lambda x: x[0], make_federation().train)
     server_state = jax.eval_shape(alg.init_server, jax.random.key(0), one_client)
     assert alg.name == "fedlog_vision"

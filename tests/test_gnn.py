@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fedjax_syn.graph import Graph, isolated_nodes, mean_of_neighbours
+from fedjax_syn.core.graph import Graph, isolated_nodes, mean_of_neighbours
 from fedjax_syn.models.gnn import GNN, GCNConv, SAGEConv
 
 NUM_NODES, FEATURES, CLASSES = 9, 6, 3

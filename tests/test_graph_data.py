@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from fedjax_syn.core.errors import UserError
 from fedjax_syn.data import graphs
 from fedjax_syn.data.unpickle import load_pickle, restricted_load
-from fedjax_syn.errors import UserError
 
 # (nodes, undirected edges, features, classes), as verified in each folder's SOURCE.md.
 STAGED = {

@@ -15,13 +15,14 @@ import pytest
 from experiments.configs import cora
 from fedjax_syn import experiment
 from fedjax_syn.algorithms.registry import BUILDERS
+from fedjax_syn.core.graph import mean_of_neighbours
+from fedjax_syn.core.interface import DataSpec
 from fedjax_syn.data.graph_arrays import GRAPH_SETTINGS, graph_arrays
 from fedjax_syn.data.graph_split import build_graph_federation
 from fedjax_syn.data.graphs import GraphDataset
 from fedjax_syn.engine import evaluation
 from fedjax_syn.engine.round import EngineConfig, init_states, make_round
 from fedjax_syn.engine.task import Task
-from fedjax_syn.graph import mean_of_neighbours
 from fedjax_syn.models.gnn import GNN
 from tests.engine_fixtures import Cfg, loop_round
 
@@ -62,7 +63,8 @@ def graph_algorithm(name: str):
         finetune_epochs=1,
         prox_mu=0.01,
     )
-    return BUILDERS[name](cfg, task)
+    spec = DataSpec("graph", CLASSES, (12,), 3, 0, GRAPH_SETTINGS)  # synthetic_federation(3)
+    return BUILDERS[name](cfg, task, spec)
 
 
 def run_rounds(alg, fed, rounds: int = 2, seed: int = 0):

@@ -11,9 +11,9 @@ import types
 import numpy as np
 import pytest
 
+from fedjax_syn.core.errors import UserError
 from fedjax_syn.data.graph_split import build_graph_federation, split_table, train_edges
 from fedjax_syn.data.graphs import load_graph
-from fedjax_syn.errors import UserError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 MASKS = ("train", "val", "test", "unseen")

@@ -5,10 +5,10 @@ import time
 import numpy as np
 import pytest
 
+from fedjax_syn.core.errors import UserError
 from fedjax_syn.data.partition import PARTITIONS, partition
 from fedjax_syn.data.vision import ImageDataset
 from fedjax_syn.data.vision_split import build_vision_federation, class_count_table
-from fedjax_syn.errors import UserError
 
 
 def _balanced_labels(num_classes: int, per_class: int) -> np.ndarray:

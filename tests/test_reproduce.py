@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from experiments import configs
 from fedjax_syn import reproduce, results, sweep
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -23,7 +24,7 @@ TABLES = (
 
 @pytest.mark.parametrize("table", TABLES)
 def test_every_table_config_expands_into_runs_and_a_table(table):
-    name, config = reproduce.load_config(table)
+    name, config = configs.load(table)
     points = sweep.grid_configs(config)
     assert len(points) > 1 and len({sweep.run_id(p) for p in points}) == len(points)
     spec = sweep.table_spec(config, name)
@@ -32,22 +33,22 @@ def test_every_table_config_expands_into_runs_and_a_table(table):
 
 
 def test_the_tables_name_their_grids():
-    alphas = reproduce.load_config("vision_alpha_sweep")[1].grid.alpha
+    alphas = configs.load("vision_alpha_sweep")[1].grid.alpha
     assert alphas == (0.05, 0.1, 0.3, 1.0, 10.0)
-    graph = reproduce.load_config("graph_generalization")[1].grid
+    graph = configs.load("graph_generalization")[1].grid
     assert graph.setting == ("closeset", "openset") and graph.num_clients == (3, 5, 10)
     assert "fedlog" in graph.algorithm
 
 
 def test_quick_keeps_the_compared_axes_and_shrinks_the_rest():
-    _, config = reproduce.load_config("graph_seen")
+    _, config = configs.load("graph_seen")
     quick = reproduce.shrink(config)
     assert quick.rounds == reproduce.QUICK_ROUNDS and config.rounds == 100
     assert quick.grid.seed == (0,) and quick.grid.dataset == ("cora",)
     assert quick.grid.num_clients == (3,)
     assert quick.grid.algorithm == config.grid.algorithm
     assert quick.fedlog.pretrain_epochs == reproduce.QUICK_FEDLOG["pretrain_epochs"]
-    condense = reproduce.shrink(reproduce.load_config("condense_table")[1])
+    condense = reproduce.shrink(configs.load("condense_table")[1])
     assert condense.iterations == 2 and condense.grid.ipc == (1,)
 
 
@@ -94,7 +95,7 @@ def test_quick_reproduce_of_the_digits_table_end_to_end(tmp_path):
 
 
 def test_graph_splits_are_written_once_per_distinct_split(tmp_path, data_dir):
-    _, config = reproduce.load_config("graph_seen")
+    _, config = configs.load("graph_seen")
     config.grid = {"dataset": ("cora",), "num_clients": (3,), "algorithm": ("local", "fedavg")}
     points = sweep.grid_configs(config)
     for point in points:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from fedjax_syn import results
-from fedjax_syn.errors import UserError
+from fedjax_syn.core.errors import UserError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

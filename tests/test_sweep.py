@@ -16,8 +16,8 @@ import pytest
 
 from fedjax_syn import batched, experiment, results, sweep
 from fedjax_syn.algorithms import registry
+from fedjax_syn.core.errors import UserError
 from fedjax_syn.engine.checkpoint import RunCheckpointer
-from fedjax_syn.errors import UserError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -238,9 +238,9 @@ def counted_inits(monkeypatch):
     that holds it runs (once for all the vmapped clients and runs)."""
     calls = []
 
-    def build(cfg, task):
+    def build(cfg, task, spec):
         alg = registry.build(
-            ml_collections.ConfigDict({**cfg.to_dict(), "algorithm": "fedavg"}), task
+            ml_collections.ConfigDict({**cfg.to_dict(), "algorithm": "fedavg"}), task, spec
         )
 
         def init_client(server, data, key):

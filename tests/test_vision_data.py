@@ -13,10 +13,10 @@ import pytest
 import sklearn.datasets
 import tensorflow_datasets as tfds
 
+from fedjax_syn.core.errors import UserError
 from fedjax_syn.data import vision
 from fedjax_syn.data.idx import read_idx
 from fedjax_syn.data.vision import VISION_DATASETS, load_vision
-from fedjax_syn.errors import UserError
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 _IDX_CODES = {np.dtype(np.uint8): 0x08, np.dtype(">i4"): 0x0C, np.dtype(">f4"): 0x0D}

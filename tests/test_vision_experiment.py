@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from fedjax_syn import experiment
-from fedjax_syn.errors import UserError
+from fedjax_syn.core.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -18,7 +18,7 @@ import dataclasses
 
 from experiments.configs.graph_seen import graph_base
 from fedjax_syn.algorithms.fedlog import FedLoGConfig  # importing it registers "fedlog"
-from fedjax_syn.errors import check_choice
+from fedjax_syn.core.errors import check_choice
 
 VARIANTS = {
     "default": {},

@@ -18,7 +18,7 @@ Variants (the config argument after the colon):
 """
 
 from experiments.configs.vision_alpha_sweep import get_config as alpha_sweep
-from fedjax_syn.errors import check_choice
+from fedjax_syn.core.errors import check_choice
 
 VARIANTS = ("mlp", "convnet")
 

@@ -11,8 +11,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fedjax_syn.algorithms import base
-from fedjax_syn.data.arrays import ClientData
+from fedjax_syn.core import interface as base
+from fedjax_syn.core.arrays import ClientData
+from fedjax_syn.core.interface import ClientResult
 from fedjax_syn.engine import local
 from fedjax_syn.engine.task import Task
 
@@ -41,11 +42,12 @@ def train_from(
     optimizer: optax.GradientTransformation,
     schedule: local.Schedule,
     mu: float = 0.0,
-) -> tuple[Any, jax.Array]:
-    """Trains `params` on one client's training examples; returns (params, mean loss)."""
+) -> tuple[Any, base.Metrics]:
+    """Trains `params` on one client's training examples; returns (params, metrics: mean loss
+    and local steps taken)."""
     loss_fn = local_loss(task, data, anchor=params, mu=mu)
-    params, _, loss = local.train(loss_fn, params, optimizer, data.mask, key, schedule)
-    return params, loss
+    params, _, stats = local.train(loss_fn, params, optimizer, data.mask, key, schedule)
+    return params, stats
 
 
 def fedavg(
@@ -61,8 +63,10 @@ def fedavg(
         return task.init(key, data.inputs)
 
     def client_update(server, client_state, data, key):
-        params, loss = train_from(task, server, data, key, optimizer, schedule, proximal_mu)
-        return client_state, {"params": params, "size": base.num_examples(data), "loss": loss}
+        params, metrics = train_from(task, server, data, key, optimizer, schedule, proximal_mu)
+        return ClientResult(
+            client_state, {"params": params, "size": base.num_examples(data)}, metrics
+        )
 
     def server_update(server, uploads, client_mask, key):
         del server, key

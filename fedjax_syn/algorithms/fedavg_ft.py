@@ -8,8 +8,8 @@ clients. The fine-tuned weights are used for evaluation only and never sent back
 
 import optax
 
-from fedjax_syn.algorithms import base
 from fedjax_syn.algorithms.fedavg import fedavg, train_from
+from fedjax_syn.core import interface as base
 from fedjax_syn.engine import local
 from fedjax_syn.engine.task import Task
 

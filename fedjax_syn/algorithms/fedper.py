@@ -9,8 +9,9 @@ from typing import Any
 import jax.numpy as jnp
 import optax
 
-from fedjax_syn.algorithms import base
 from fedjax_syn.algorithms.fedavg import train_from
+from fedjax_syn.core import interface as base
+from fedjax_syn.core.interface import ClientResult
 from fedjax_syn.engine import local
 from fedjax_syn.engine.task import Task
 
@@ -38,11 +39,11 @@ def fedper(
         return _split(server)[1]
 
     def client_update(server, head, data, key):
-        params, loss = train_from(
+        params, metrics = train_from(
             task, _join(_split(server)[0], head), data, key, optimizer, schedule
         )
         encoder, head = _split(params)
-        return head, {"encoder": encoder, "size": base.num_examples(data), "loss": loss}
+        return ClientResult(head, {"encoder": encoder, "size": base.num_examples(data)}, metrics)
 
     def server_update(server, uploads, client_mask, key):
         weights = uploads["size"] if weighted else jnp.ones_like(uploads["size"])

@@ -5,8 +5,9 @@ The lower bound on generalisation: a client knows nothing beyond its own (skewed
 
 import optax
 
-from fedjax_syn.algorithms import base
 from fedjax_syn.algorithms.fedavg import train_from
+from fedjax_syn.core import interface as base
+from fedjax_syn.core.interface import ClientResult
 from fedjax_syn.engine import local
 from fedjax_syn.engine.task import Task
 
@@ -21,8 +22,8 @@ def local_only(
         return server
 
     def client_update(server, params, data, key):
-        params, loss = train_from(task, params, data, key, optimizer, schedule)
-        return params, {"loss": loss}
+        params, metrics = train_from(task, params, data, key, optimizer, schedule)
+        return ClientResult(params, {}, metrics)
 
     def server_update(server, uploads, client_mask, key):
         return server

@@ -1,82 +1,60 @@
-"""Algorithm names -> builders. A builder takes (config, task) and returns a FederatedAlgorithm."""
+"""The one table of algorithms: name -> builder, written out literally.
+
+A builder takes (config, task, data spec) and returns a `FederatedAlgorithm`. Nothing registers
+itself; adding an algorithm is one line here.
+"""
 
 from collections.abc import Callable
 
-import optax
-
-from fedjax_syn.algorithms import base
+from fedjax_syn.algorithms import common
 from fedjax_syn.algorithms.fedavg import fedavg, fedprox
 from fedjax_syn.algorithms.fedavg_ft import fedavg_ft
+from fedjax_syn.algorithms.fedlog.algorithm import build as build_fedlog
+from fedjax_syn.algorithms.fedlog.vision import build as build_fedlog_vision
 from fedjax_syn.algorithms.fedper import fedper
 from fedjax_syn.algorithms.local_only import local_only
+from fedjax_syn.core.errors import check, check_choice
+from fedjax_syn.core.interface import DataSpec, FederatedAlgorithm
 from fedjax_syn.engine.local import Schedule
 from fedjax_syn.engine.task import Task
-from fedjax_syn.errors import check, check_choice
 
-OPTIMIZERS = ("sgd", "adam")
-
-
-def make_optimizer(name: str, lr: float, momentum: float = 0.0, weight_decay: float = 0.0):
-    check_choice("optimizer", name, OPTIMIZERS)
-    check(lr > 0, f"learning rate must be > 0, got {lr}")
-    opt = optax.sgd(lr, momentum=momentum or None) if name == "sgd" else optax.adam(lr)
-    return optax.chain(optax.add_decayed_weights(weight_decay), opt) if weight_decay else opt
+Builder = Callable[..., FederatedAlgorithm]  # (cfg, task, spec) -> algorithm
 
 
-def local_schedule(cfg) -> Schedule:
-    check(cfg.batch_size >= 1, f"batch_size must be >= 1, got {cfg.batch_size}")
-    if cfg.get("local_steps"):
-        check(cfg.local_steps >= 1, f"local_steps must be >= 1, got {cfg.local_steps}")
-        return Schedule(cfg.batch_size, epochs=None, steps=cfg.local_steps, unroll=_unroll(cfg))
-    check(cfg.local_epochs >= 1, f"local_epochs must be >= 1, got {cfg.local_epochs}")
-    return Schedule(
-        cfg.batch_size,
-        epochs=cfg.local_epochs,
-        drop_last=cfg.get("drop_last", False),
-        unroll=_unroll(cfg),
-    )
-
-
-def _unroll(cfg) -> bool | int:
-    """`unroll` config: True unrolls local training (much faster ConvNets on XLA:CPU), else 1."""
-    return cfg.get("unroll", False) or 1
-
-
-def _optimizer(cfg):
-    return make_optimizer(
-        cfg.optimizer, cfg.lr, cfg.get("momentum", 0.0), cfg.get("weight_decay", 0.0)
-    )
-
-
-def _fedavg_ft(cfg, task):
+def _fedavg_ft(cfg, task: Task, spec: DataSpec) -> FederatedAlgorithm:
     check(cfg.finetune_epochs >= 1, f"finetune_epochs must be >= 1, got {cfg.finetune_epochs}")
     finetune = Schedule(
         cfg.batch_size, epochs=cfg.finetune_epochs, drop_last=cfg.get("drop_last", False)
     )
-    return fedavg_ft(task, _optimizer(cfg), local_schedule(cfg), finetune, weighted=cfg.weighted)
+    return fedavg_ft(
+        task, common.optimizer(cfg), common.local_schedule(cfg), finetune, weighted=cfg.weighted
+    )
 
 
-BUILDERS: dict[str, Callable[..., base.FederatedAlgorithm]] = {
-    "local": lambda cfg, task: local_only(task, _optimizer(cfg), local_schedule(cfg)),
-    "fedavg": lambda cfg, task: fedavg(
-        task, _optimizer(cfg), local_schedule(cfg), weighted=cfg.weighted
+BUILDERS: dict[str, Builder] = {
+    "local": lambda cfg, task, spec: local_only(
+        task, common.optimizer(cfg), common.local_schedule(cfg)
+    ),
+    "fedavg": lambda cfg, task, spec: fedavg(
+        task, common.optimizer(cfg), common.local_schedule(cfg), weighted=cfg.weighted
     ),
     "fedavg_ft": _fedavg_ft,
-    "fedprox": lambda cfg, task: fedprox(
-        task, _optimizer(cfg), local_schedule(cfg), mu=cfg.prox_mu, weighted=cfg.weighted
+    "fedprox": lambda cfg, task, spec: fedprox(
+        task,
+        common.optimizer(cfg),
+        common.local_schedule(cfg),
+        mu=cfg.prox_mu,
+        weighted=cfg.weighted,
     ),
-    "fedper": lambda cfg, task: fedper(
-        task, _optimizer(cfg), local_schedule(cfg), weighted=cfg.weighted
+    "fedper": lambda cfg, task, spec: fedper(
+        task, common.optimizer(cfg), common.local_schedule(cfg), weighted=cfg.weighted
     ),
+    "fedlog": build_fedlog,
+    "fedlog_vision": build_fedlog_vision,
 }
 
 
-def register(name: str, builder: Callable[..., base.FederatedAlgorithm]) -> None:
-    BUILDERS[name] = builder
-
-
-def build(cfg, task: Task) -> base.FederatedAlgorithm:
-    if cfg.algorithm in ("fedlog", "fedlog_vision"):
-        import fedjax_syn.algorithms.fedlog  # noqa: F401  (registers both; lazy: it imports this module)
+def build(cfg, task: Task, spec: DataSpec) -> FederatedAlgorithm:
+    """The algorithm `cfg.algorithm` names, for data described by `spec`."""
     check_choice("algorithm", cfg.algorithm, BUILDERS)
-    return BUILDERS[cfg.algorithm](cfg, task)
+    return BUILDERS[cfg.algorithm](cfg, task, spec)

@@ -19,7 +19,7 @@ from fedjax_syn.condense.core import (
 )
 from fedjax_syn.condense.distribution_matching import dm_iteration
 from fedjax_syn.condense.gradient_matching import gm_iteration
-from fedjax_syn.errors import check
+from fedjax_syn.core.errors import check
 
 _ITERATION = {"gm": gm_iteration, "dm": dm_iteration}
 

@@ -19,7 +19,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from fedjax_syn.errors import check, check_choice
+from fedjax_syn.core.errors import check, check_choice
 
 TRANSFORMS = ("color", "crop", "cutout", "flip", "scale", "rotate")
 

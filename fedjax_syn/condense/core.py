@@ -17,7 +17,7 @@ import optax
 
 from fedjax_syn.condense.augment import DSAConfig
 from fedjax_syn.condense.distance import DISTANCES
-from fedjax_syn.errors import check, check_choice
+from fedjax_syn.core.errors import check, check_choice
 
 METHODS = ("gm", "dm")
 INITS = ("real", "noise")

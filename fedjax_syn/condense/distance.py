@@ -13,7 +13,7 @@ PyTorch's (out, in, ...), so rows are taken along the last axis here.
 import jax
 import jax.numpy as jnp
 
-from fedjax_syn.errors import check_choice
+from fedjax_syn.core.errors import check_choice
 
 DISTANCES = ("layerwise_cos", "mse", "cos")
 _EPS = 1e-6  # added to the product of norms, as in the paper's released code

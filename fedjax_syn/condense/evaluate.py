@@ -15,7 +15,7 @@ import optax
 
 from fedjax_syn.condense.augment import DSAConfig, augment_each
 from fedjax_syn.condense.core import num_batches, weighted_cross_entropy
-from fedjax_syn.errors import check
+from fedjax_syn.core.errors import check
 
 
 def random_subset(

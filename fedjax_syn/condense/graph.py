@@ -26,8 +26,8 @@ from fedjax_syn.condense.core import (
     map_classes,
 )
 from fedjax_syn.condense.distance import DISTANCES, gradient_distance
-from fedjax_syn.errors import check, check_choice
-from fedjax_syn.graph import Graph, isolated_nodes
+from fedjax_syn.core.errors import check, check_choice
+from fedjax_syn.core.graph import Graph, isolated_nodes
 
 
 @dataclasses.dataclass(frozen=True)

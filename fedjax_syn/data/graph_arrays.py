@@ -10,9 +10,9 @@ unseen_node, missing_class, and new_client (every client model on the new client
 import numpy as np
 import scipy.sparse as sp
 
-from fedjax_syn.data.arrays import ClientData, EvalGroup, Federation, pad_clients, pad_to, to_device
+from fedjax_syn.core.arrays import ClientData, EvalGroup, Federation, pad_clients, pad_to, to_device
+from fedjax_syn.core.graph import Graph
 from fedjax_syn.data.graph_split import GraphClient, GraphFederation
-from fedjax_syn.graph import Graph
 
 GRAPH_SETTINGS = ("seen", "unseen_node", "missing_class", "new_client")
 

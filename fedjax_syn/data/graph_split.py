@@ -40,8 +40,8 @@ import networkx as nx
 import numpy as np
 import scipy.sparse as sp
 
+from fedjax_syn.core.errors import UserError, check, check_choice
 from fedjax_syn.data.graphs import GraphDataset
-from fedjax_syn.errors import UserError, check, check_choice
 
 PARTITIONERS = ("louvain", "metis", "random")
 SETTINGS = ("closeset", "openset")

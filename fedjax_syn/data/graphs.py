@@ -32,8 +32,8 @@ from typing import BinaryIO
 import numpy as np
 import scipy.sparse as sp
 
+from fedjax_syn.core.errors import UserError, check_choice
 from fedjax_syn.data.unpickle import load_pickle
-from fedjax_syn.errors import UserError, check_choice
 
 GRAPH_DATASETS = ("cora", "citeseer", "pubmed", "photo", "computers", "cs", "physics")
 

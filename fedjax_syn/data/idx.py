@@ -11,7 +11,7 @@ import zlib
 
 import numpy as np
 
-from fedjax_syn.errors import UserError
+from fedjax_syn.core.errors import UserError
 
 # IDX data-type codes and the big-endian numpy dtypes they denote.
 _DTYPES = {

@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-from fedjax_syn.errors import UserError, check, check_choice
+from fedjax_syn.core.errors import UserError, check, check_choice
 
 PARTITIONS = ("iid", "dirichlet", "shards")
 

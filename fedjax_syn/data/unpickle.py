@@ -14,7 +14,7 @@ import importlib
 import pickle
 from typing import Any, BinaryIO
 
-from fedjax_syn.errors import UserError
+from fedjax_syn.core.errors import UserError
 
 # Old or private module path -> the canonical module used in `_ALLOWED`.
 _MODULE_ALIASES = {

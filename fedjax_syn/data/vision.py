@@ -33,8 +33,8 @@ import sklearn.datasets
 import tensorflow_datasets as tfds
 from absl import logging as absl_logging
 
+from fedjax_syn.core.errors import UserError, check, check_choice
 from fedjax_syn.data.idx import read_idx
-from fedjax_syn.errors import UserError, check, check_choice
 
 VISION_DATASETS = ("digits", "mnist", "fashion_mnist", "emnist", "cifar10", "cifar100")
 NUM_CLASSES = {

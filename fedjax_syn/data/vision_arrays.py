@@ -9,7 +9,7 @@ images of the client's missing classes), new_client (all data of the held-out cl
 
 import numpy as np
 
-from fedjax_syn.data.arrays import (
+from fedjax_syn.core.arrays import (
     ClientData,
     EvalGroup,
     Federation,

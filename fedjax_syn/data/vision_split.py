@@ -14,9 +14,9 @@ import math
 
 import numpy as np
 
+from fedjax_syn.core.errors import check
 from fedjax_syn.data import partition as partition_lib
 from fedjax_syn.data.vision import ImageDataset
-from fedjax_syn.errors import check
 
 Split = tuple[np.ndarray, np.ndarray]  # (x [n, h, w, c], y [n])
 

@@ -39,7 +39,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from fedjax_syn.errors import check
+from fedjax_syn.core.errors import check
 
 _log = logging.getLogger(__name__)
 

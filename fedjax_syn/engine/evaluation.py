@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fedjax_syn.data.arrays import EvalGroup, Federation
+from fedjax_syn.core.arrays import EvalGroup, Federation
 from fedjax_syn.engine.mapping import map_clients
 
 Counts = dict[str, dict[str, jax.Array]]  # setting -> {"correct": [K], "count": [K]}

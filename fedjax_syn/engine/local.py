@@ -107,8 +107,9 @@ def train(
     key: jax.Array,
     schedule: Schedule,
     opt_state: Any = None,
-) -> tuple[Any, Any, jax.Array]:
-    """Runs the schedule; returns (params, opt_state, mean loss over active steps)."""
+) -> tuple[Any, Any, dict[str, jax.Array]]:
+    """Runs the schedule; returns (params, opt_state, stats): stats holds the mean loss over the
+    steps taken ("loss") and their number ("steps"), which a client reports as its metrics."""
     batch_key, step_key = jax.random.split(key)
     idx, weight, active = minibatches(mask, batch_key, schedule)
     step_keys = jax.random.split(step_key, idx.shape[0])
@@ -130,7 +131,7 @@ def train(
         (params, opt_state, total), num_steps = active_steps(
             step, (params, opt_state, jnp.zeros(())), xs, active
         )
-        return params, opt_state, total / jnp.maximum(num_steps, 1)
+        return params, opt_state, step_stats(total, num_steps)
 
     def masked_step(carry, batch):
         params, opt_state = carry
@@ -146,5 +147,10 @@ def train(
     (params, opt_state), losses = jax.lax.scan(
         masked_step, (params, opt_state), (*xs, active), unroll=schedule.unroll
     )
-    mean_loss = jnp.sum(losses) / jnp.maximum(jnp.sum(active), 1)
-    return params, opt_state, mean_loss
+    return params, opt_state, step_stats(jnp.sum(losses), jnp.sum(active))
+
+
+def step_stats(total_loss: jax.Array, num_steps: jax.Array) -> dict[str, jax.Array]:
+    """A client's training metrics: mean loss over its steps, and how many it took."""
+    steps = num_steps.astype(jnp.float32)
+    return {"loss": total_loss / jnp.maximum(steps, 1.0), "steps": steps}

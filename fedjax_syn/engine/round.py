@@ -1,11 +1,14 @@
-"""One federated round as one jitted function.
+"""One federated round as one jitted function, and the one-time start of a run as another.
 
-    round(server, client_states, federation, key) -> (server, client_states, metrics)
+    init(fed, key)                          -> (server, client_states, round-0 metrics)
+    round(server, client_states, fed, key)  -> (server, client_states, metrics)
 
 Every client's update runs at once (vmapped, or chunked with `lax.map`), the server update is a
 reduction over the clients axis, and evaluation of every personalised model on every setting is
-part of the same compiled program when asked. Under a device mesh the clients axis is sharded and
-`jit` turns the reductions into all-reduces; nothing here knows how many devices there are.
+part of the same compiled program when asked. An algorithm with a `setup_client` stage runs it
+inside `init` as round 0, evaluated like any round; without one `init` only initialises, and its
+metrics are empty. Under a device mesh the clients axis is sharded and `jit` turns the reductions
+into all-reduces; nothing here knows how many devices there are, or which algorithm it runs.
 """
 
 import dataclasses
@@ -15,8 +18,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from fedjax_syn.algorithms.base import FederatedAlgorithm
-from fedjax_syn.data.arrays import Federation
+from fedjax_syn.core.arrays import Federation
+from fedjax_syn.core.interface import ClientUpdate, FederatedAlgorithm
 from fedjax_syn.engine import evaluation
 from fedjax_syn.engine.mapping import map_clients
 
@@ -28,33 +31,84 @@ class EngineConfig:
     donate: bool = True  # reuse the state buffers of the previous round
 
 
-def make_init(alg: FederatedAlgorithm, chunk: int | None = None) -> Callable:
-    """init(fed, key) -> (server state, stacked client states) as one jitted function. It holds
-    every client's `init_client` (FedLoG: all of round 0), so a program compiles and runs it once:
-    see `compile_init`."""
+def first_round(alg: FederatedAlgorithm) -> int:
+    """The first round a run numbers: 0 when the algorithm has a setup round, else 1."""
+    return 0 if alg.setup_client is not None else 1
 
-    @jax.jit
-    def init(fed, key):
-        server_key, client_key = jax.random.split(key)
-        one_client = jax.tree.map(lambda leaf: leaf[0], fed.train)
-        server = alg.init_server(server_key, one_client)
-        keys = jax.random.split(client_key, fed.num_clients)
-        clients = map_clients(lambda d, k: alg.init_client(server, d, k), (fed.train, keys), chunk)
-        return server, clients
 
-    return init
+def client_mean(metrics: dict[str, jax.Array], client_mask: jax.Array) -> dict[str, jax.Array]:
+    """Each per-client metric [K] averaged over the real clients."""
+    mask = client_mask.astype(jnp.float32)
+    count = jnp.maximum(jnp.sum(mask), 1.0)
+    return {name: jnp.sum(value * mask) / count for name, value in metrics.items()}
+
+
+def _federate(
+    alg: FederatedAlgorithm,
+    update: ClientUpdate,
+    server: Any,
+    client_states: Any,
+    fed: Federation,
+    key: jax.Array,
+    config: EngineConfig,
+):
+    """One round's client updates (by `update`), server update, and evaluation when asked."""
+    update_key, server_key, personal_key = jax.random.split(key, 3)
+    keys = jax.random.split(update_key, fed.num_clients)
+    client_states, uploads, client_metrics = map_clients(
+        lambda state, data, k: update(server, state, data, k),
+        (client_states, fed.train, keys),
+        config.client_chunk,
+    )
+    server = alg.server_update(server, uploads, fed.client_mask, server_key)
+    metrics: dict[str, Any] = {"train": client_mean(client_metrics, fed.client_mask)}
+    return server, client_states, metrics, personal_key
+
+
+def _evaluate(alg, server, client_states, fed, key, config: EngineConfig):
+    keys = jax.random.split(key, fed.num_clients)
+    personal = lambda state, data, k: alg.personalize(server, state, data, k)
+    models = map_clients(personal, (client_states, fed.train, keys), config.client_chunk)
+    return evaluation.evaluate(
+        alg.predict, models, fed, config.client_chunk, config.eval_example_chunk
+    )
+
+
+def init_step(alg: FederatedAlgorithm, fed: Federation, key: jax.Array, config: EngineConfig):
+    """The un-jitted start of a run: initial states, then round 0 (evaluated) if the algorithm
+    has a setup stage. `make_init` compiles it."""
+    server_key, client_key = jax.random.split(key)
+    one_client = jax.tree.map(lambda leaf: leaf[0], fed.train)
+    server = alg.init_server(server_key, one_client)
+    keys = jax.random.split(client_key, fed.num_clients)
+    init = lambda data, k: alg.init_client(server, data, k)
+    clients = map_clients(init, (fed.train, keys), config.client_chunk)
+    if alg.setup_client is None:
+        return server, clients, {}
+    server, clients, metrics, personal_key = _federate(
+        alg, alg.setup_client, server, clients, fed, jax.random.fold_in(key, 1), config
+    )
+    metrics["counts"] = _evaluate(alg, server, clients, fed, personal_key, config)
+    return server, clients, metrics
+
+
+def make_init(alg: FederatedAlgorithm, config: EngineConfig = EngineConfig()) -> Callable:
+    """init(fed, key) -> (server, client states, round-0 metrics) as one jitted function."""
+    return jax.jit(lambda fed, key: init_step(alg, fed, key, config))
 
 
 def init_states(alg: FederatedAlgorithm, fed: Federation, key: jax.Array, chunk: int | None = None):
-    """Server state and stacked client states; one jitted call."""
-    return make_init(alg, chunk)(fed, key)
+    """Server state and stacked client states after `init` (round 0 included); one jitted call."""
+    server, clients, _ = make_init(alg, EngineConfig(client_chunk=chunk))(fed, key)
+    return server, clients
 
 
 def compile_init(init: Callable, *args) -> tuple[Callable[[], Any], Any]:
     """(run, shapes): `run()` computes init(*args) with the executable compiled here, and `shapes`
-    are its outputs as `jax.ShapeDtypeStruct`s, which is all a round needs to compile and a
-    checkpoint to restore into: neither computes the initial states. Outputs split over devices
-    keep their sharding; single-device ones have none, like the uncommitted arrays they are."""
+    are its (server, clients) outputs as `jax.ShapeDtypeStruct`s, which is all a round needs to
+    compile and a checkpoint to restore into: neither computes the initial states. Outputs split
+    over devices keep their sharding; single-device ones have none, like the uncommitted arrays
+    they are."""
     lowered = init.lower(*args)
     compiled = lowered.compile()
 
@@ -63,8 +117,8 @@ def compile_init(init: Callable, *args) -> tuple[Callable[[], Any], Any]:
             sharding = None
         return jax.ShapeDtypeStruct(info.shape, info.dtype, sharding=sharding)
 
-    shapes = jax.tree.map(shape, lowered.out_info, compiled.output_shardings)
-    return lambda: compiled(*args), shapes
+    server, clients, _ = jax.tree.map(shape, lowered.out_info, compiled.output_shardings)
+    return lambda: compiled(*args), (server, clients)
 
 
 def round_step(
@@ -78,24 +132,11 @@ def round_step(
     config: EngineConfig,
 ):
     """The un-jitted round; `make_round` compiles it."""
-    update_key, server_key, personal_key = jax.random.split(key, 3)
-    keys = jax.random.split(update_key, fed.num_clients)
-    update = lambda state, data, k: alg.client_update(server, state, data, k)
-    client_states, uploads = map_clients(
-        update, (client_states, fed.train, keys), config.client_chunk
+    server, client_states, metrics, personal_key = _federate(
+        alg, alg.client_update, server, client_states, fed, key, config
     )
-    server = alg.server_update(server, uploads, fed.client_mask, server_key)
-    mask = fed.client_mask.astype(jnp.float32)
-    metrics: dict[str, Any] = {
-        "train_loss": jnp.sum(uploads["loss"] * mask) / jnp.maximum(jnp.sum(mask), 1.0)
-    }
     if evaluate:
-        keys = jax.random.split(personal_key, fed.num_clients)
-        personal = lambda state, data, k: alg.personalize(server, state, data, k)
-        models = map_clients(personal, (client_states, fed.train, keys), config.client_chunk)
-        metrics["counts"] = evaluation.evaluate(
-            alg.predict, models, fed, config.client_chunk, config.eval_example_chunk
-        )
+        metrics["counts"] = _evaluate(alg, server, client_states, fed, personal_key, config)
     return server, client_states, metrics
 
 

@@ -12,8 +12,8 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
-from fedjax_syn.data.arrays import EvalGroup, Federation
-from fedjax_syn.errors import check
+from fedjax_syn.core.arrays import EvalGroup, Federation
+from fedjax_syn.core.errors import check
 
 
 def client_mesh(num_devices: int | None = None) -> jax.sharding.Mesh:

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from fedjax_syn.errors import check, check_choice
+from fedjax_syn.core.errors import check, check_choice
 
 CONV_IMPLS = ("auto", "xla", "im2col")
 

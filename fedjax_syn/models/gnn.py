@@ -1,4 +1,4 @@
-"""Graph neural networks over padded edge lists (`fedjax_syn.graph.Graph`).
+"""Graph neural networks over padded edge lists (`fedjax_syn.core.graph.Graph`).
 
 Message passing is `jax.ops.segment_sum` over the edge list, every message multiplied by its edge
 mask, so padded edges and nodes never reach a real node. No dense adjacency is ever formed.
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 
-from fedjax_syn.graph import Graph, gather_scatter, in_degree, mean_of_neighbours
+from fedjax_syn.core.graph import Graph, gather_scatter, in_degree, mean_of_neighbours
 
 
 class GCNConv(nn.Module):

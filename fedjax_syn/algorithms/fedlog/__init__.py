@@ -1,6 +1,5 @@
 """FedLoG (Kim et al., ICLR 2025): subgraph FL with condensed synthetic nodes (`fedlog`), and its
-synthetic-data recipe carried to images (`fedlog_vision`). Importing this package registers both
-with the algorithm registry."""
+synthetic-data recipe carried to images (`fedlog_vision`)."""
 
 from fedjax_syn.algorithms.fedlog.algorithm import fedlog
 from fedjax_syn.algorithms.fedlog.config import FedLoGConfig

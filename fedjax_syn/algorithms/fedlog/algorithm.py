@@ -2,30 +2,22 @@
 engine's `FederatedAlgorithm` interface. See docs/FEDLOG.md for the method and docs/fedlog.md for
 the design notes.
 
-How FedLoG's rounds map onto the engine (which runs client_update -> server_update ->
-personalize/evaluate every round, after init_server/init_client once):
+FedLoG's rounds are the engine's rounds:
 
-- `init_server`: the common initialisation (model, random generators) and the key every client
-  derives its shared draws from (X init, networks). `ready` is False: nothing uploaded yet.
-- `init_client`: ALL of FedLoG's round 0 for the client (encoder pretraining with early stopping
-  on validation, generator pretraining, one local epoch without L_cd). Its would-be upload stays
-  in the client state.
-- engine round 1: `client_update` sees `ready == False` and re-uploads the round-0 state
-  unchanged (a `lax.cond`, so no work); `server_update` builds the server state from those
-  round-0 uploads (average, global synthetic nodes, class-wise generators) and sets `ready`;
-  `personalize` evaluates the round-0 models.
-- engine round r >= 2 = FedLoG round r - 1: `client_update` loads the averaged parameters,
-  customises the global data, trains one local epoch with L_cd and uploads; `server_update`
-  aggregates for the next round; the client is evaluated with its own just-trained parameters.
+- round 0, `setup_client` (the engine's one-time setup program): encoder pretraining with early
+  stopping on validation, generator pretraining, one local epoch without L_cd; then
+  `server_update` averages the models, blends the global synthetic nodes and the generators.
+- round r >= 1, `client_update`: load the averaged parameters, customise the global data, train
+  one local epoch with L_cd and upload; `server_update` aggregates for the next round.
 
-So `rounds = R` runs FedLoG rounds 0 .. R - 1, each followed by an evaluation, exactly as the
-released code's `--rounds R`.
+After every round each client is evaluated with its own just-trained parameters. A run of
+`rounds = R` runs FedLoG rounds 0 .. R - 1, as the released code's `--rounds R`.
 """
 
 import jax
 import jax.numpy as jnp
 
-from fedjax_syn.algorithms import base, registry
+from fedjax_syn.algorithms import common
 from fedjax_syn.algorithms.fedlog import model as M
 from fedjax_syn.algorithms.fedlog import prompts, server
 from fedjax_syn.algorithms.fedlog.client import (
@@ -37,8 +29,10 @@ from fedjax_syn.algorithms.fedlog.client import (
     round_zero,
 )
 from fedjax_syn.algorithms.fedlog.config import FedLoGConfig, from_dict
+from fedjax_syn.core import interface as base
+from fedjax_syn.core.errors import check
+from fedjax_syn.core.interface import ClientResult, DataSpec
 from fedjax_syn.engine.task import Task
-from fedjax_syn.errors import check
 from fedjax_syn.models.gnn import GNN
 
 
@@ -68,7 +62,6 @@ def fedlog(task: Task, num_classes: int, config: FedLoGConfig | None = None):
         model_key, gen_key, shared_key = jax.random.split(key, 3)
         features = data.inputs.x.shape[-1]
         state = {
-            "ready": jnp.array(False),
             "params": net.init({"params": model_key}, data.inputs),
             "x_global": jnp.zeros((num_classes * slots, features), jnp.float32),
             "key": jax.random.key_data(shared_key),
@@ -83,28 +76,31 @@ def fedlog(task: Task, num_classes: int, config: FedLoGConfig | None = None):
     def shared_keys(server_state) -> SharedKeys:
         return SharedKeys.from_key(jax.random.wrap_key_data(server_state["key"]))
 
-    def init_client(server_state, data, key):
-        return round_zero(spec, server_state["params"], data, key, shared_keys(server_state))
-
-    def client_update(server_state, state, data, key):
-        def train(state):
-            glob = GlobalSet(server_state["x_global"], labels, server_state.get("gens"))
-            start = Trainable(server_state["params"], state["x_head"], state["x_tail"])
-            trainable, scales, loss = local_epoch(spec, start, state["scales"], data, key, glob)
-            return {**state, **trainable._asdict(), "scales": scales, "loss": loss}
-
-        state = jax.lax.cond(server_state["ready"], train, lambda state: state, state)
-        upload = {
+    def upload(state, data):
+        sent = {
             "params": state["params"],
             "x_head": state["x_head"],
             "x_tail": state["x_tail"],
             "shares": server.class_shares(data.labels, data.mask, num_classes),
             "size": base.num_examples(data),
-            "loss": state["loss"],
         }
         if config.prompt == "trained":
-            upload["gen"] = state["gen"]
-        return state, upload
+            sent["gen"] = state["gen"]
+        return sent
+
+    def setup_client(server_state, state, data, key):
+        del state  # nothing before round 0
+        state, metrics = round_zero(
+            spec, server_state["params"], data, key, shared_keys(server_state)
+        )
+        return ClientResult(state, upload(state, data), metrics)
+
+    def client_update(server_state, state, data, key):
+        glob = GlobalSet(server_state["x_global"], labels, server_state.get("gens"))
+        start = Trainable(server_state["params"], state["x_head"], state["x_tail"])
+        trainable, scales, metrics = local_epoch(spec, start, state["scales"], data, key, glob)
+        state = {**state, **trainable._asdict(), "scales": scales}
+        return ClientResult(state, upload(state, data), metrics)
 
     def server_update(server_state, uploads, client_mask, key):
         weights = server.blend_weights(uploads["shares"], client_mask, config.weights)
@@ -126,7 +122,6 @@ def fedlog(task: Task, num_classes: int, config: FedLoGConfig | None = None):
         x_global = jnp.concatenate(blended, axis=1).reshape(num_classes * slots, -1)
         new = {
             **server_state,
-            "ready": jnp.array(True),
             "params": server.average_params(
                 uploads["params"], client_mask, uploads["size"], config.aggregate
             ),
@@ -154,23 +149,25 @@ def fedlog(task: Task, num_classes: int, config: FedLoGConfig | None = None):
     return base.FederatedAlgorithm(
         name="fedlog",
         init_server=init_server,
-        init_client=init_client,
+        init_client=base.no_state,
         client_update=client_update,
         server_update=server_update,
         personalize=personalize,
         predict=predict,
+        setup_client=setup_client,
     )
 
 
-def options(cfg) -> FedLoGConfig:
-    """FedLoG's options from `cfg.fedlog` (a dict or ConfigDict) over the defaults."""
-    raw = cfg.get("fedlog") or {}
-    return from_dict(raw.to_dict() if hasattr(raw, "to_dict") else raw)
+def options(cfg, spec: DataSpec | None = None) -> FedLoGConfig:
+    """FedLoG's options from `cfg.fedlog` over the defaults. With a data spec, the generator's
+    node cap `gen_nodes` = 0 becomes the largest client's training-node count, so generator
+    pretraining reads exactly the training nodes instead of every padded node slot."""
+    raw = common.options(cfg, "fedlog")
+    if spec is not None and not raw.get("gen_nodes"):
+        raw["gen_nodes"] = max(spec.max_train_examples, 1)
+    return from_dict(raw)
 
 
-def build(cfg, task: Task) -> base.FederatedAlgorithm:
-    """Registry builder: FedLoG with `cfg.fedlog` options; the class count is the GNN's."""
-    return fedlog(task, task.model.num_classes, options(cfg))
-
-
-registry.register("fedlog", build)
+def build(cfg, task: Task, spec: DataSpec) -> base.FederatedAlgorithm:
+    """Registry builder: FedLoG with `cfg.fedlog` options, for the classes of `spec`."""
+    return fedlog(task, spec.num_classes, options(cfg, spec))

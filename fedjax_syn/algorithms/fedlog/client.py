@@ -23,9 +23,10 @@ from fedjax_syn.algorithms.fedlog import prompts
 from fedjax_syn.algorithms.fedlog.config import FedLoGConfig
 from fedjax_syn.algorithms.fedlog.pretrain import model_optimizer, pretrain_encoder
 from fedjax_syn.algorithms.fedlog.steps import fedlog_schedule, run_steps
-from fedjax_syn.data.arrays import ClientData
+from fedjax_syn.core.arrays import ClientData
+from fedjax_syn.core.graph import Graph, in_degree
+from fedjax_syn.engine import local
 from fedjax_syn.engine.task import Task
-from fedjax_syn.graph import Graph, in_degree
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,9 +116,10 @@ def local_epoch(
     data: ClientData,
     key: jax.Array,
     glob: GlobalSet | None = None,
-) -> tuple[Trainable, jax.Array, jax.Array]:
+) -> tuple[Trainable, jax.Array, dict[str, jax.Array]]:
     """One local epoch (L_cd only with `glob`). Returns the trained (params, X_head, X_tail), the
-    scales lambda [C] and the mean loss over the steps taken."""
+    scales lambda [C] and the client's metrics (mean loss over the steps taken, and their
+    number)."""
     c = spec.config
     model_opt = model_optimizer(c)
     syn_opt = optax.adam(c.syn_lr)
@@ -148,7 +150,7 @@ def local_epoch(
     (trainable, _, _, scales, total), steps = run_steps(
         step, start, data.mask, key, fedlog_schedule(c.batch_size)
     )
-    return trainable, scales, total / jnp.maximum(steps, 1)
+    return trainable, scales, local.step_stats(total, steps)
 
 
 def init_synthetic(keys: SharedKeys, num_classes: int, features: int, s: int):
@@ -162,7 +164,8 @@ def round_zero(spec: Spec, init_params, data: ClientData, key: jax.Array, shared
     """Round 0 of one client: encoder pretraining, generator pretraining (prompt="trained") and
     one local epoch without L_cd. `init_params`: the common FedLoGNet initialisation.
 
-    Returns the client state: params, X_head, X_tail, scales (0), gen (prompt="trained"), loss.
+    Returns the client state (params, X_head, X_tail, scales, gen for prompt="trained") and
+    the metrics of its local epoch.
     """
     c = spec.config
     pre_key, gen_key, epoch_key = jax.random.split(key, 3)
@@ -175,10 +178,10 @@ def round_zero(spec: Spec, init_params, data: ClientData, key: jax.Array, shared
     features = data.inputs.x.shape[-1]
     x_head, x_tail = init_synthetic(shared, spec.num_classes, features, c.syn_per_class)
     scales = jnp.zeros((spec.num_classes,), jnp.float32)
-    trainable, scales, loss = local_epoch(
+    trainable, scales, metrics = local_epoch(
         spec, Trainable(params, x_head, x_tail), scales, data, epoch_key
     )
-    state = {**trainable._asdict(), "scales": scales, "loss": loss}
+    state = {**trainable._asdict(), "scales": scales}
     if c.prompt == "trained":
         gen0 = prompts.init_generator(shared.generator, features, c)
         state["gen"], _ = prompts.pretrain_generator(
@@ -191,4 +194,4 @@ def round_zero(spec: Spec, init_params, data: ClientData, key: jax.Array, shared
             shared.networks,
             c,
         )
-    return state
+    return state, metrics

@@ -9,7 +9,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from fedjax_syn.errors import check, check_choice
+from fedjax_syn.core.errors import check, check_choice
 
 PROMPTS = ("trained", "random", "none")
 AGGREGATES = ("uniform", "weighted")

@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from fedjax_syn.graph import Graph, in_degree, isolated_nodes
+from fedjax_syn.core.graph import Graph, in_degree, isolated_nodes
 from fedjax_syn.models.gnn import GNNEncoder
 
 

@@ -18,7 +18,7 @@ import optax
 
 from fedjax_syn.algorithms.fedlog.config import FedLoGConfig
 from fedjax_syn.algorithms.fedlog.steps import fedlog_schedule, run_steps
-from fedjax_syn.data.arrays import ClientData
+from fedjax_syn.core.arrays import ClientData
 from fedjax_syn.engine.task import Task
 
 

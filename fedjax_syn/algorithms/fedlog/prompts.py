@@ -36,7 +36,7 @@ import optax
 
 from fedjax_syn.algorithms.fedlog.config import FedLoGConfig
 from fedjax_syn.algorithms.fedlog.model import nll, prompt_pairs
-from fedjax_syn.graph import Graph, in_degree, isolated_nodes, mean_of_neighbours
+from fedjax_syn.core.graph import Graph, in_degree, isolated_nodes, mean_of_neighbours
 from fedjax_syn.models.gnn import GNN
 
 

@@ -12,7 +12,7 @@ Padded (fake) clients carry weight 0 everywhere.
 import jax
 import jax.numpy as jnp
 
-from fedjax_syn.algorithms.base import weighted_average
+from fedjax_syn.core.interface import weighted_average
 
 
 def class_shares(labels: jax.Array, mask: jax.Array, num_classes: int) -> jax.Array:

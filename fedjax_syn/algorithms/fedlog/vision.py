@@ -13,8 +13,8 @@ Every round each client
 The server averages the parameters and forms the global synthetic set: the class-share-weighted
 blend of step 2 of the graph recipe (per-client slot permutations), or the concatenation of all
 clients' sets. Classes no client holds are left out of the global loss. Clients are evaluated
-with their own just-trained (personalised) parameters. In the first round there is no global set
-yet, so clients train on their own data only.
+with their own just-trained (personalised) parameters. Round 0 is the setup round: there is no
+global set yet, so clients condense and train on their own data only.
 """
 
 import dataclasses
@@ -25,15 +25,17 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fedjax_syn.algorithms import base, registry
+from fedjax_syn.algorithms import common
 from fedjax_syn.algorithms.fedlog import model as M
 from fedjax_syn.algorithms.fedlog import server
 from fedjax_syn.algorithms.fedlog.config import AGGREGATES, BLEND_WEIGHTS
 from fedjax_syn.algorithms.fedlog.steps import run_steps
 from fedjax_syn.condense import CondenseConfig, condense_client
+from fedjax_syn.core import interface as base
+from fedjax_syn.core.errors import check, check_choice
+from fedjax_syn.core.interface import ClientResult, DataSpec
 from fedjax_syn.engine import local
 from fedjax_syn.engine.task import Task
-from fedjax_syn.errors import check, check_choice
 
 GLOBAL_SETS = ("blend", "concat")
 
@@ -139,7 +141,6 @@ def fedlog_vision(
     def init_server(key, data):
         shape = (num_classes * slots, *data.inputs.shape[1:])
         return {
-            "ready": jnp.array(False),
             "params": task.init(key, data.inputs),
             "x_global": jnp.zeros(shape, data.inputs.dtype),
             "y_global": jnp.repeat(jnp.arange(num_classes, dtype=jnp.int32), slots),
@@ -178,9 +179,9 @@ def fedlog_vision(
         params = server_state["params"]
         start = (params, optimizer.init(params), scales, jnp.float32(0.0))
         (params, _, scales, total), steps = run_steps(step, start, data.mask, key, schedule)
-        return params, scales, total / jnp.maximum(steps, 1)
+        return params, scales, local.step_stats(total, steps)
 
-    def client_update(server_state, state, data, key):
+    def update(server_state, state, data, key, with_global: bool):
         cond_key, train_key, noise_key = jax.random.split(key, 3)
         syn, class_mask = condense_client(
             data.inputs,
@@ -191,11 +192,7 @@ def fedlog_vision(
             model=task.model,
             params=server_state["params"],
         )
-        params, scales, loss = jax.lax.cond(
-            server_state["ready"],
-            lambda: train(server_state, state["scales"], data, train_key, True),
-            lambda: train(server_state, state["scales"], data, train_key, False),
-        )
+        params, scales, metrics = train(server_state, state["scales"], data, train_key, with_global)
         if config.upload_noise > 0:
             syn = add_noise(syn, class_mask, noise_key, config.upload_noise)
         upload = {
@@ -204,9 +201,8 @@ def fedlog_vision(
             "class_mask": class_mask,
             "shares": server.class_shares(data.labels, data.mask, num_classes),
             "size": base.num_examples(data),
-            "loss": loss,
         }
-        return {"params": params, "scales": scales}, upload
+        return ClientResult({"params": params, "scales": scales}, upload, metrics)
 
     def server_update(server_state, uploads, client_mask, key):
         x, y, valid = global_set(
@@ -216,7 +212,6 @@ def fedlog_vision(
             uploads["params"], client_mask, uploads["size"], config.aggregate
         )
         return {
-            "ready": jnp.array(True),
             "params": params,
             "x_global": x,
             "y_global": y,
@@ -230,35 +225,23 @@ def fedlog_vision(
         name="fedlog_vision",
         init_server=init_server,
         init_client=init_client,
-        client_update=client_update,
+        client_update=lambda *args: update(*args, with_global=True),
         server_update=server_update,
         personalize=personalize,
         predict=lambda params, inputs: task.logits(params, inputs),
+        setup_client=lambda *args: update(*args, with_global=False),
     )
 
 
-def _client_slots(cfg) -> int:
-    """The clients axis length the experiment will use (padded to the device count when sharded)."""
-    devices = jax.device_count() if cfg.get("shard", False) else 1
-    return -(-cfg.num_clients // devices) * devices
-
-
-def build(cfg, task: Task) -> base.FederatedAlgorithm:
+def build(cfg, task: Task, spec: DataSpec) -> base.FederatedAlgorithm:
     """Registry builder: the optimiser and local schedule are the run's (as for the baselines),
-    FedLoG's options come from `cfg.fedlog`."""
-    raw = cfg.get("fedlog") or {}
-    options = vision_options(raw.to_dict() if hasattr(raw, "to_dict") else raw)
-    optimizer = registry.make_optimizer(
-        cfg.optimizer, cfg.lr, cfg.get("momentum", 0.0), cfg.get("weight_decay", 0.0)
-    )
+    FedLoG's options come from `cfg.fedlog`; a concatenated global set is sized by the spec's
+    clients axis."""
     return fedlog_vision(
         task,
-        task.model.num_classes,
-        optimizer,
-        registry.local_schedule(cfg),
-        _client_slots(cfg),
-        options,
+        spec.num_classes,
+        common.optimizer(cfg),
+        common.local_schedule(cfg),
+        spec.num_clients,
+        vision_options(common.options(cfg, "fedlog")),
     )
-
-
-registry.register("fedlog_vision", build)
