@@ -5,8 +5,9 @@
     python -m experiments.main --config=experiments/configs/cora.py --config.algorithm=fedavg
 
 A field the config's grid sweeps, set with --config.FIELD=v, narrows that axis to v (e.g.
---config.algorithm=fedprox runs FedProx only); --grid replaces axes. Each finished run appends one
-record to the ledger (--ledger). User errors print one line and exit 2.
+--config.algorithm=fedprox runs FedProx only); --grid replaces axes. Every run is validated before
+the first one starts. Each finished run appends one record to the ledger (--ledger). User errors
+print one line and exit 2.
 """
 
 import pathlib
@@ -16,7 +17,7 @@ from absl import flags, logging
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from fedjax_syn import cli, experiment, sweep, tables
+from fedjax_syn import cli, experiment, sweep, tables, validate
 
 _DEFAULT_CONFIG = str(pathlib.Path(__file__).parent / "configs" / "digits_table.py")
 _CONFIG = config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Experiment config file.")
@@ -65,7 +66,7 @@ def main(argv):
     config = _CONFIG.value
     overrides = config_flags.get_override_values(flags.FLAGS["config"])
     sweep.apply_command_line(config, overrides, _GRID.value)
-    points = sweep.grid_configs(config)
+    points = validate.validate_config(config)
     records = run_grid(points, _LEDGER.value, _PROGRESS.value)
     rows = list(config.get("table", {}).get("rows", ["dataset", "algorithm"]))
     print(tables.render_markdown(records, rows=rows, settings=records[0]["settings"]))
