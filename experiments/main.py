@@ -4,17 +4,20 @@
     python -m experiments.main --config=experiments/configs/digits_table.py --config.rounds=5
     python -m experiments.main --config=experiments/configs/cora.py --config.algorithm=fedavg
 
-Each finished run appends one record to the ledger (--ledger). User errors print one line and exit 2.
+A field the config's grid sweeps, set with --config.FIELD=v, narrows that axis to v (e.g.
+--config.algorithm=fedprox runs FedProx only); --grid replaces axes. Every run is validated before
+the first one starts. Each finished run appends one record to the ledger (--ledger). User errors
+print one line and exit 2.
 """
 
 import pathlib
 
+import ml_collections
 from absl import flags, logging
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from fedjax_syn import cli, experiment, tables
-from fedjax_syn.sweep import grid_configs, override_grid
+from fedjax_syn import cli, experiment, sweep, tables, validate
 
 _DEFAULT_CONFIG = str(pathlib.Path(__file__).parent / "configs" / "digits_table.py")
 _CONFIG = config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Experiment config file.")
@@ -27,9 +30,8 @@ _GRID = flags.DEFINE_string(
 )
 
 
-def run_grid(config, ledger: str, progress: bool) -> list[dict]:
+def run_grid(points: list[ml_collections.ConfigDict], ledger: str, progress: bool) -> list[dict]:
     records = []
-    points = grid_configs(config)
     for point in tqdm(points, desc="runs", disable=not progress or len(points) == 1):
         bar = tqdm(
             total=point.rounds,
@@ -62,8 +64,10 @@ def run_grid(config, ledger: str, progress: bool) -> list[dict]:
 def main(argv):
     del argv
     config = _CONFIG.value
-    override_grid(config, _GRID.value)
-    records = run_grid(config, _LEDGER.value, _PROGRESS.value)
+    overrides = config_flags.get_override_values(flags.FLAGS["config"])
+    sweep.apply_command_line(config, overrides, _GRID.value)
+    points = validate.validate_config(config)
+    records = run_grid(points, _LEDGER.value, _PROGRESS.value)
     rows = list(config.get("table", {}).get("rows", ["dataset", "algorithm"]))
     print(tables.render_markdown(records, rows=rows, settings=records[0]["settings"]))
     print(f"\nledger: {_LEDGER.value}")

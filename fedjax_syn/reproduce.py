@@ -23,7 +23,7 @@ from typing import Any
 
 import ml_collections
 
-from fedjax_syn import experiment, plots, results, sweep, tables
+from fedjax_syn import experiment, plots, results, sweep, tables, validate
 from fedjax_syn.core.errors import check
 
 QUICK_ROUNDS = 3
@@ -212,7 +212,7 @@ def reproduce(
     sweep.override_grid(config, grid)
     folder = pathlib.Path(out or f"runs/reproduce/{name}{'-quick' if quick else ''}")
     ledger, checkpoints = folder / "ledger.jsonl", folder / "checkpoints"
-    points = sweep.grid_configs(config)
+    points = validate.validate_config(config)  # every run, before any data is loaded
     log(f"table {name}: {len(points)} runs{' (quick)' if quick else ''}; output in {folder}")
 
     cache: dict = {}

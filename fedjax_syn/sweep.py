@@ -27,7 +27,7 @@ import math
 import pathlib
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -157,6 +157,37 @@ def override_grid(config: ml_collections.ConfigDict, text: str) -> None:
                     f"--grid key {dotted!r}: {part!r} is a grid axis, not a group of options",
                 )
             node[last] = tuple(values)
+
+
+def narrow_grid(config: ml_collections.ConfigDict, overrides: Mapping[str, Any]) -> None:
+    """Narrows each grid axis that an override sets to that one value, in place.
+
+    `overrides` are the fields set on the command line (dotted, as `--config.fedlog.beta=0.1`).
+    A grid point sets every axis field, so without this `--config.algorithm=fedprox` would be
+    overwritten at every point of a grid that sweeps `algorithm`, and silently ignored.
+    """
+    axes = dict(_leaves(config.get("grid") or {}))
+    for field, value in overrides.items():
+        if field not in axes:
+            continue
+        node = config.grid
+        *parents, last = field.split(".")
+        for part in parents:
+            node = node[part]
+        with config.unlocked():
+            node[last] = (value,)
+
+
+def apply_command_line(
+    config: ml_collections.ConfigDict, overrides: Mapping[str, Any], grid: str
+) -> None:
+    """The runs a command line asks for, in place: `--config.FIELD` overrides narrow the grid
+    axes they set (`narrow_grid`), then `--grid` replaces axes (`override_grid`)."""
+    both = sorted(set(overrides) & set(parse_grid_override(grid)))
+    if both:
+        raise UserError(f"--config.{both[0]} and --grid both set {both[0]}; give one of them")
+    narrow_grid(config, overrides)
+    override_grid(config, grid)
 
 
 def run_id(cfg: ml_collections.ConfigDict) -> str:

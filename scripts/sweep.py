@@ -5,11 +5,13 @@ Usage:
   python scripts/sweep.py --config=experiments/configs/graph_seen.py \
       --grid='dataset=cora;num_clients=3' --checkpoint_every=5 --ledger=runs/graph.jsonl
 
-Runs already in the ledger (same run_id) are skipped. Each program (one run, or runs batched
-along a leading runs axis when only their data differ and their clients are vmapped;
---nobatch_runs turns that off) saves its state every --checkpoint_every rounds; after a crash or
-`kill -9`, the same command resumes from the newest intact checkpoint and ends with the same
-numbers as an uninterrupted sweep. One line is printed per finished run. Bad flags or input print one line `error: ...` and exit with status 2.
+A grid axis set with --config.FIELD=v is narrowed to v; --grid replaces axes; every run is
+validated before the first one starts. Runs already in the ledger (same run_id) are skipped.
+Each program (one run, or runs batched along a leading runs axis when only their data differ and
+their clients are vmapped; --nobatch_runs turns that off) saves its state every
+--checkpoint_every rounds; after a crash or `kill -9`, the same command resumes from the newest
+intact checkpoint and ends with the same numbers as an uninterrupted sweep. One line is printed
+per finished run. Bad flags or input print one line `error: ...` and exit with status 2.
 
 Several hosts (docs/scale.md): start the same command on every host with --distributed and
 --config.shard=True; the clients axis is then split over every device of every host, process 0
@@ -22,7 +24,7 @@ import jax
 from absl import flags, logging
 from ml_collections import config_flags
 
-from fedjax_syn import cli, sweep, tables
+from fedjax_syn import cli, sweep, tables, validate
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Sweep config file.")
 _LEDGER = flags.DEFINE_string("ledger", "runs/ledger.jsonl", "Results ledger (JSON lines).")
@@ -63,7 +65,9 @@ def main(argv: list[str]) -> None:
     config = _CONFIG.value
     if config is None:
         cli.fail("--config is required, e.g. --config=experiments/configs/vision_alpha_sweep.py")
-    sweep.override_grid(config, _GRID.value)
+    overrides = config_flags.get_override_values(flags.FLAGS["config"])
+    sweep.apply_command_line(config, overrides, _GRID.value)
+    validate.validate_config(config)
     name = pathlib.Path(config_flags.get_config_filename(flags.FLAGS["config"])).stem
     records = sweep.run_sweep(
         config,

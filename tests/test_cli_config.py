@@ -1,0 +1,104 @@
+"""Command-line flags do what they say: a `--config.FIELD` override narrows the grid axis it sets,
+and every run of the grid is validated before the first one starts. No training runs here."""
+
+import pathlib
+import subprocess
+import sys
+
+import pytest
+from absl import flags
+from ml_collections import config_flags
+
+from experiments.configs import digits_table
+from fedjax_syn import experiment, sweep, validate
+from fedjax_syn.core.errors import UserError
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+DIGITS = "experiments/configs/digits_table.py"
+
+
+def _runs(config, overrides, grid=""):
+    """The runs an entry point would start for this command line."""
+    sweep.apply_command_line(config, overrides, grid)
+    return validate.validate_config(config)
+
+
+def test_config_flag_reports_only_the_fields_given_on_the_command_line():
+    argv = ["main", f"--config={REPO / DIGITS}", "--config.algorithm=fedprox"]
+    values = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", flag_values=values, sys_argv=argv)
+    values(argv)
+    assert config_flags.get_override_values(values["config"]) == {"algorithm": "fedprox"}
+
+
+def test_algorithm_override_narrows_the_grid_to_that_algorithm():
+    runs = _runs(digits_table.get_config(), {"algorithm": "fedprox"})
+    assert {r.algorithm for r in runs} == {"fedprox"}
+    assert sorted((r.alpha, r.seed) for r in runs) == [(0.1, 0), (0.1, 1), (1.0, 0), (1.0, 1)]
+
+
+def test_seed_override_narrows_the_grid_to_that_seed():
+    runs = _runs(digits_table.get_config(), {"seed": 1})
+    assert {r.seed for r in runs} == {1}
+    assert len(runs) == 8  # 4 algorithms x 2 alphas
+
+
+def test_nested_override_narrows_a_nested_axis():
+    config = experiment.default_config()
+    config.grid = {"fedlog": {"beta": (0.1, 1.0)}, "seed": (0, 1)}
+    runs = _runs(config, {"fedlog.beta": 0.1})
+    assert [(r.fedlog.beta, r.seed) for r in runs] == [(0.1, 0), (0.1, 1)]
+
+
+def test_override_and_grid_on_one_axis_is_an_error():
+    with pytest.raises(UserError, match="and --grid both set seed"):
+        _runs(digits_table.get_config(), {"seed": 1}, "seed=0,1")
+
+
+@pytest.mark.parametrize(
+    "grid, fragment",
+    [
+        ("rounds=None", "rounds must be an integer, got None"),
+        ("batch_size=True", "batch_size must be an integer, got True"),
+        ("alpha=0.5,0", "alpha must be a finite number > 0, got 0"),
+        ("dataset=cora", "unknown vision dataset 'cora'"),
+        ("model=sage", "unknown model 'sage'"),
+    ],
+)
+def test_every_grid_point_is_validated(grid, fragment):
+    with pytest.raises(UserError, match=fragment):
+        _runs(digits_table.get_config(), {}, grid)
+
+
+def test_condensation_runs_are_validated_with_their_own_fields():
+    from experiments.configs import condense_table
+
+    assert len(_runs(condense_table.get_config(), {"method": "dm", "ipc": 1})) == 6
+    with pytest.raises(UserError, match="ipc must be >= 1, got 0"):
+        _runs(condense_table.get_config(), {"ipc": 0})
+
+
+@pytest.mark.parametrize(
+    "command, fragment",
+    [
+        (
+            ["-m", "experiments.main", "--config.alpha=-1"],
+            "alpha must be a finite number > 0, got -1.0",
+        ),
+        (["-m", "experiments.main", "--config.algorithm=fedfoo"], "'fedfoo'"),
+        (["-m", "experiments.main", "--config.rounds=abc"], "'abc'"),
+        (["scripts/sweep.py", f"--config={DIGITS}", "--config.alpha=-1"], "got -1.0"),
+    ],
+)
+def test_bad_flag_is_one_line_and_exit_2_before_any_run(command, fragment, tmp_path):
+    done = subprocess.run(
+        [sys.executable, *command, "--noprogress", f"--ledger={tmp_path / 'ledger.jsonl'}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and fragment in lines[0], done.stderr
+    assert not (tmp_path / "ledger.jsonl").exists()
