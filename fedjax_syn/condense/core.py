@@ -111,7 +111,9 @@ def sample_class_indices(
     """
     n = y.shape[0]
     member = (y[None, :] == jnp.arange(num_classes)[:, None]) & mask[None, :]
-    scores = jnp.where(member, jax.random.uniform(key, member.shape), -1.0)
+    # One key per example (each belongs to one class): a draw over [n] is a prefix of the draw
+    # at a larger padded n, so padding a client does not change which examples it samples.
+    scores = jnp.where(member, jax.random.uniform(key, (n,))[None, :], -1.0)
     _, order = jax.lax.top_k(scores, min(size, n))  # members first, in random order
     counts = jnp.sum(member, axis=1)
     slots = jnp.arange(size)[None, :] % jnp.maximum(counts, 1)[:, None]
