@@ -225,7 +225,7 @@ def bench_config(model: str, clients: int, peak: float) -> list[dict]:
     per_step = step_flops(task, optimizer, server, fed.train)
     analytic = analytic_step_flops(server)
     uploads = {"params": jax.tree.map(lambda p: jnp.stack([p] * clients), server)}
-    uploads |= {"size": jnp.ones(clients), "loss": jnp.ones(clients)}
+    uploads |= {"size": jnp.ones(clients)}
     agg = jax.jit(alg.server_update).lower(server, uploads, fed.client_mask, key).compile()
     flops = clients * _STEPS.value * (per_step or analytic)
     flops += _flops(agg) or 2 * clients * count_params(server)

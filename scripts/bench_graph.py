@@ -49,7 +49,6 @@ from absl import app, flags
 
 from experiments.configs import cora
 from fedjax_syn import experiment
-from fedjax_syn.algorithms import registry
 from fedjax_syn.core.arrays import EvalGroup, Federation
 from fedjax_syn.core.interface import FederatedAlgorithm
 from fedjax_syn.engine import evaluation
@@ -178,7 +177,7 @@ def worker(spec: str) -> dict:
     cfg.unroll = mode == "scanned"
     prepared = experiment.prepare(cfg)
     fed = prepared.fed if mode != "uncached" else without_neighbour_mean(prepared.fed)
-    alg = registry.build(cfg, prepared.task)
+    alg = experiment.build_algorithm(cfg, [prepared])
     data_rss = peak_rss_mib()
     train = fed.train
     n_pad = int(train.labels.shape[1])
