@@ -116,7 +116,7 @@ def _check_federated(cfg: ml_collections.ConfigDict) -> None:
         check_choice("setting", cfg.setting, SETTINGS)
         _check_fraction(cfg, "unseen_frac")
         _check_fraction(cfg, "graph_missing_frac")
-    check_choice("algorithm", cfg.algorithm, registry.BUILDERS)
+    registry.check_track(cfg.algorithm, cfg.track)
     check_choice("optimizer", cfg.optimizer, common.OPTIMIZERS)
     _check_minima(cfg, _FEDERATED_MINIMA)
     if not cfg.local_steps:

@@ -63,6 +63,7 @@ def test_override_and_grid_on_one_axis_is_an_error():
         ("alpha=0.5,0", "alpha must be a finite number > 0, got 0"),
         ("dataset=cora", "unknown vision dataset 'cora'"),
         ("model=sage", "unknown model 'sage'"),
+        ("algorithm=fedavg,fedlog", "algorithm 'fedlog' does not run on the vision track"),
     ],
 )
 def test_every_grid_point_is_validated(grid, fragment):

@@ -54,7 +54,30 @@ BUILDERS: dict[str, Builder] = {
 }
 
 
+_ANY = ("vision", "graph")
+# The tracks each algorithm runs on (FedLoG's graph and image recipes differ).
+TRACKS: dict[str, tuple[str, ...]] = {
+    "local": _ANY,
+    "fedavg": _ANY,
+    "fedavg_ft": _ANY,
+    "fedprox": _ANY,
+    "fedper": _ANY,
+    "fedlog": ("graph",),
+    "fedlog_vision": ("vision",),
+}
+
+
+def check_track(algorithm: str, track: str) -> None:
+    """A one-line error when `algorithm` does not run on `track`."""
+    check_choice("algorithm", algorithm, BUILDERS)
+    allowed = [name for name, tracks in TRACKS.items() if track in tracks]
+    check(
+        track in TRACKS[algorithm],
+        f"algorithm {algorithm!r} does not run on the {track} track; allowed: {', '.join(allowed)}",
+    )
+
+
 def build(cfg, task: Task, spec: DataSpec) -> FederatedAlgorithm:
     """The algorithm `cfg.algorithm` names, for data described by `spec`."""
-    check_choice("algorithm", cfg.algorithm, BUILDERS)
+    check_track(cfg.algorithm, spec.track)
     return BUILDERS[cfg.algorithm](cfg, task, spec)
