@@ -1,76 +1,205 @@
-"""Runs one experiment, or every run of a config's `grid`, and prints the results table.
+"""The one command line: run a config's grid, reproduce a paper table, or render tables and
+figures from a results ledger.
 
-    python -m experiments.main                                    # the main job (digits table)
-    python -m experiments.main --config=experiments/configs/digits_table.py --config.rounds=5
+    python -m experiments.main                                   # the main job (digits table)
     python -m experiments.main --config=experiments/configs/cora.py --config.algorithm=fedavg
+    python -m experiments.main --config=experiments/configs/graph_seen.py \
+        --grid='dataset=cora;num_clients=3' --ledger=runs/graph.jsonl
+    python -m experiments.main --mode=reproduce --table=digits_table --quick
+    python -m experiments.main --mode=tables --ledger=results/graph/ledger.jsonl --spec=graph
+    python -m experiments.main --mode=plots --ledger=runs/ledger.jsonl --plot=alpha
+
+Modes:
+  run        every run of the config's grid not yet in --ledger, resumably (runs that differ
+             only in their data share one program; each program checkpoints every
+             --checkpoint_every rounds and a rerun after a crash continues from there), then the
+             table the config names;
+  reproduce  --table (a config name or file) from nothing: data, split statistics, runs, table
+             and figures under --out;
+  tables     tables from --ledger (--spec: a named spec, inline JSON or a JSON file);
+  plots      the local-overfitting figures from --ledger.
 
 A field the config's grid sweeps, set with --config.FIELD=v, narrows that axis to v (e.g.
 --config.algorithm=fedprox runs FedProx only); --grid replaces axes. Every run is validated before
-the first one starts. Each finished run appends one record to the ledger (--ledger). User errors
-print one line and exit 2.
+the first one starts. Several hosts (docs/scale.md): start the same command on every host with
+--distributed and --config.shard=True. User errors print one line `error: ...` and exit 2.
 """
 
+import dataclasses
+import json
 import pathlib
 
-import ml_collections
+import jax
 from absl import flags, logging
 from ml_collections import config_flags
-from tqdm import tqdm
 
-from fedjax_syn import cli, experiment, sweep, tables, validate
-
-_DEFAULT_CONFIG = str(pathlib.Path(__file__).parent / "configs" / "digits_table.py")
-_CONFIG = config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Experiment config file.")
-_LEDGER = flags.DEFINE_string("ledger", "runs/ledger.jsonl", "Results ledger (JSON lines).")
-_PROGRESS = flags.DEFINE_bool("progress", True, "Show progress bars.")
-_GRID = flags.DEFINE_string(
-    "grid",
-    "",
-    "Replace grid axes, e.g. 'algorithm=fedavg,fedprox;seed=0,1,2'. Values are Python literals.",
+from experiments import cli, configs
+from fedjax_syn.core.errors import UserError, check
+from fedjax_syn.report import plots, reproduce, tables
+from fedjax_syn.runs import grid, sweep, validate
+from fedjax_syn.runs.ledger import (
+    GRAPH_SETTINGS,
+    VISION_SETTINGS,
+    read_ledger,
+    select,
+    write_atomic,
 )
 
+MODES = ("run", "reproduce", "tables", "plots")
+_DEFAULT_CONFIG = str(pathlib.Path(__file__).parent / "configs" / "digits_table.py")
 
-def run_grid(points: list[ml_collections.ConfigDict], ledger: str, progress: bool) -> list[dict]:
-    records = []
-    for point in tqdm(points, desc="runs", disable=not progress or len(points) == 1):
-        bar = tqdm(
-            total=point.rounds,
-            desc=f"{point.algorithm} seed={point.seed}",
-            leave=False,
-            disable=not progress,
+_MODE = flags.DEFINE_enum("mode", "run", MODES, "What to do (see the module docstring).")
+_CONFIG = config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Experiment config file.")
+_LEDGER = flags.DEFINE_string("ledger", "runs/ledger.jsonl", "Results ledger (JSON lines).")
+_GRID = flags.DEFINE_string(
+    "grid", "", "Replace grid axes, e.g. 'algorithm=fedavg,fedprox;seed=0,1,2;fedlog.beta=0.1,1'."
+)
+_PROGRESS = flags.DEFINE_bool("progress", True, "Show progress bars.")
+_OUT = flags.DEFINE_string(
+    "out",
+    None,
+    "Output folder (reproduce: runs/reproduce/TABLE; tables: print only; plots: figures).",
+)
+# run and reproduce
+_CHECKPOINT_DIR = flags.DEFINE_string(
+    "checkpoint_dir", "runs/checkpoints", "run: where programs checkpoint their state."
+)
+_CHECKPOINT_EVERY = flags.DEFINE_integer(
+    "checkpoint_every", 10, "Checkpoint every this many rounds (0: never)."
+)
+_BATCH_RUNS = flags.DEFINE_bool(
+    "batch_runs", True, "Run runs that differ only in data (seed, alpha, ...) as one program."
+)
+_MAX_BATCH = flags.DEFINE_integer("max_batch", 0, "At most this many runs per program (0: all).")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed",
+    False,
+    "Multi-process run (TPU pod slice, several GPU hosts): call jax.distributed.initialize() "
+    "first; the cluster is auto-detected unless the three flags below are given.",
+)
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+_TABLE = flags.DEFINE_string("table", None, "reproduce: a config name or a config file.")
+_QUICK = flags.DEFINE_bool("quick", False, "reproduce: shrink rounds, seeds and inner loops.")
+# tables
+_SPEC = flags.DEFINE_string(
+    "spec", "vision", f"tables: named spec ({', '.join(tables.NAMED_SPECS)}), JSON or a JSON file."
+)
+_FORMAT = flags.DEFINE_enum("format", "md", ["md", "latex", "both"], "tables: output format(s).")
+_SEEDS = flags.DEFINE_list(
+    "seeds", None, "tables: expected seeds (e.g. 0,1,2); restricts the query, reports missing runs."
+)
+# plots
+_PLOT = flags.DEFINE_enum(
+    "plot",
+    "alpha",
+    ["alpha", "curves", "gap"],
+    "plots: accuracy vs alpha, per-round curves, or best-validation minus last-round accuracy.",
+)
+_TRACK = flags.DEFINE_enum("track", "vision", ["vision", "graph"], "plots: runs and settings.")
+_FILTERS = flags.DEFINE_string(
+    "filters", "{}", 'plots: ledger filters as JSON, dotted keys allowed: {"dataset": "digits"}.'
+)
+_SETTINGS = flags.DEFINE_list("settings", None, "plots: settings to draw (default: the track's).")
+_METRIC = flags.DEFINE_enum("metric", "best", ["best", "last"], "plots: round of --plot=alpha.")
+_NAME = flags.DEFINE_string("name", None, "plots: file name stem (default: <track>_<plot>).")
+
+
+def run_mode() -> None:
+    if _DISTRIBUTED.value:
+        jax.distributed.initialize(
+            coordinator_address=_COORDINATOR.value,
+            num_processes=_NUM_PROCESSES.value,
+            process_id=_PROCESS_ID.value,
         )
-
-        def on_round(r, metrics, bar=bar):
-            bar.update(r - bar.n)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items() if v is not None and v == v})
-
-        record = experiment.run(point, ledger=ledger, on_round=on_round)
-        bar.close()
-        best = record["best"]
-        logging.info(
-            "%s %s seed=%d best round %d: %s (%.1fs, compile %.1fs)",
-            record["dataset"],
-            record["algorithm"],
-            record["seed"],
-            best["round"],
-            ", ".join(f"{k}={v:.3f}" for k, v in best.items() if k != "round" and v is not None),
-            record["wall_time_s"],
-            record["compile_time_s"],
-        )
-        records.append(record)
-    return records
-
-
-def main(argv):
-    del argv
     config = _CONFIG.value
     overrides = config_flags.get_override_values(flags.FLAGS["config"])
-    sweep.apply_command_line(config, overrides, _GRID.value)
-    points = validate.validate_config(config)
-    records = run_grid(points, _LEDGER.value, _PROGRESS.value)
-    rows = list(config.get("table", {}).get("rows", ["dataset", "algorithm"]))
-    print(tables.render_markdown(records, rows=rows, settings=records[0]["settings"]))
-    print(f"\nledger: {_LEDGER.value}")
+    grid.apply_command_line(config, overrides, _GRID.value)
+    validate.validate_config(config)
+    name = pathlib.Path(config_flags.get_config_filename(flags.FLAGS["config"])).stem
+    records = sweep.run_sweep(
+        config,
+        ledger=_LEDGER.value,
+        checkpoint_dir=_CHECKPOINT_DIR.value,
+        checkpoint_every=_CHECKPOINT_EVERY.value,
+        batch_runs=_BATCH_RUNS.value,
+        max_batch=_MAX_BATCH.value,
+        progress=_PROGRESS.value,
+    )
+    table = tables.build_table(records, tables.table_spec(config, name), source=_LEDGER.value)
+    if jax.process_index() == 0:
+        print(tables.to_markdown(table))
+        print(f"ledger: {_LEDGER.value}")
+
+
+def reproduce_mode() -> None:
+    check(_TABLE.value, f"--mode=reproduce needs --table: one of {', '.join(configs.available())}")
+    name, config = configs.load(_TABLE.value)
+    outputs = reproduce.reproduce(
+        name,
+        config,
+        quick=_QUICK.value,
+        out=_OUT.value,
+        grid=_GRID.value,
+        batch_runs=_BATCH_RUNS.value,
+        max_batch=_MAX_BATCH.value,
+        checkpoint_every=_CHECKPOINT_EVERY.value,
+        progress=_PROGRESS.value,
+    )
+    print()
+    print(outputs.markdown)
+
+
+def tables_mode() -> None:
+    spec = tables.resolve_spec(_SPEC.value)
+    if _SEEDS.value is not None:
+        try:
+            seeds = tuple(int(s) for s in _SEEDS.value)
+        except ValueError:
+            raise UserError(f"--seeds must be integers, got {_SEEDS.value}") from None
+        spec = dataclasses.replace(spec, seeds=seeds)
+    table = tables.build_table(read_ledger(_LEDGER.value), spec, source=_LEDGER.value)
+    rendered = {}
+    if _FORMAT.value in ("md", "both"):
+        rendered["md"] = tables.to_markdown(table)
+    if _FORMAT.value in ("latex", "both"):
+        rendered["tex"] = tables.to_latex(table)
+    for text in rendered.values():
+        print(text)
+    for suffix, text in rendered.items() if _OUT.value else ():
+        path = pathlib.Path(_OUT.value) / f"{spec.name}.{suffix}"
+        write_atomic(path, text)
+        print(f"wrote {path}")
+
+
+def plots_mode() -> None:
+    try:
+        filters = json.loads(_FILTERS.value)
+    except json.JSONDecodeError as e:
+        raise UserError(f"--filters is not valid JSON: {e}") from None
+    check(isinstance(filters, dict), f"--filters must be a JSON object, got {_FILTERS.value}")
+    default = VISION_SETTINGS if _TRACK.value == "vision" else GRAPH_SETTINGS
+    settings = tuple(_SETTINGS.value or default)
+    stem = _NAME.value or f"{_TRACK.value}_{_PLOT.value}"
+    paths = [pathlib.Path(_OUT.value or "figures") / f"{stem}.{ext}" for ext in ("png", "pdf")]
+    records = select(read_ledger(_LEDGER.value), **{"track": _TRACK.value, **filters})
+    if _PLOT.value == "alpha":
+        plots.plot_accuracy_vs_alpha(records, settings, metric=_METRIC.value, paths=paths)
+    elif _PLOT.value == "curves":
+        plots.plot_round_curves(records, settings if _SETTINGS.value else settings[:3], paths=paths)
+    else:
+        plots.plot_best_last_gap(records, settings, paths=paths)
+    for path in paths:
+        print(f"wrote {path}")
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
+    {"run": run_mode, "reproduce": reproduce_mode, "tables": tables_mode, "plots": plots_mode}[
+        _MODE.value
+    ]()
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from experiments.configs import graph_seen
 from fedjax_syn import batched, experiment
 from fedjax_syn.core.errors import UserError
 from fedjax_syn.data.graphs import GRAPH_DATASETS
-from fedjax_syn.results import write_atomic
+from fedjax_syn.runs.ledger import write_atomic
 
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
 _ALPHAS = flags.DEFINE_list("alphas", ["0.05", "0.1", "0.3", "1.0", "10.0"], "Dirichlet alphas.")

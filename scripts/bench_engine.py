@@ -37,7 +37,7 @@ import numpy as np
 import optax
 from absl import flags
 
-from fedjax_syn import cli
+from experiments import cli
 from fedjax_syn.algorithms.fedavg import fedavg, local_loss
 from fedjax_syn.core import interface as base
 from fedjax_syn.core.arrays import ClientData, Federation, round_up

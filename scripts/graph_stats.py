@@ -9,7 +9,7 @@ Bad flags or bad input print one line `error: ...` and exit with status 2.
 
 from absl import flags
 
-from fedjax_syn import cli
+from experiments import cli
 from fedjax_syn.core.errors import UserError
 from fedjax_syn.data.graph_split import PARTITIONERS, SETTINGS, build_graph_federation, split_table
 from fedjax_syn.data.graphs import GRAPH_DATASETS, load_graph

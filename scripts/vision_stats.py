@@ -8,7 +8,7 @@ Bad input ends with a one-line `error: ...` on stderr and exit status 2.
 
 from absl import flags
 
-from fedjax_syn import cli
+from experiments import cli
 from fedjax_syn.core.errors import UserError
 from fedjax_syn.data.partition import PARTITIONS
 from fedjax_syn.data.vision import VISION_DATASETS, load_vision

@@ -3,14 +3,14 @@ networks trained on as many random real images per class, for gradient matching 
 ICLR 2021) and distribution matching (Zhao & Bilen, WACV 2023) at 1, 10 and 50 images per class,
 seeds 0, 1, 2. FedLoG's vision recipe condenses client data the same way.
 
-Each run condenses the whole training set (`fedjax_syn.condense_experiment`) and trains
+Each run condenses the whole training set (`fedjax_syn.runs.condense`) and trains
 `eval_nets` fresh networks for `eval_epochs` epochs on the result.
 
     python scripts/reproduce.py condense_table
     python scripts/sweep.py --config=experiments/configs/condense_table.py --grid='ipc=1,10'
 """
 
-from fedjax_syn.condense_experiment import default_config
+from fedjax_syn.runs.condense import default_config
 
 
 def get_config():

@@ -4,7 +4,7 @@ two seeds. Embedded data, no download; a few minutes on a 2-core CPU.
     python -m experiments.main --config=experiments/configs/digits_table.py
 """
 
-from fedjax_syn.experiment import default_config
+from fedjax_syn.runs.config import default_config
 
 
 def get_config():

@@ -16,7 +16,7 @@ downloads it where the internet is reachable); drop it offline with --grid='data
 """
 
 import fedjax_syn.algorithms.fedlog  # noqa: F401  (registers "fedlog" and "fedlog_vision")
-from fedjax_syn.experiment import default_config
+from fedjax_syn.runs.config import default_config
 
 DATASETS = ("cora", "citeseer", "pubmed", "photo", "computers", "cs", "physics")
 ALGORITHMS = ("local", "fedavg", "fedprox", "fedper", "fedavg_ft", "fedlog")

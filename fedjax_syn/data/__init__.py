@@ -1,1 +1,4 @@
-"""Datasets, partitions into clients, evaluation settings and padded client arrays."""
+"""Datasets, partitions into clients, evaluation settings and padded client arrays.
+
+Imports `core/` only: a loader knows nothing about models, algorithms or runs.
+"""

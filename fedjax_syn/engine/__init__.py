@@ -1,1 +1,5 @@
-"""The federated engine: padded client arrays, local training, the jitted round, sharding."""
+"""The federated engine: local training over masked minibatches, the jitted round over the
+clients axis, evaluation and sharding.
+
+Imports `core/` (the algorithm interface among it) and flax; never an algorithm.
+"""

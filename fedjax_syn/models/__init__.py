@@ -1,1 +1,5 @@
-"""Flax models. Every model is used through a pure `apply(params, inputs, ...)`."""
+"""Flax models (MLP, DC-style ConvNet, GCN, GraphSAGE), each used through a pure
+`apply(params, inputs, ...)`.
+
+Imports `core/` only.
+"""

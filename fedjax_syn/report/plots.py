@@ -24,7 +24,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from fedjax_syn.core.errors import UserError, check
-from fedjax_syn.results import SETTING_LABELS, group_runs, lookup, seed_stats, write_atomic
+from fedjax_syn.runs.ledger import SETTING_LABELS, group_runs, lookup, seed_stats, write_atomic
 
 _SETTING_STYLE = {
     "seen": ("tab:blue", "-"),

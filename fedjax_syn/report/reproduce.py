@@ -23,8 +23,11 @@ from typing import Any
 
 import ml_collections
 
-from fedjax_syn import experiment, plots, results, sweep, tables, validate
 from fedjax_syn.core.errors import check
+from fedjax_syn.report import plots, tables
+from fedjax_syn.runs import ledger, sweep, validate
+from fedjax_syn.runs.grid import override_grid
+from fedjax_syn.runs.prepare import build_split
 
 QUICK_ROUNDS = 3
 QUICK_FEDLOG = {"pretrain_epochs": 2, "gen_epochs": 2, "gen_networks": 2}
@@ -130,7 +133,7 @@ def write_splits(
             continue
         name = _split_name(cfg)
         data = _load(cfg, cache)
-        split = experiment.build_split(cfg, data)
+        split = build_split(cfg, data)
         if cfg.track == "graph":
             from fedjax_syn.data.graph_split import split_table
 
@@ -140,7 +143,7 @@ def write_splits(
 
             text = class_count_table(split)
         path = folder / f"{name}.txt"
-        results.write_atomic(path, text if text.endswith("\n") else text + "\n")
+        ledger.write_atomic(path, text if text.endswith("\n") else text + "\n")
         written[name] = path
     return list(written.values())
 
@@ -152,7 +155,7 @@ def write_splits(
 def _facets(records: Sequence[dict], keys: Sequence[str]) -> dict[tuple, list[dict]]:
     groups: dict[tuple, list[dict]] = {}
     for record in records:
-        groups.setdefault(tuple(results.lookup(record, k, None) for k in keys), []).append(record)
+        groups.setdefault(tuple(ledger.lookup(record, k, None) for k in keys), []).append(record)
     return groups
 
 
@@ -209,7 +212,7 @@ def reproduce(
     """Regenerates the table `name` described by `config` end to end; see the module docstring."""
     if quick:
         config = shrink(config)
-    sweep.override_grid(config, grid)
+    override_grid(config, grid)
     folder = pathlib.Path(out or f"runs/reproduce/{name}{'-quick' if quick else ''}")
     ledger, checkpoints = folder / "ledger.jsonl", folder / "checkpoints"
     points = validate.validate_config(config)  # every run, before any data is loaded
@@ -234,12 +237,12 @@ def reproduce(
     )
     log(f"runs: {len(records)} records in {ledger}")
 
-    spec = sweep.table_spec(config, name)
+    spec = tables.table_spec(config, name)
     built = tables.build_table(records, spec, source=str(ledger))
     markdown = tables.to_markdown(built)
     table_paths = [folder / "tables" / f"{spec.name}.{ext}" for ext in ("md", "tex")]
-    results.write_atomic(table_paths[0], markdown)
-    results.write_atomic(table_paths[1], tables.to_latex(built))
+    ledger.write_atomic(table_paths[0], markdown)
+    ledger.write_atomic(table_paths[1], tables.to_latex(built))
     log(f"table: {table_paths[0]} and {table_paths[1]}")
 
     figures = draw_figures(records, config, spec, folder / "figures")

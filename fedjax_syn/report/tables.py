@@ -17,8 +17,10 @@ import pathlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import ml_collections
+
 from fedjax_syn.core.errors import UserError, check, check_choice
-from fedjax_syn.results import (
+from fedjax_syn.runs.ledger import (
     GRAPH_SETTINGS,
     SETTING_LABELS,
     VISION_SETTINGS,
@@ -31,6 +33,7 @@ from fedjax_syn.results import (
 
 METRIC_SETS = ("best", "last", "both")
 CONDENSE_LABELS = {"syn_acc": "Condensed", "random_acc": "Random real"}
+FIGURE_FIELDS = ("plot", "series")  # fields of a config's `table` that choose the figure
 ROW_LABELS = {"protocol.num_clients": "K", "protocol.alpha": "alpha", "ipc": "IPC"}
 
 
@@ -484,3 +487,25 @@ def to_latex(table: Table) -> str:
         lines += ["% Missing runs:", *(f"%   {m}" for m in missing)]
     lines += [f"% Query: {table.query}", ""]
     return "\n".join(lines)
+
+
+def table_spec(config: ml_collections.ConfigDict, name: str = "table") -> TableSpec:
+    """The table a sweep config names in its `table` field (spec fields of
+    `spec_from_dict`, plus the figure fields `plot` and `series`), with defaults from its
+    track and grid seeds."""
+    table = dict((config.get("table") or ml_collections.ConfigDict()).to_dict())
+    for field in FIGURE_FIELDS:
+        table.pop(field, None)
+    track = config.get("track", "vision")
+    condense = track == "condense"
+    table.setdefault("name", name)
+    table.setdefault("kind", "condense" if condense else "accuracy")
+    if not condense:
+        table.setdefault("rows", ["dataset", "algorithm"])
+        table.setdefault(
+            "settings",
+            list(VISION_SETTINGS if track == "vision" else GRAPH_SETTINGS),
+        )
+    grid = config.get("grid") or {}
+    table.setdefault("seeds", list(grid["seed"]) if "seed" in grid else [config.get("seed", 0)])
+    return spec_from_dict(table)

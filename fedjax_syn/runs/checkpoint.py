@@ -2,7 +2,8 @@
 
 A checkpoint holds `state`, any pytree of arrays (server state, client states with a leading
 clients axis, optax states, PRNG keys), and `meta`, a JSON dict (round counter, metric curves), so
-a preempted sweep resumes where it stopped.
+a preempted sweep resumes where it stopped. `save_state` / `restore_state` store a run program's
+`State` this way.
 
 Atomicity: orbax writes step N into `N.orbax-checkpoint-tmp` and renames it to `N` when every item
 is written (`AtomicRenameTemporaryPath`, the default on POSIX file systems); a save killed midway
@@ -27,9 +28,11 @@ addressable, it is skipped (orbax still restores, without verification).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import pathlib
 import time
@@ -179,3 +182,79 @@ def _verify(restored: Any) -> str | None:
     if actual != expected:
         return f"checksum mismatch: saved {expected[:12]}..., restored data gives {actual[:12]}..."
     return None
+
+
+def _is_key(leaf: Any) -> bool:
+    return isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+
+
+def _host_copy(leaf: Any) -> Any:
+    """A host copy, so that the next round may donate (invalidate) the device buffer."""
+    if _is_key(leaf):
+        leaf = jax.random.key_data(leaf)
+    if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+        return leaf  # multi-process: orbax saves the shards; the save completes before we go on
+    return np.array(leaf)
+
+
+def _template(leaf: Any) -> Any:
+    return jax.random.key_data(leaf) if _is_key(leaf) else leaf
+
+
+def _rewrap(restored: Any, template: Any) -> Any:
+    if _is_key(template):
+        return jax.random.wrap_key_data(restored, impl=jax.random.key_impl(template))
+    return restored
+
+
+def _arrays(state: Any) -> dict:
+    return {"server": state.server, "clients": state.clients, "key": state.key}
+
+
+def _json_curves(curves: Any) -> Any:
+    """NaN (a setting without examples) -> None, as in the ledger."""
+    if isinstance(curves, dict):
+        return {k: _json_curves(v) for k, v in curves.items()}
+    if isinstance(curves, list):
+        return [_json_curves(v) for v in curves]
+    return None if isinstance(curves, float) and math.isnan(curves) else curves
+
+
+def _float_curves(curves: Any) -> Any:
+    if isinstance(curves, dict):
+        return {k: _float_curves(v) for k, v in curves.items()}
+    if isinstance(curves, list):
+        return [_float_curves(v) for v in curves]
+    return float("nan") if curves is None else curves
+
+
+def save_state(ckpt: RunCheckpointer, state: Any, elapsed_s: float) -> None:
+    """Writes `state` as step `state.round` (returns when it is on disk)."""
+    meta = {
+        "round": state.round,
+        "curves": _json_curves(state.curves),
+        "eval_rounds": list(state.eval_rounds),
+        "elapsed_s": elapsed_s,
+    }
+    ckpt.save(state.round, jax.tree.map(_host_copy, _arrays(state)), meta)
+
+
+def restore_state(ckpt: RunCheckpointer, template: Any) -> Any | None:
+    """The newest intact checkpointed state shaped like `template`, or None when there is none."""
+    arrays = _arrays(template)
+    found = ckpt.restore_latest(jax.tree.map(_template, arrays))
+    if found is None:
+        return None
+    step, restored, meta = found
+    restored = jax.tree.map(_rewrap, restored, arrays)
+    check(meta["round"] == step, f"checkpoint step {step} holds round {meta['round']}")
+    return dataclasses.replace(
+        template,
+        server=restored["server"],
+        clients=restored["clients"],
+        key=restored["key"],
+        round=step,
+        curves=_float_curves(meta["curves"]),
+        eval_rounds=list(meta["eval_rounds"]),
+        elapsed_s=float(meta["elapsed_s"]),
+    )

@@ -4,9 +4,10 @@ The condensation table compares, per (dataset, method, images per class), the te
 fresh networks trained on the condensed set only against the same networks trained on as many
 randomly chosen real images per class (Zhao et al., ICLR 2021; Zhao & Bilen, WACV 2023). Both
 use the same network initialisations (the same evaluation key), so the comparison isolates the
-training data. The record follows the condensation schema of `results`.
+training data. The record follows the condensation schema of `runs.ledger`.
 """
 
+import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,11 +16,21 @@ import jax
 import ml_collections
 import numpy as np
 
-from fedjax_syn import results
-from fedjax_syn.condense import DSAConfig, condense, evaluate_synthetic, random_subset
+from fedjax_syn.condense import (
+    CondenseConfig,
+    DSAConfig,
+    condense,
+    evaluate_synthetic,
+    random_subset,
+)
+from fedjax_syn.condense.augment import TRANSFORMS
 from fedjax_syn.core.errors import check, check_choice
+from fedjax_syn.runs.ledger import append_record, run_id, versions
 
 MODELS = ("convnet", "mlp")
+GLYPHS = ("digits", "mnist", "emnist")  # a mirrored glyph is another symbol: augment without flip
+# Fields that choose how a condensation run executes, never what it computes.
+EXECUTION_FIELDS = ("class_batching", "conv")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -33,15 +44,23 @@ def default_config() -> ml_collections.ConfigDict:
             "method": "gm",
             "ipc": 10,
             "iterations": 1000,
+            "outer_loop": 0,  # gradient matching steps per network; 0: the paper's for this ipc
+            "inner_loop": 0,  # training epochs between them; 0: the paper's
             "num_nets": 1,  # fresh networks per condensation iteration
+            "batch_real": 256,  # real images per class per matching step
+            "init": "real",  # synthetic initialisation: "real" images or "noise"
             "dsa": False,
             "model": "convnet",
             "width": 128,
+            "depth": 3,
             "hidden": (32,),
             "eval_nets": 5,
             "eval_epochs": 300,
             "eval_batch_size": 256,
             "eval_lr": 0.01,
+            "test_size": 0,  # evaluate on the first n test examples; 0: all
+            "class_batching": "vmap",  # how per-class losses are batched (same results)
+            "conv": "auto",  # ConvNet convolutions (models/conv.py; same results)
         }
     )
 
@@ -51,8 +70,21 @@ def _model(cfg, num_classes: int):
 
     check_choice("model", cfg.model, MODELS)
     if cfg.model == "convnet":
-        return ConvNet(num_classes, cfg.width)
+        return ConvNet(num_classes, cfg.width, depth=cfg.depth, conv=cfg.conv)
     return MLP(num_classes, tuple(cfg.hidden))
+
+
+def _dsa_config(cfg) -> DSAConfig | None:
+    if not cfg.dsa:
+        return None
+    if cfg.dataset in GLYPHS:
+        return DSAConfig(strategy=tuple(t for t in TRANSFORMS if t != "flip"))
+    return DSAConfig()
+
+
+def identity(cfg) -> dict:
+    """The config a condensation run is identified by (execution fields left out)."""
+    return {k: v for k, v in cfg.to_dict().items() if k not in EXECUTION_FIELDS}
 
 
 def run(
@@ -68,7 +100,23 @@ def run(
     start = time.perf_counter()
     data = load_vision(cfg.dataset, cfg.data_dir or None)
     model = _model(cfg, data.num_classes)
+    dsa = _dsa_config(cfg)
     condense_key, eval_key = jax.random.split(jax.random.key(cfg.seed))
+    options = dict(
+        num_nets=cfg.num_nets,
+        batch_real=cfg.batch_real,
+        init=cfg.init,
+        class_batching=cfg.class_batching,
+        outer_loop=cfg.outer_loop or None,
+        inner_loop=cfg.inner_loop or None,
+    )
+    stamps = [time.perf_counter()]
+
+    def on_step(i: int, loss: float) -> None:
+        stamps.append(time.perf_counter())
+        if on_iteration is not None:
+            on_iteration(i, loss)
+
     syn_x, syn_y = condense(
         data.train_x,
         data.train_y,
@@ -79,13 +127,15 @@ def run(
         model=model,
         iterations=cfg.iterations,
         dsa=cfg.dsa,
-        dsa_config=DSAConfig(),  # with dsa: the same augmentations in evaluation
-        num_nets=cfg.num_nets,
-        on_iteration=on_iteration,
+        on_iteration=on_step,
+        **options,
+        **({"dsa_config": dsa} if dsa else {}),
     )
+    steps = np.diff(stamps)  # the first iteration includes compilation
     real_x, real_y = random_subset(
         np.random.default_rng(cfg.seed), data.train_x, data.train_y, data.num_classes, cfg.ipc
     )
+    test = slice(cfg.test_size or None)
     accuracy = {}
     for name, (x, y) in {"syn_acc": (syn_x, syn_y), "random_acc": (real_x, real_y)}.items():
         accuracy[name] = evaluate_synthetic(
@@ -93,30 +143,35 @@ def run(
             model,
             x,
             y,
-            data.test_x,
-            data.test_y,
+            data.test_x[test],
+            data.test_y[test],
             num_nets=cfg.eval_nets,
             epochs=cfg.eval_epochs,
             batch_size=cfg.eval_batch_size,
             lr=cfg.eval_lr,
-            dsa=DSAConfig() if cfg.dsa else None,
+            dsa=dsa,
         )
+    metrics = {}
+    for name, acc in accuracy.items():
+        metrics |= {name: float(np.mean(acc)), f"{name}_std": float(np.std(acc))}
+        metrics[f"{name}_per_net"] = [float(a) for a in acc]
     config = cfg.to_dict()
     record = {
-        "run_id": results.run_id(config),
+        "run_id": run_id(identity(cfg)),
         "track": "condense",
         "dataset": cfg.dataset,
         "method": cfg.method,
         "ipc": cfg.ipc,
         "seed": cfg.seed,
-        "metrics": {
-            **{name: float(np.mean(acc)) for name, acc in accuracy.items()},
-            **{f"{name}_per_net": [float(a) for a in acc] for name, acc in accuracy.items()},
-        },
+        "loops": CondenseConfig(ipc=cfg.ipc, **options).loops if cfg.method == "gm" else None,
+        "metrics": metrics,
         "config": config,
+        "seconds_per_iteration": statistics.median(steps[1:]) if len(steps) > 1 else None,
+        "first_iteration_s": float(steps[0]) if len(steps) else None,
+        "condense_time_s": stamps[-1] - stamps[0],
         "wall_time_s": time.perf_counter() - start,
-        "versions": results.versions(),
+        "versions": versions(),
     }
     if ledger:
-        results.append_record(ledger, record)
+        append_record(ledger, record)
     return record

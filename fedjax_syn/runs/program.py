@@ -196,7 +196,9 @@ def compile_program(
     start = time.perf_counter()
     run_init, shapes = compile_init(init, fed, keys)
     needed = {True, cfg.eval_every == 1}  # the no-evaluation variant only when it is used
-    compiled = {flag: round_fn.lower(*shapes, fed, keys, evaluate=flag).compile() for flag in needed}
+    compiled = {
+        flag: round_fn.lower(*shapes, fed, keys, evaluate=flag).compile() for flag in needed
+    }
     compile_time = time.perf_counter() - start
     return Program(cfgs, prepared, fed, first_round(alg), run_init, shapes, compiled, compile_time)
 
@@ -270,10 +272,9 @@ def make_records(program: Program, state: State, wall_time: float) -> list[dict]
     """One ledger record per run; wall and compile time are the program's, shared equally."""
     n = program.num_runs
     return [
-        ledger.make_record(
+        make_record(
             cfg,
-            prepared.protocol,
-            prepared.settings,
+            prepared,
             curves,
             state.eval_rounds,
             wall_time / n,
@@ -282,6 +283,42 @@ def make_records(program: Program, state: State, wall_time: float) -> list[dict]
         )
         for cfg, prepared, curves in zip(program.cfgs, program.prepared, state.curves)
     ]
+
+
+def make_record(
+    cfg, prepared: Prepared, curves, eval_rounds, wall_time, compile_time, runs_in_program=1
+) -> dict:
+    """The ledger record of a finished run (`runs_in_program` > 1: it ran batched with others,
+    and its wall and compile times are its share of the program's)."""
+    best, last = ledger.summarize_curves(
+        {k: v for k, v in curves.items() if not k.startswith("train_")}, val_key="val"
+    )
+    best["round"] = eval_rounds[best["round"]]
+    last["round"] = eval_rounds[last["round"]]
+    config = cfg.to_dict()
+    return {
+        "run_id": run_config.run_id(cfg),
+        "track": cfg.track,
+        "dataset": cfg.dataset,
+        "algorithm": cfg.algorithm,
+        "seed": cfg.seed,
+        "protocol": prepared.protocol,
+        "config": config,
+        "settings": list(prepared.settings),
+        "eval_rounds": eval_rounds,
+        "curves": {k: [_finite(v) for v in vals] for k, vals in curves.items()},
+        "best": {k: v if k == "round" else _finite(v) for k, v in best.items()},
+        "last": {k: v if k == "round" else _finite(v) for k, v in last.items()},
+        "wall_time_s": wall_time,
+        "compile_time_s": compile_time,
+        "runs_in_program": runs_in_program,
+        "versions": ledger.versions(),
+    }
+
+
+def _finite(value: float) -> float | None:
+    """JSON has no NaN: a setting with no examples (e.g. no missing class) is recorded as null."""
+    return None if value is None or np.isnan(value) else float(value)
 
 
 def run(

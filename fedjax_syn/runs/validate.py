@@ -10,7 +10,6 @@ import math
 
 import ml_collections
 
-from fedjax_syn import condense_experiment, experiment
 from fedjax_syn.algorithms import common, registry
 from fedjax_syn.condense.core import METHODS
 from fedjax_syn.core.errors import check, check_choice
@@ -18,7 +17,9 @@ from fedjax_syn.data.graph_split import PARTITIONERS, SETTINGS
 from fedjax_syn.data.graphs import GRAPH_DATASETS
 from fedjax_syn.data.partition import PARTITIONS
 from fedjax_syn.data.vision import VISION_DATASETS
-from fedjax_syn.sweep import grid_configs
+from fedjax_syn.runs import condense
+from fedjax_syn.runs import config as run_config
+from fedjax_syn.runs.grid import grid_configs
 
 TRACKS = ("vision", "graph", "condense")
 
@@ -59,10 +60,10 @@ def validate_run(cfg: ml_collections.ConfigDict) -> None:
     """Raises `UserError` naming the first field of one run that no run would accept."""
     check_choice("track", cfg.get("track"), TRACKS)
     if cfg.track == "condense":
-        _check_types(cfg, condense_experiment.default_config())
+        _check_types(cfg, condense.default_config())
         _check_condense(cfg)
     else:
-        _check_types(cfg, experiment.default_config())
+        _check_types(cfg, run_config.default_config())
         _check_federated(cfg)
 
 
@@ -103,7 +104,7 @@ def _check_fraction(cfg: ml_collections.ConfigDict, field: str) -> None:
 def _check_federated(cfg: ml_collections.ConfigDict) -> None:
     if cfg.track == "vision":
         check_choice("vision dataset", cfg.dataset, VISION_DATASETS)
-        check_choice("model", cfg.model, experiment.VISION_MODELS)
+        check_choice("model", cfg.model, run_config.VISION_MODELS)
         check_choice("partition", cfg.partition, PARTITIONS)
         check(
             cfg.min_class_count >= 1, f"min_class_count must be >= 1, got {cfg.min_class_count!r}"
@@ -111,7 +112,7 @@ def _check_federated(cfg: ml_collections.ConfigDict) -> None:
         _check_fraction(cfg, "missing_frac")
     else:
         check_choice("graph dataset", cfg.dataset, GRAPH_DATASETS)
-        check_choice("model", cfg.model, experiment.GRAPH_MODELS)
+        check_choice("model", cfg.model, run_config.GRAPH_MODELS)
         check_choice("partitioner", cfg.partitioner, PARTITIONERS)
         check_choice("setting", cfg.setting, SETTINGS)
         _check_fraction(cfg, "unseen_frac")
@@ -139,6 +140,6 @@ def _check_federated(cfg: ml_collections.ConfigDict) -> None:
 def _check_condense(cfg: ml_collections.ConfigDict) -> None:
     check_choice("vision dataset", cfg.dataset, VISION_DATASETS)
     check_choice("condensation method", cfg.method, METHODS)
-    check_choice("model", cfg.model, condense_experiment.MODELS)
+    check_choice("model", cfg.model, condense.MODELS)
     _check_minima(cfg, _CONDENSE_MINIMA)
     check(cfg.eval_lr > 0, f"eval_lr must be > 0, got {cfg.eval_lr!r}")

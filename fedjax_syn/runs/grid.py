@@ -1,0 +1,160 @@
+"""A config's grid expanded into runs, and the command line's say over it.
+
+A config may carry `grid` (field -> tuple of values, nested like the config itself, so
+{"fedlog": {"beta": (0.1, 1.0)}} sweeps an option of FedLoG) and `variants` (name -> field
+values) selected by a grid axis named `variant`; every combination is one run.
+"""
+
+import ast
+import itertools
+from collections.abc import Mapping
+from typing import Any
+
+import ml_collections
+
+from fedjax_syn.core.errors import UserError, check
+
+SWEEP_FIELDS = ("grid", "table", "variants")  # describe a sweep, not a run: dropped from runs
+
+
+def set_field(cfg: ml_collections.ConfigDict, dotted: str, value: Any) -> None:
+    """cfg.a.b = value for dotted = "a.b". The top-level field must exist; nested option groups
+    (e.g. `fedlog`, empty by default) may gain keys, which their algorithm validates."""
+    parts = dotted.split(".")
+    node = cfg
+    for depth, part in enumerate(parts[:-1]):
+        if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
+            where = ".".join(parts[: depth + 1])
+            raise UserError(f"grid field {dotted!r}: {where!r} is not a group of options")
+        node = node[part]
+    if len(parts) == 1 and parts[0] not in cfg:
+        raise UserError(f"grid field {dotted!r} is not a config field")
+    with cfg.unlocked():
+        try:
+            node[parts[-1]] = value
+        except TypeError as e:
+            raise UserError(f"grid field {dotted!r} cannot take {value!r}: {e}") from None
+
+
+def _leaves(tree: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """(dotted path, value) of a nested dict's leaves: {"fedlog": {"beta": x}} -> fedlog.beta."""
+    out = []
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, (dict, ml_collections.ConfigDict)):
+            out += _leaves(value, path + ".")
+        else:
+            out.append((path, value))
+    return out
+
+
+def grid_configs(config: ml_collections.ConfigDict) -> list[ml_collections.ConfigDict]:
+    """One config per point of `config.grid`, in product order (last axis fastest), without the
+    sweep-only fields; the config itself (minus those fields) when there is no grid.
+
+    Grid axes mirror the config: {"seed": (0, 1), "fedlog": {"beta": (0.1, 1.0)}} sweeps seed
+    and fedlog.beta. A `variant` axis names entries of `config.variants`, each a nested dict of
+    field values; the point records the name in its `variant` field.
+    """
+    axes = _leaves(config.get("grid") or {})
+    variants = config.get("variants") or {}
+    for name, values in axes:
+        check(
+            isinstance(values, (list, tuple)) and len(values) > 0,
+            f"grid axis {name!r} must be a non-empty list, got {values!r}",
+        )
+    points = []
+    for values in itertools.product(*(v for _, v in axes)):
+        point = config.copy_and_resolve_references()
+        with point.unlocked():
+            for field in SWEEP_FIELDS:
+                if field in point:
+                    del point[field]
+        for (name, _), value in zip(axes, values):
+            if name == "variant":
+                check(
+                    value in variants,
+                    f"variant {value!r} is not defined; variants: {', '.join(variants) or 'none'}",
+                )
+                with point.unlocked():
+                    point["variant"] = value
+                for field, v in _leaves(variants[value]):
+                    set_field(point, field, v)
+            else:
+                set_field(point, name, value)
+        points.append(point)
+    return points
+
+
+def _literal(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text  # a bare word is a string
+
+
+def parse_grid_override(text: str) -> dict[str, list]:
+    """'algorithm=fedavg,fedprox;seed=0,1,2' -> {'algorithm': [...], 'seed': [0, 1, 2]}.
+
+    Values are Python literals (bare words are strings); keys may be dotted (fedlog.beta=0.1,1).
+    """
+    out = {}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        if "=" not in part:
+            raise UserError(f"bad --grid entry {part!r}; expected key=v1,v2")
+        key, values = part.split("=", 1)
+        out[key.strip()] = [_literal(v.strip()) for v in values.split(",")]
+    return out
+
+
+def override_grid(config: ml_collections.ConfigDict, text: str) -> None:
+    """Sets or replaces the grid axes given as `parse_grid_override` text, in place."""
+    overrides = parse_grid_override(text)
+    if not overrides:
+        return
+    with config.unlocked():
+        if not config.get("grid"):
+            config.grid = ml_collections.ConfigDict()
+        for dotted, values in overrides.items():
+            node = config.grid
+            *parents, last = dotted.split(".")
+            for part in parents:
+                if part not in node:
+                    node[part] = ml_collections.ConfigDict()
+                node = node[part]
+                check(
+                    isinstance(node, ml_collections.ConfigDict),
+                    f"--grid key {dotted!r}: {part!r} is a grid axis, not a group of options",
+                )
+            node[last] = tuple(values)
+
+
+def narrow_grid(config: ml_collections.ConfigDict, overrides: Mapping[str, Any]) -> None:
+    """Narrows each grid axis that an override sets to that one value, in place.
+
+    `overrides` are the fields set on the command line (dotted, as `--config.fedlog.beta=0.1`).
+    A grid point sets every axis field, so without this `--config.algorithm=fedprox` would be
+    overwritten at every point of a grid that sweeps `algorithm`, and silently ignored.
+    """
+    axes = dict(_leaves(config.get("grid") or {}))
+    for field, value in overrides.items():
+        if field not in axes:
+            continue
+        node = config.grid
+        *parents, last = field.split(".")
+        for part in parents:
+            node = node[part]
+        with config.unlocked():
+            node[last] = (value,)
+
+
+def apply_command_line(
+    config: ml_collections.ConfigDict, overrides: Mapping[str, Any], grid: str
+) -> None:
+    """The runs a command line asks for, in place: `--config.FIELD` overrides narrow the grid
+    axes they set (`narrow_grid`), then `--grid` replaces axes (`override_grid`)."""
+    both = sorted(set(overrides) & set(parse_grid_override(grid)))
+    if both:
+        raise UserError(f"--config.{both[0]} and --grid both set {both[0]}; give one of them")
+    narrow_grid(config, overrides)
+    override_grid(config, grid)
