@@ -12,8 +12,8 @@ Variants (fields of `cfg.fedlog`, see fedjax_syn/algorithms/fedlog/config.py):
   head_and_tail   tail synthetic nodes shared as well as head ones
   small_beta      L_norm weight 0.01 instead of 1
 
-    python scripts/reproduce.py ablations
-    python scripts/sweep.py --config=experiments/configs/ablations.py --grid='variant=full,no_cd'
+    python -m experiments.main --mode=reproduce --table=ablations
+    python -m experiments.main --config=experiments/configs/ablations.py --grid='variant=full,no_cd'
 """
 
 import fedjax_syn.algorithms.fedlog  # noqa: F401  (registers "fedlog" and "fedlog_vision")

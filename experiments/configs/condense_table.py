@@ -6,8 +6,8 @@ seeds 0, 1, 2. FedLoG's vision recipe condenses client data the same way.
 Each run condenses the whole training set (`fedjax_syn.runs.condense`) and trains
 `eval_nets` fresh networks for `eval_epochs` epochs on the result.
 
-    python scripts/reproduce.py condense_table
-    python scripts/sweep.py --config=experiments/configs/condense_table.py --grid='ipc=1,10'
+    python -m experiments.main --mode=reproduce --table=condense_table
+    python -m experiments.main --config=experiments/configs/condense_table.py --grid='ipc=1,10'
 """
 
 from fedjax_syn.runs.condense import default_config

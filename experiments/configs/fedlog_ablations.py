@@ -15,8 +15,8 @@ Variants (fields of `cfg.fedlog`, see fedjax_syn/algorithms/fedlog/config.py):
   random_prompt         untrained prompt generators (as released)
   released              all of the released code's behaviours together
 
-    python scripts/sweep.py --config=experiments/configs/fedlog_ablations.py
-    python scripts/sweep.py --config=experiments/configs/fedlog_ablations.py \
+    python -m experiments.main --config=experiments/configs/fedlog_ablations.py
+    python -m experiments.main --config=experiments/configs/fedlog_ablations.py \
         --grid='variant=default,released;seed=0'
 """
 

@@ -12,9 +12,9 @@ Variants (the config argument after the colon):
   convnet  the DC ConvNet (width 64), 50 rounds evaluated every round, as in
            vision_alpha_sweep.py: for accelerators.
 
-    python scripts/sweep.py --config=experiments/configs/fedlog_vision_table.py \
+    python -m experiments.main --config=experiments/configs/fedlog_vision_table.py \
         --ledger=results/vision/ledger.jsonl
-    python scripts/sweep.py --config=experiments/configs/fedlog_vision_table.py:convnet
+    python -m experiments.main --config=experiments/configs/fedlog_vision_table.py:convnet
 """
 
 from experiments.configs.vision_alpha_sweep import get_config as alpha_sweep

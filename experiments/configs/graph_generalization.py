@@ -6,8 +6,8 @@ graph track; FedLoG, Kim et al., ICLR 2025).
 Same training recipe as the Seen table (`graph_seen.graph_base`). Seeds and the two settings of
 one (dataset, K, algorithm) differ only in their data, so they run as one batched program.
 
-    python scripts/reproduce.py graph_generalization
-    python scripts/sweep.py --config=experiments/configs/graph_generalization.py \
+    python -m experiments.main --mode=reproduce --table=graph_generalization
+    python -m experiments.main --config=experiments/configs/graph_generalization.py \
         --grid='dataset=cora;num_clients=3;setting=openset'
 """
 

@@ -11,8 +11,8 @@ over seeds, every client would run as many steps as the same client of the busie
 PubMed needs its full Planetoid files (`ind.pubmed.allx` is not in the staged copy; the loader
 downloads it where the internet is reachable); drop it offline with --grid='dataset=cora,citeseer'.
 
-    python scripts/reproduce.py graph_seen
-    python scripts/sweep.py --config=experiments/configs/graph_seen.py --grid='dataset=cora'
+    python -m experiments.main --mode=reproduce --table=graph_seen
+    python -m experiments.main --config=experiments/configs/graph_seen.py --grid='dataset=cora'
 """
 
 import fedjax_syn.algorithms.fedlog  # noqa: F401  (registers "fedlog" and "fedlog_vision")

@@ -4,12 +4,12 @@ Fashion-MNIST under Dirichlet(alpha) label skew, alpha in {0.05, 0.1, 0.3, 1.0, 
 
 The table reports Seen / Global / Missing Class / New Client at the best-validation round and the
 last round; the figure plots accuracy against alpha, one panel per setting. Seeds and alphas of one
-algorithm differ only in their data, so `scripts/sweep.py` runs them as one batched program (15
+algorithm differ only in their data, so `python -m experiments.main` runs them as one batched program (15
 runs); on a machine with little memory, cap that with --max_batch.
 
-    python scripts/reproduce.py vision_alpha_sweep
-    python scripts/sweep.py --config=experiments/configs/vision_alpha_sweep.py --max_batch=5
-    python scripts/sweep.py --config=experiments/configs/vision_alpha_sweep.py \
+    python -m experiments.main --mode=reproduce --table=vision_alpha_sweep
+    python -m experiments.main --config=experiments/configs/vision_alpha_sweep.py --max_batch=5
+    python -m experiments.main --config=experiments/configs/vision_alpha_sweep.py \
         --config.dataset=digits --config.model=mlp          # the same sweep on embedded digits
 """
 
