@@ -10,7 +10,7 @@ import optax
 import pytest
 
 from fedjax_syn.core.errors import UserError
-from fedjax_syn.engine.checkpoint import RunCheckpointer
+from fedjax_syn.runs.checkpoint import RunCheckpointer
 
 _LOGGER = "fedjax_syn.engine.checkpoint"
 

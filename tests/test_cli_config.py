@@ -10,8 +10,10 @@ from absl import flags
 from ml_collections import config_flags
 
 from experiments.configs import digits_table
-from fedjax_syn import experiment, sweep, validate
 from fedjax_syn.core.errors import UserError
+from fedjax_syn.runs import validate
+from fedjax_syn.runs.config import default_config
+from fedjax_syn.runs.grid import apply_command_line
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DIGITS = "experiments/configs/digits_table.py"
@@ -19,7 +21,7 @@ DIGITS = "experiments/configs/digits_table.py"
 
 def _runs(config, overrides, grid=""):
     """The runs an entry point would start for this command line."""
-    sweep.apply_command_line(config, overrides, grid)
+    apply_command_line(config, overrides, grid)
     return validate.validate_config(config)
 
 
@@ -44,7 +46,7 @@ def test_seed_override_narrows_the_grid_to_that_seed():
 
 
 def test_nested_override_narrows_a_nested_axis():
-    config = experiment.default_config()
+    config = default_config()
     config.grid = {"fedlog": {"beta": (0.1, 1.0)}, "seed": (0, 1)}
     runs = _runs(config, {"fedlog.beta": 0.1})
     assert [(r.fedlog.beta, r.seed) for r in runs] == [(0.1, 0), (0.1, 1)]
@@ -88,7 +90,7 @@ def test_condensation_runs_are_validated_with_their_own_fields():
         ),
         (["-m", "experiments.main", "--config.algorithm=fedfoo"], "'fedfoo'"),
         (["-m", "experiments.main", "--config.rounds=abc"], "'abc'"),
-        (["scripts/sweep.py", f"--config={DIGITS}", "--config.alpha=-1"], "got -1.0"),
+        (["-m", "experiments.main", "--mode=reproduce", "--table=nope"], "unknown table 'nope'"),
     ],
 )
 def test_bad_flag_is_one_line_and_exit_2_before_any_run(command, fragment, tmp_path):

@@ -481,17 +481,18 @@ def test_fedlog_beats_local_on_missing_classes_on_cora(data_dir):
     """Local training never sees a client's missing classes; FedLoG's global synthetic nodes
     carry them over from the other clients, so its missing-class accuracy must be higher."""
     from experiments.configs import fedlog_cora
-    from fedjax_syn import experiment
+    from fedjax_syn.runs import program
+    from fedjax_syn.runs.prepare import prepare
 
     cfg = fedlog_cora.get_config("released")  # untrained prompts: no generator pretraining
     cfg.data_dir = str(data_dir)
     cfg.rounds = 10
     cfg.fedlog.pretrain_epochs = 30
-    prepared = experiment.prepare(cfg)
-    fed_record = experiment.run(cfg, prepared=prepared)
+    prepared = prepare(cfg)
+    (fed_record,) = program.run([cfg], prepared=[prepared])
     local_cfg = cfg.copy_and_resolve_references()
     local_cfg.algorithm = "local"
-    local_record = experiment.run(local_cfg, prepared=prepared)
+    (local_record,) = program.run([local_cfg], prepared=[prepared])
     fed_missing = np.mean(fed_record["curves"]["missing_class"])
     local_missing = np.mean(local_record["curves"]["missing_class"])
     assert fed_missing > local_missing + 0.005, (fed_missing, local_missing)

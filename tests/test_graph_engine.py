@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from experiments.configs import cora
-from fedjax_syn import experiment
 from fedjax_syn.algorithms.registry import BUILDERS
 from fedjax_syn.core.graph import mean_of_neighbours
 from fedjax_syn.core.interface import DataSpec
@@ -24,6 +23,8 @@ from fedjax_syn.engine import evaluation
 from fedjax_syn.engine.round import EngineConfig, init_states, make_round
 from fedjax_syn.engine.task import Task
 from fedjax_syn.models.gnn import GNN
+from fedjax_syn.runs import program
+from fedjax_syn.runs.prepare import prepare
 from tests.engine_fixtures import Cfg, loop_round
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -210,8 +211,8 @@ def cora_fedavg(data_dir):
     assert cfg.data_dir == "" and data_dir.is_dir()
     cfg.rounds = CORA_ROUNDS
     cfg.eval_every = 1
-    prepared = experiment.prepare(cfg)
-    return prepared, experiment.run(cfg, prepared=prepared)
+    prepared = prepare(cfg)
+    return prepared, program.run([cfg], prepared=[prepared])[0]
 
 
 def test_fedavg_on_cora_reaches_a_sane_seen_accuracy(cora_fedavg):

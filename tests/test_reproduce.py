@@ -1,4 +1,4 @@
-"""Table configs are valid sweeps, --quick shrinks them, and `scripts/reproduce.py --quick`
+"""Table configs are valid sweeps, --quick shrinks them, and `--mode=reproduce --quick`
 regenerates the digits table end to end."""
 
 import os
@@ -8,8 +8,13 @@ import sys
 
 import pytest
 
+import fedjax_syn.runs.ledger as ledger_lib
 from experiments import configs
-from fedjax_syn import reproduce, results, sweep
+from fedjax_syn.report import reproduce
+from fedjax_syn.report.tables import table_spec
+from fedjax_syn.runs import sweep
+from fedjax_syn.runs.config import run_id
+from fedjax_syn.runs.grid import grid_configs
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TABLES = (
@@ -25,9 +30,9 @@ TABLES = (
 @pytest.mark.parametrize("table", TABLES)
 def test_every_table_config_expands_into_runs_and_a_table(table):
     name, config = configs.load(table)
-    points = sweep.grid_configs(config)
-    assert len(points) > 1 and len({sweep.run_id(p) for p in points}) == len(points)
-    spec = sweep.table_spec(config, name)
+    points = grid_configs(config)
+    assert len(points) > 1 and len({run_id(p) for p in points}) == len(points)
+    spec = table_spec(config, name)
     assert spec.name == table and spec.seeds == tuple(config.grid.seed)
     assert sum(len(job.run_ids) for job in sweep.plan(points)) == len(points)
 
@@ -52,9 +57,10 @@ def test_quick_keeps_the_compared_axes_and_shrinks_the_rest():
     assert condense.iterations == 2 and condense.grid.ipc == (1,)
 
 
-def _reproduce(*args, cwd):
+def _reproduce(table, *args, cwd):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    command = [sys.executable, str(REPO / "scripts" / "reproduce.py"), *args, "--noprogress"]
+    mode = ["-m", "experiments.main", "--mode=reproduce", f"--table={table}"]
+    command = [sys.executable, *mode, *args, "--noprogress"]
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -82,7 +88,7 @@ def test_quick_reproduce_of_the_digits_table_end_to_end(tmp_path):
         assert path.is_file() and str(path) in printed
     splits = sorted(p.name for p in (out / "splits").iterdir())
     assert len(splits) == 2 and all("seed=0" in s for s in splits)  # alpha 0.1 and 1.0
-    records = results.read_ledger(out / "ledger.jsonl")
+    records = ledger_lib.read_ledger(out / "ledger.jsonl")
     assert sorted((r["algorithm"], r["protocol"]["alpha"]) for r in records) == [
         ("fedavg", 0.1),
         ("fedavg", 1.0),
@@ -97,7 +103,7 @@ def test_quick_reproduce_of_the_digits_table_end_to_end(tmp_path):
 def test_graph_splits_are_written_once_per_distinct_split(tmp_path, data_dir):
     _, config = configs.load("graph_seen")
     config.grid = {"dataset": ("cora",), "num_clients": (3,), "algorithm": ("local", "fedavg")}
-    points = sweep.grid_configs(config)
+    points = grid_configs(config)
     for point in points:
         point.data_dir = str(data_dir)
     (path,) = reproduce.write_splits(points, tmp_path, cache={})  # both algorithms, one split

@@ -14,52 +14,56 @@ import jax
 import ml_collections
 import pytest
 
-from fedjax_syn import batched, experiment, results, sweep
+import fedjax_syn.runs.ledger as ledger_lib
 from fedjax_syn.algorithms import registry
 from fedjax_syn.core.errors import UserError
-from fedjax_syn.engine.checkpoint import RunCheckpointer
+from fedjax_syn.report.tables import table_spec
+from fedjax_syn.runs import program, sweep
+from fedjax_syn.runs.checkpoint import RunCheckpointer, save_state
+from fedjax_syn.runs.config import default_config, run_id
+from fedjax_syn.runs.grid import grid_configs
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _config(**grid):
-    config = experiment.default_config()
+    config = default_config()
     config.grid = grid
     config.table = {"rows": ["dataset", "algorithm"]}
     return config
 
 
 def test_grid_is_the_product_of_its_axes_without_sweep_fields():
-    points = sweep.grid_configs(_config(algorithm=("fedavg", "local"), seed=(0, 1, 2)))
+    points = grid_configs(_config(algorithm=("fedavg", "local"), seed=(0, 1, 2)))
     assert [(p.algorithm, p.seed) for p in points] == [
         (a, s) for a in ("fedavg", "local") for s in (0, 1, 2)
     ]
     assert all("grid" not in p and "table" not in p for p in points)
-    assert len({sweep.run_id(p) for p in points}) == 6
+    assert len({run_id(p) for p in points}) == 6
 
 
 def test_run_id_ignores_how_a_run_executes_but_not_what_it_computes():
-    config = experiment.default_config()
-    plain = sweep.run_id(config)
-    assert plain == results.run_id(config.to_dict())  # ledgers written before stay valid
+    config = default_config()
+    plain = run_id(config)
+    assert plain == ledger_lib.run_id(config.to_dict())  # ledgers written before stay valid
     for field, value in [
         ("client_chunk", 1),
         ("eval_example_chunk", 64),
         ("unroll", True),
         ("shard", True),
     ]:
-        changed = experiment.default_config()
+        changed = default_config()
         changed[field] = value
-        assert sweep.run_id(changed) == plain, field
-    changed = experiment.default_config()
+        assert run_id(changed) == plain, field
+    changed = default_config()
     changed.lr = 0.5
-    assert sweep.run_id(changed) != plain
+    assert run_id(changed) != plain
 
 
 def test_grid_reaches_nested_options_and_applies_variants():
     config = _config(variant=("full", "no_cd"), fedlog={"beta": (0.1,)})
     config.variants = {"full": {}, "no_cd": {"fedlog": {"cd_weight": 0.0}, "lr": 0.5}}
-    full, no_cd = sweep.grid_configs(config)
+    full, no_cd = grid_configs(config)
     assert full.variant == "full" and dict(full.fedlog) == {"beta": 0.1}
     assert no_cd.variant == "no_cd" and no_cd.lr == 0.5
     assert dict(no_cd.fedlog) == {"beta": 0.1, "cd_weight": 0.0}
@@ -77,29 +81,27 @@ def test_grid_reaches_nested_options_and_applies_variants():
 )
 def test_bad_grid_is_a_one_line_user_error(grid, fragment):
     with pytest.raises(UserError, match=fragment) as error:
-        sweep.grid_configs(_config(**grid))
+        grid_configs(_config(**grid))
     assert "\n" not in str(error.value)
 
 
 def test_plan_batches_runs_that_differ_only_in_data():
-    points = sweep.grid_configs(
-        _config(algorithm=("fedavg", "local"), alpha=(0.1, 1.0), seed=(0, 1))
-    )
+    points = grid_configs(_config(algorithm=("fedavg", "local"), alpha=(0.1, 1.0), seed=(0, 1)))
     jobs = sweep.plan(points)
     assert [len(j.configs) for j in jobs] == [4, 4]
-    assert all(j.batched and len({c.algorithm for c in j.configs}) == 1 for j in jobs)
-    assert sorted(i for j in jobs for i in j.run_ids) == sorted(sweep.run_id(p) for p in points)
+    assert all(len(j.configs) > 1 and len({c.algorithm for c in j.configs}) == 1 for j in jobs)
+    assert sorted(i for j in jobs for i in j.run_ids) == sorted(run_id(p) for p in points)
     singles = sweep.plan(points, batch_runs=False)
-    assert len(singles) == 8 and not any(j.batched for j in singles)
+    assert [len(j.configs) for j in singles] == [1] * 8
     capped = sweep.plan(points, max_batch=3)
-    assert [(len(j.configs), j.batched) for j in capped] == [(3, True), (1, False)] * 2
+    assert [len(j.configs) for j in capped] == [3, 1] * 2
 
 
 def test_plan_runs_one_client_at_a_time_programs_one_run_each():
     config = _config(algorithm=("fedavg",), seed=(0, 1, 2))
     config.client_chunk = 1
-    jobs = sweep.plan(sweep.grid_configs(config))
-    assert [(len(j.configs), j.batched) for j in jobs] == [(1, False)] * 3
+    jobs = sweep.plan(grid_configs(config))
+    assert [len(j.configs) for j in jobs] == [1] * 3
 
 
 def test_checkpoints_follow_the_first_round_every_nth_and_the_last():
@@ -110,7 +112,7 @@ def test_checkpoints_follow_the_first_round_every_nth_and_the_last():
 
 
 def test_table_spec_defaults_to_the_track_settings_and_grid_seeds():
-    spec = sweep.table_spec(_config(seed=(0, 1, 2)), "digits")
+    spec = table_spec(_config(seed=(0, 1, 2)), "digits")
     assert spec.name == "digits" and spec.seeds == (0, 1, 2)
     assert spec.rows == ("dataset", "algorithm")
     assert [c.path for c in spec.columns][:2] == ["best.seen", "last.seen"]
@@ -121,7 +123,7 @@ def test_table_spec_defaults_to_the_track_settings_and_grid_seeds():
 
 _TINY = textwrap.dedent(
     """
-    from fedjax_syn.experiment import default_config
+    from fedjax_syn.runs.config import default_config
 
     def get_config():
         config = default_config()
@@ -139,7 +141,8 @@ _TINY = textwrap.dedent(
 def _command(config, ledger, checkpoints, every=5):
     return [
         sys.executable,
-        str(REPO / "scripts" / "sweep.py"),
+        "-m",
+        "experiments.main",
         f"--config={config}",
         f"--ledger={ledger}",
         f"--checkpoint_dir={checkpoints}",
@@ -185,14 +188,14 @@ def test_kill_9_then_rerun_resumes_with_bit_identical_metrics(tmp_path):
     }
     reference = tmp_path / "reference.jsonl"
     _run(_command(config, reference, tmp_path / "unused", every=0), env)  # never checkpoints
-    expected = {r["run_id"]: r for r in results.read_ledger(reference)}
+    expected = {r["run_id"]: r for r in ledger_lib.read_ledger(reference)}
     assert len(expected) == 3
 
     ledger, checkpoints = tmp_path / "ledger.jsonl", tmp_path / "checkpoints"
     command = _command(config, ledger, checkpoints)
-    points = sweep.grid_configs(_load(config))
+    points = grid_configs(_load(config))
     batch_job, single_job = sweep.plan(points, max_batch=2)
-    assert batch_job.batched and not single_job.batched
+    assert len(batch_job.run_ids) == 2 and len(single_job.run_ids) == 1
 
     # 1. Killed inside the batched program, after its first checkpoint.
     _kill_when(command, env, tmp_path / "1.log", lambda: _has_step(checkpoints / batch_job.name))
@@ -202,13 +205,13 @@ def test_kill_9_then_rerun_resumes_with_bit_identical_metrics(tmp_path):
         command, env, tmp_path / "2.log", lambda: _has_step(checkpoints / single_job.name)
     )
     assert f"resumed {batch_job.name} from round " in text
-    assert len(results.read_ledger(ledger)) == 2
+    assert len(ledger_lib.read_ledger(ledger)) == 2
     # 3. Resumed to the end.
     text = _run(command, env)
     assert f"resumed {single_job.name} from round " in text
     assert "skipping 2 of 3 runs" in text
 
-    got = {r["run_id"]: r for r in results.read_ledger(ledger)}
+    got = {r["run_id"]: r for r in ledger_lib.read_ledger(ledger)}
     assert got.keys() == expected.keys()
     for rid, record in got.items():
         for field in ("curves", "best", "last", "eval_rounds", "protocol", "config"):
@@ -218,7 +221,7 @@ def test_kill_9_then_rerun_resumes_with_bit_identical_metrics(tmp_path):
     # 4. Everything is in the ledger: nothing runs, nothing is appended.
     text = _run(command, env)
     assert "skipping 3 of 3 runs" in text
-    assert len(results.read_ledger(ledger)) == 3
+    assert len(ledger_lib.read_ledger(ledger)) == 3
 
 
 def _load(path: pathlib.Path) -> ml_collections.ConfigDict:
@@ -254,17 +257,17 @@ def counted_inits(monkeypatch):
 
 
 def _counting_config(seed=0):
-    cfg = experiment.default_config()
+    cfg = default_config()
     cfg.update(dict(algorithm="counting", num_clients=3, hidden=(16,), batch_size=32, rounds=3))
     cfg.seed = seed
     return cfg
 
 
 def test_a_run_computes_its_initial_states_once(counted_inits):
-    experiment.run(_counting_config())
+    program.run([_counting_config()])
     assert len(counted_inits) == 1  # vmapped: one callback per execution of the init program
     counted_inits.clear()
-    batched.run_batch([_counting_config(0), _counting_config(1)])
+    program.run([_counting_config(0), _counting_config(1)])
     assert len(counted_inits) == 1
 
 
@@ -275,11 +278,10 @@ def test_a_resumed_run_restores_without_computing_its_initial_states(
     points = [_counting_config(s) for s in seeds]
     (job,) = sweep.plan(points)
     expected = sweep.run_job(job, ledger=None, checkpoint_dir=None)
-    engine = sweep._BATCHED if job.batched else sweep._SINGLE
-    program = engine.compile(job)
-    state = engine.advance(program, engine.initial_state(program), 1, None)
+    compiled = program.compile_program(job.configs)
+    state = program.advance(compiled, program.initial_state(compiled), 1, None)
     ckpt = RunCheckpointer(tmp_path / job.name)
-    sweep.save_state(ckpt, state, 0.0)
+    save_state(ckpt, state, 0.0)
     ckpt.close()
     counted_inits.clear()
     lines = []

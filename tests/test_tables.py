@@ -10,8 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from fedjax_syn import plots, results, tables
+import fedjax_syn.runs.ledger as ledger_lib
 from fedjax_syn.core.errors import UserError
+from fedjax_syn.report import plots, tables
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DATASETS = ("mnist", "cifar10")
@@ -26,7 +27,7 @@ def make_records(skip=()):
     records = []
     for ds, alg, seed in itertools.product(DATASETS, ALGORITHMS, SEEDS):
         curves = {name: rng.uniform(0.3, 0.9, size=6).tolist() for name in ("val", *SETTINGS)}
-        best, last = results.summarize_curves(curves)
+        best, last = ledger_lib.summarize_curves(curves)
         record = {
             "run_id": f"{ds}-{alg}-{seed}",
             "track": "vision",
@@ -207,7 +208,7 @@ def test_resolve_spec_named_inline_file_and_errors(tmp_path):
 def test_make_tables_script_writes_files(tmp_path):
     ledger = tmp_path / "ledger.jsonl"
     for record in make_records():
-        results.append_record(ledger, record)
+        ledger_lib.append_record(ledger, record)
     out = tmp_path / "tables"
     spec_json = json.dumps(
         {"name": "mine", "rows": ["dataset", "algorithm"], "settings": list(SETTINGS)}
@@ -246,7 +247,7 @@ def test_plots_write_png_and_pdf(tmp_path):
     )
     assert len(fig.axes) == len(SETTINGS)
     _assert_images([tmp_path / "a.png", tmp_path / "a.pdf"])
-    mnist = results.select(records, dataset="mnist")
+    mnist = ledger_lib.select(records, dataset="mnist")
     fig = plots.plot_round_curves(mnist, SETTINGS, paths=[tmp_path / "c.png", tmp_path / "c.pdf"])
     assert len(fig.axes) == len(ALGORITHMS)
     _assert_images([tmp_path / "c.png", tmp_path / "c.pdf"])

@@ -8,21 +8,22 @@ import sys
 
 import pytest
 
-from fedjax_syn import experiment
 from fedjax_syn.core.errors import UserError
+from fedjax_syn.runs import program
+from fedjax_syn.runs.config import default_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def digits_config(**overrides):
-    cfg = experiment.default_config()
+    cfg = default_config()
     cfg.update(dict(rounds=8, num_clients=10, batch_size=10, lr=0.05, finetune_epochs=5))
     cfg.update(overrides)
     return cfg
 
 
 def test_fedavg_on_digits_reaches_sane_global_accuracy():
-    record = experiment.run(digits_config(algorithm="fedavg", alpha=1.0, rounds=10))
+    record = program.run([digits_config(algorithm="fedavg", alpha=1.0, rounds=10)])[0]
     assert record["best"]["global"] >= 0.85
     assert record["last"]["round"] == 10
     assert len(record["curves"]["global"]) == 10
@@ -30,25 +31,25 @@ def test_fedavg_on_digits_reaches_sane_global_accuracy():
 
 def test_finetuning_locally_overfits_at_high_heterogeneity():
     """FedAvg-FT beats FedAvg on the clients' own test data and loses on the global test set."""
-    fedavg = experiment.run(digits_config(algorithm="fedavg", alpha=0.1, rounds=15))
-    fedavg_ft = experiment.run(digits_config(algorithm="fedavg_ft", alpha=0.1, rounds=15))
+    fedavg = program.run([digits_config(algorithm="fedavg", alpha=0.1, rounds=15)])[0]
+    fedavg_ft = program.run([digits_config(algorithm="fedavg_ft", alpha=0.1, rounds=15)])[0]
     assert fedavg_ft["last"]["seen"] > fedavg["last"]["seen"]
     assert fedavg_ft["last"]["global"] < fedavg["last"]["global"]
     assert fedavg_ft["last"]["missing_class"] < fedavg["last"]["missing_class"]
 
 
 def test_same_config_and_seed_give_identical_metrics():
-    a = experiment.run(digits_config(algorithm="fedprox", rounds=3, seed=4))
-    b = experiment.run(digits_config(algorithm="fedprox", rounds=3, seed=4))
+    a = program.run([digits_config(algorithm="fedprox", rounds=3, seed=4)])[0]
+    b = program.run([digits_config(algorithm="fedprox", rounds=3, seed=4)])[0]
     assert a["curves"] == b["curves"]
 
 
 def test_run_appends_one_ledger_record(tmp_path):
-    from fedjax_syn import results
+    import fedjax_syn.runs.ledger as ledger_lib
 
     ledger = tmp_path / "ledger.jsonl"
-    record = experiment.run(digits_config(algorithm="local", rounds=2), ledger=str(ledger))
-    (stored,) = results.read_ledger(ledger)
+    (record,) = program.run([digits_config(algorithm="local", rounds=2)], ledger=str(ledger))
+    (stored,) = ledger_lib.read_ledger(ledger)
     assert stored["run_id"] == record["run_id"]
     assert set(stored["best"]) == {"round", "val", "seen", "global", "missing_class", "new_client"}
 
@@ -71,7 +72,7 @@ def test_run_appends_one_ledger_record(tmp_path):
 )
 def test_bad_input_is_a_one_line_user_error(overrides, fragment):
     with pytest.raises(UserError) as error:
-        experiment.run(digits_config(**{"rounds": 1, **overrides}))
+        program.run([digits_config(**{"rounds": 1, **overrides})])[0]
     message = str(error.value)
     assert fragment in message
     assert "\n" not in message

@@ -37,7 +37,7 @@ from fedjax_syn.core.errors import UserError, check
 from fedjax_syn.engine import evaluation, sharding
 from fedjax_syn.engine.round import compile_init, first_round, init_step, round_step
 from fedjax_syn.runs import config as run_config
-from fedjax_syn.runs import ledger
+from fedjax_syn.runs.ledger import append_record, summarize_curves, versions
 from fedjax_syn.runs.prepare import Prepared, build_algorithm, prepare
 
 OnRound = Callable[[int, list[dict]], None]  # (round, each run's new curve points)
@@ -290,7 +290,7 @@ def make_record(
 ) -> dict:
     """The ledger record of a finished run (`runs_in_program` > 1: it ran batched with others,
     and its wall and compile times are its share of the program's)."""
-    best, last = ledger.summarize_curves(
+    best, last = summarize_curves(
         {k: v for k, v in curves.items() if not k.startswith("train_")}, val_key="val"
     )
     best["round"] = eval_rounds[best["round"]]
@@ -312,7 +312,7 @@ def make_record(
         "wall_time_s": wall_time,
         "compile_time_s": compile_time,
         "runs_in_program": runs_in_program,
-        "versions": ledger.versions(),
+        "versions": versions(),
     }
 
 
@@ -324,7 +324,7 @@ def _finite(value: float) -> float | None:
 def run(
     cfgs: Sequence[ml_collections.ConfigDict],
     *,
-    ledger_path: str | None = None,
+    ledger: str | None = None,
     on_round: OnRound | None = None,
     prepared: Sequence[Prepared] | None = None,
 ) -> list[dict]:
@@ -333,7 +333,7 @@ def run(
     program = compile_program(cfgs, prepared)
     state = advance(program, initial_state(program), program.last_round, on_round)
     records = make_records(program, state, time.perf_counter() - start)
-    if ledger_path:
+    if ledger:
         for record in records:
-            ledger.append_record(ledger_path, record)
+            append_record(ledger, record)
     return records

@@ -11,7 +11,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from fedjax_syn import results
+import fedjax_syn.runs.ledger as ledger_lib
 from fedjax_syn.core.errors import UserError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -19,9 +19,9 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 def test_append_then_read_roundtrip_adds_created_and_converts_numpy(tmp_path):
     ledger = tmp_path / "sub" / "ledger.jsonl"
-    results.append_record(ledger, {"run_id": "a", "seed": np.int64(1), "acc": np.float32(0.5)})
-    results.append_record(ledger, {"run_id": "b", "curve": np.arange(3), "created": "fixed"})
-    first, second = results.read_ledger(ledger)
+    ledger_lib.append_record(ledger, {"run_id": "a", "seed": np.int64(1), "acc": np.float32(0.5)})
+    ledger_lib.append_record(ledger, {"run_id": "b", "curve": np.arange(3), "created": "fixed"})
+    first, second = ledger_lib.read_ledger(ledger)
     assert first["seed"] == 1 and first["acc"] == 0.5
     assert first["created"].endswith("+00:00")  # UTC ISO timestamp
     assert second["curve"] == [0, 1, 2] and second["created"] == "fixed"
@@ -33,7 +33,7 @@ def test_concurrent_appends_from_several_processes_keep_every_line(tmp_path):
     writer = textwrap.dedent(
         f"""
         import sys
-        from fedjax_syn.results import append_record
+        from fedjax_syn.runs.ledger import append_record
         proc = int(sys.argv[1])
         for i in range(40):
             # ~100 kB lines: far beyond any single-write atomicity a file system might offer
@@ -55,46 +55,46 @@ def test_concurrent_appends_from_several_processes_keep_every_line(tmp_path):
 
 def test_truncated_last_line_is_skipped_with_a_warning(tmp_path):
     ledger = tmp_path / "ledger.jsonl"
-    results.append_record(ledger, {"run_id": "a"})
-    results.append_record(ledger, {"run_id": "b"})
+    ledger_lib.append_record(ledger, {"run_id": "a"})
+    ledger_lib.append_record(ledger, {"run_id": "b"})
     with open(ledger, "ab") as f:
         f.write(b'{"run_id": "c", "best": {"se')  # a writer killed mid-line
     with pytest.warns(UserWarning, match="truncated last line 3"):
-        records = results.read_ledger(ledger)
+        records = ledger_lib.read_ledger(ledger)
     assert [r["run_id"] for r in records] == ["a", "b"]
 
 
 def test_append_after_interrupted_write_removes_the_partial_line(tmp_path):
     ledger = tmp_path / "ledger.jsonl"
-    results.append_record(ledger, {"run_id": "a"})
+    ledger_lib.append_record(ledger, {"run_id": "a"})
     with open(ledger, "ab") as f:
         f.write(b'{"run_id": "torn", "va')
     with pytest.warns(UserWarning, match="removed a partial last line of 22 bytes"):
-        results.append_record(ledger, {"run_id": "b"})
-    assert [r["run_id"] for r in results.read_ledger(ledger)] == ["a", "b"]
+        ledger_lib.append_record(ledger, {"run_id": "b"})
+    assert [r["run_id"] for r in ledger_lib.read_ledger(ledger)] == ["a", "b"]
 
 
 def test_append_keeps_a_complete_last_record_that_lacks_its_newline(tmp_path):
     ledger = tmp_path / "ledger.jsonl"
     ledger.write_text('{"run_id": "hand-written"}')
-    results.append_record(ledger, {"run_id": "b"})
-    assert [r["run_id"] for r in results.read_ledger(ledger)] == ["hand-written", "b"]
+    ledger_lib.append_record(ledger, {"run_id": "b"})
+    assert [r["run_id"] for r in ledger_lib.read_ledger(ledger)] == ["hand-written", "b"]
 
 
 def test_corrupt_line_in_the_middle_raises_naming_file_and_line(tmp_path):
     ledger = tmp_path / "ledger.jsonl"
     ledger.write_text('{"run_id": "a"}\n{"run_id": oops}\n{"run_id": "c"}\n')
     with pytest.raises(UserError, match=r"ledger\.jsonl line 2 is corrupt"):
-        results.read_ledger(ledger)
+        ledger_lib.read_ledger(ledger)
 
 
 def test_non_object_line_and_missing_file_are_user_errors(tmp_path):
     ledger = tmp_path / "ledger.jsonl"
     ledger.write_text('[1, 2]\n{"run_id": "b"}\n')
     with pytest.raises(UserError, match="line 1 is a JSON list"):
-        results.read_ledger(ledger)
+        ledger_lib.read_ledger(ledger)
     with pytest.raises(UserError, match="does not exist"):
-        results.read_ledger(tmp_path / "absent.jsonl")
+        ledger_lib.read_ledger(tmp_path / "absent.jsonl")
 
 
 def test_run_id_ignores_key_order_and_numpy_types_but_not_values():
@@ -104,25 +104,27 @@ def test_run_id_ignores_key_order_and_numpy_types_but_not_values():
         "protocol": {"num_clients": 10, "alpha": 0.1},
         "algorithm": "fedavg",
     }
-    assert results.run_id(config) == results.run_id(reordered)
-    assert results.run_id(config) == results.run_id(ml_collections.ConfigDict(config))
+    assert ledger_lib.run_id(config) == ledger_lib.run_id(reordered)
+    assert ledger_lib.run_id(config) == ledger_lib.run_id(ml_collections.ConfigDict(config))
     changed = {**config, "protocol": {"alpha": 0.3, "num_clients": 10}}
-    assert results.run_id(changed) != results.run_id(config)
-    assert len(results.run_id(config)) == 16
+    assert ledger_lib.run_id(changed) != ledger_lib.run_id(config)
+    assert len(ledger_lib.run_id(config)) == 16
 
 
 def test_run_id_is_stable_across_processes():
-    code = "from fedjax_syn.results import run_id; print(run_id({'b': [1, 2.5], 'a': {'x': 'y'}}))"
+    code = (
+        "from fedjax_syn.runs.ledger import run_id; print(run_id({'b': [1, 2.5], 'a': {'x': 'y'}}))"
+    )
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONHASHSEED": "123"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert out.stdout.strip() == results.run_id({"a": {"x": "y"}, "b": [1, 2.5]})
+    assert out.stdout.strip() == ledger_lib.run_id({"a": {"x": "y"}, "b": [1, 2.5]})
 
 
 def test_has_run(tmp_path):
     ledger = tmp_path / "ledger.jsonl"
-    assert not results.has_run(ledger, "a")  # no ledger yet
-    results.append_record(ledger, {"run_id": "a"})
-    assert results.has_run(ledger, "a") and not results.has_run(ledger, "b")
+    assert not ledger_lib.has_run(ledger, "a")  # no ledger yet
+    ledger_lib.append_record(ledger, {"run_id": "a"})
+    assert ledger_lib.has_run(ledger, "a") and not ledger_lib.has_run(ledger, "b")
 
 
 def test_select_top_level_dotted_and_any_of():
@@ -132,17 +134,17 @@ def test_select_top_level_dotted_and_any_of():
         {"algorithm": "fedlog", "protocol": {"alpha": 1.0}},
         {"algorithm": "fedlog"},
     ]
-    assert results.select(records, algorithm="fedlog") == records[1:]
-    assert results.select(records, **{"protocol.alpha": 0.1}) == records[:2]
-    assert results.select(records, algorithm="fedlog", **{"protocol.alpha": [1.0, 10.0]}) == [
+    assert ledger_lib.select(records, algorithm="fedlog") == records[1:]
+    assert ledger_lib.select(records, **{"protocol.alpha": 0.1}) == records[:2]
+    assert ledger_lib.select(records, algorithm="fedlog", **{"protocol.alpha": [1.0, 10.0]}) == [
         records[2]
     ]
-    assert results.select(records) == records
+    assert ledger_lib.select(records) == records
 
 
 def test_summarize_curves_ties_go_to_the_later_round():
     curves = {"val": [0.2, 0.5, 0.4, 0.5, 0.3], "seen": [0.1, 0.6, 0.7, 0.8, 0.9]}
-    best, last = results.summarize_curves(curves)
+    best, last = ledger_lib.summarize_curves(curves)
     assert best == {"round": 3, "val": 0.5, "seen": 0.8}
     assert last == {"round": 4, "val": 0.3, "seen": 0.9}
 
@@ -151,20 +153,20 @@ def test_summarize_curves_matches_numpy_and_treats_nan_as_worst():
     rng = np.random.default_rng(0)
     val = rng.uniform(size=20).round(1)  # rounding makes ties likely
     val[[3, 7]] = np.nan
-    best, _ = results.summarize_curves({"val": val.tolist(), "seen": list(range(20))})
+    best, _ = ledger_lib.summarize_curves({"val": val.tolist(), "seen": list(range(20))})
     expected = max(i for i in range(20) if val[i] == np.nanmax(val))
     assert best["round"] == expected and best["seen"] == expected
 
 
 def test_summarize_curves_rejects_ragged_or_missing_curves():
     with pytest.raises(UserError, match="equal length"):
-        results.summarize_curves({"val": [0.1, 0.2], "seen": [0.1]})
+        ledger_lib.summarize_curves({"val": [0.1, 0.2], "seen": [0.1]})
     with pytest.raises(UserError, match="lack the validation curve"):
-        results.summarize_curves({"seen": [0.1]})
+        ledger_lib.summarize_curves({"seen": [0.1]})
 
 
 def test_versions_names_libraries_and_backend():
-    v = results.versions()
+    v = ledger_lib.versions()
     for key in ("python", "jax", "jaxlib", "flax", "optax", "numpy", "platform", "backend"):
         assert v[key], key
     json.dumps(v)
@@ -174,27 +176,27 @@ def test_group_runs_replaces_reruns_and_refuses_mixed_configs():
     a0 = {"run_id": "x", "algorithm": "a", "seed": 0, "v": 1}
     a0_rerun = {"run_id": "x", "algorithm": "a", "seed": 0, "v": 2}
     a1 = {"run_id": "y", "algorithm": "a", "seed": 1, "v": 3}
-    groups = results.group_runs([a0, a1, a0_rerun], ["algorithm"])
+    groups = ledger_lib.group_runs([a0, a1, a0_rerun], ["algorithm"])
     assert [r["v"] for r in groups["a",]] == [2, 3]
     other_lr = {"run_id": "z", "algorithm": "a", "seed": 1, "v": 4}
     with pytest.raises(UserError, match=r"several runs for seed\(s\) \[1\]"):
-        results.group_runs([a0, a1, other_lr], ["algorithm"])
+        ledger_lib.group_runs([a0, a1, other_lr], ["algorithm"])
     with pytest.raises(UserError, match=r"lacks the field 'protocol\.alpha'"):
-        results.group_runs([a0], ["protocol.alpha"])
+        ledger_lib.group_runs([a0], ["protocol.alpha"])
 
 
 def test_seed_stats_is_population_std():
-    stats = results.seed_stats([0.5, 0.7, 0.9])
+    stats = ledger_lib.seed_stats([0.5, 0.7, 0.9])
     assert stats.n == 3
     assert stats.mean == pytest.approx(np.mean([0.5, 0.7, 0.9]))
     assert stats.std == pytest.approx(np.std([0.5, 0.7, 0.9], ddof=0))
-    assert results.seed_stats([]) is None
+    assert ledger_lib.seed_stats([]) is None
 
 
 def test_write_atomic_replaces_whole_file_and_leaves_no_temp(tmp_path):
     target = tmp_path / "out" / "table.md"
-    results.write_atomic(target, "old")
-    results.write_atomic(target, b"new")
+    ledger_lib.write_atomic(target, "old")
+    ledger_lib.write_atomic(target, b"new")
     assert target.read_text() == "new"
     assert [p.name for p in target.parent.iterdir()] == ["table.md"]
     assert target.stat().st_mode & 0o044  # readable by others, unlike mkstemp's 0600

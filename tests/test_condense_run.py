@@ -1,11 +1,13 @@
 """A condensation run through the sweep runner: its record fills the condensation table, and a
 rerun finds it in the ledger."""
 
-from fedjax_syn import condense_experiment, results, sweep, tables
+import fedjax_syn.runs.ledger as ledger_lib
+from fedjax_syn.report import tables
+from fedjax_syn.runs import condense, sweep
 
 
 def test_condensation_sweep_writes_a_table_record_and_skips_it_when_rerun(tmp_path):
-    config = condense_experiment.default_config()
+    config = condense.default_config()
     config.update(dict(model="mlp", iterations=2, eval_epochs=2, eval_nets=2, eval_batch_size=64))
     config.grid = {"ipc": (1,), "method": ("dm",)}
     ledger = tmp_path / "ledger.jsonl"
@@ -18,7 +20,7 @@ def test_condensation_sweep_writes_a_table_record_and_skips_it_when_rerun(tmp_pa
     assert all(0.0 <= a <= 1.0 for a in metrics["syn_acc_per_net"] + metrics["random_acc_per_net"])
     assert any(line.startswith("digits dm ipc=1 seed=0 | syn_acc=") for line in lines)
 
-    table = tables.build_table(results.read_ledger(ledger), sweep.table_spec(config, "condense"))
+    table = tables.build_table(ledger_lib.read_ledger(ledger), sweep.table_spec(config, "condense"))
     assert table.seeds_found == {("digits", "dm", 1): (0,)}
     assert set(table.cells) == {(("digits", "dm", 1), 0), (("digits", "dm", 1), 1)}
 
@@ -27,4 +29,4 @@ def test_condensation_sweep_writes_a_table_record_and_skips_it_when_rerun(tmp_pa
     assert again["run_id"] == record["run_id"] and lines == [
         f"skipping 1 of 1 runs already in {ledger}"
     ]
-    assert len(results.read_ledger(ledger)) == 1
+    assert len(ledger_lib.read_ledger(ledger)) == 1

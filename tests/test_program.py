@@ -11,8 +11,10 @@ import jax
 import numpy as np
 import pytest
 
-from fedjax_syn import batched, experiment, results
+import fedjax_syn.runs.ledger as ledger_lib
 from fedjax_syn.core.errors import UserError
+from fedjax_syn.runs import program
+from fedjax_syn.runs.config import default_config, group_runs
 from tests.engine_fixtures import make_federation
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -21,7 +23,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 def test_stacking_pads_every_run_to_common_shapes_and_shares_equal_leaves():
     small = make_federation(sizes=(7, 12, 3), seed=0)
     large = make_federation(sizes=(20, 5, 9), seed=3)
-    stacked, axes = batched.stack_federations([small, large])
+    stacked, axes = program.stack_federations([small, large])
     assert stacked.train.inputs.shape == (2, 3, 20, small.train.inputs.shape[-1])
     assert axes.train.inputs == 0 and axes.client_mask is None  # every client is real in both
     # Run 0 is padded from 12 to 20 examples; the padding is zero and masked out.
@@ -34,13 +36,13 @@ def test_stacking_pads_every_run_to_common_shapes_and_shares_equal_leaves():
 
 def test_identical_data_is_passed_once():
     fed = make_federation(seed=1)
-    stacked, axes = batched.stack_federations([fed, fed, fed])
+    stacked, axes = program.stack_federations([fed, fed, fed])
     assert all(axis is None for axis in jax.tree.leaves(axes, is_leaf=lambda x: x is None))
     assert stacked.train.inputs.shape == fed.train.inputs.shape
 
 
 def _config(**overrides):
-    cfg = experiment.default_config()
+    cfg = default_config()
     cfg.update(dict(num_clients=3, hidden=(16,), batch_size=32, rounds=3))
     cfg.update(overrides)
     return cfg
@@ -54,13 +56,13 @@ def test_runs_group_when_only_their_data_differ():
         _config(seed=2, alpha=0.3),
         _config(seed=1, lr=0.1),
     ]
-    assert batched.group_runs(configs) == [[0, 1, 3], [2, 4]]
-    assert batched.group_runs(configs, max_runs=2) == [[0, 1], [3], [2, 4]]
+    assert group_runs(configs) == [[0, 1, 3], [2, 4]]
+    assert group_runs(configs, max_runs=2) == [[0, 1], [3], [2, 4]]
 
 
 def test_runs_that_differ_in_their_program_are_refused_in_one_line():
     with pytest.raises(UserError, match="algorithm") as error:
-        batched.compile_batch([_config(algorithm="fedavg"), _config(algorithm="local")])
+        program.compile_program([_config(algorithm="fedavg"), _config(algorithm="local")])
     assert "\n" not in str(error.value)
 
 
@@ -71,7 +73,7 @@ CONFIGS = (dict(seed=0, alpha=0.1), dict(seed=1, alpha=1.0))  # different client
 def batch(tmp_path_factory):
     """The two runs of CONFIGS as one program, with the ledger it wrote."""
     ledger = tmp_path_factory.mktemp("batch") / "ledger.jsonl"
-    return batched.run_batch([_config(**c) for c in CONFIGS], ledger=str(ledger)), ledger
+    return program.run([_config(**c) for c in CONFIGS], ledger=str(ledger)), ledger
 
 
 def _assert_same_curves(got, expected):
@@ -85,28 +87,29 @@ def test_batched_two_seed_run_equals_the_two_single_runs(batch):
     assert [r["seed"] for r in together] == [0, 1]
     for overrides, got in zip(CONFIGS, together):
         cfg = _config(**overrides)
-        single = experiment.run(cfg)
-        assert got["run_id"] == single["run_id"] == results.run_id(cfg.to_dict())
+        single = program.run([cfg])[0]
+        assert got["run_id"] == single["run_id"] == ledger_lib.run_id(cfg.to_dict())
         assert set(got) == set(single)
         assert got["eval_rounds"] == single["eval_rounds"] == [1, 2, 3]
         assert got["runs_in_program"] == 2 and single["runs_in_program"] == 1
         _assert_same_curves(got, single)
         assert got["best"]["round"] == single["best"]["round"]
-    stored = results.read_ledger(ledger)
+    stored = ledger_lib.read_ledger(ledger)
     assert [r["run_id"] for r in stored] == [r["run_id"] for r in together]
 
 
 _SHARDED = """
 import json, sys
-from fedjax_syn import batched, experiment
+from fedjax_syn.runs import program
+from fedjax_syn.runs.config import default_config
 
 configs = []
 for overrides in json.loads(sys.argv[1]):
-    cfg = experiment.default_config()
+    cfg = default_config()
     cfg.update(dict(num_clients=3, hidden=(16,), batch_size=32, rounds=3, shard=True))
     cfg.update(overrides)
     configs.append(cfg)
-print(json.dumps([r["curves"] for r in batched.run_batch(configs)]))
+print(json.dumps([r["curves"] for r in program.run(configs)]))
 """
 
 
@@ -136,9 +139,9 @@ def test_batched_fedlog_vision_takes_the_local_steps_of_its_single_runs():
     client's steps once (a `cond` on a flag would become a `select` and train twice), and each
     run's curves are its single run's."""
     options = dict(algorithm="fedlog_vision", fedlog={"condense_iterations": 1}, rounds=2)
-    together = batched.run_batch([_config(**c, **options) for c in CONFIGS])
+    together = program.run([_config(**c, **options) for c in CONFIGS])
     for overrides, got in zip(CONFIGS, together):
-        single = experiment.run(_config(**overrides, **options))
+        single = program.run([_config(**overrides, **options)])[0]
         assert got["eval_rounds"] == single["eval_rounds"] == [0, 1]
         assert got["curves"]["train_steps"] == single["curves"]["train_steps"]
         assert min(single["curves"]["train_steps"]) >= 1
