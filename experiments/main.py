@@ -3,8 +3,7 @@ figures from a results ledger.
 
     python -m experiments.main                                   # the main job (digits table)
     python -m experiments.main --config=experiments/configs/cora.py --config.algorithm=fedavg
-    python -m experiments.main --config=experiments/configs/graph_seen.py \
-        --grid='dataset=cora;num_clients=3' --ledger=runs/graph.jsonl
+    python -m experiments.main --config=experiments/configs/graph_seen.py --grid='dataset=cora'
     python -m experiments.main --mode=reproduce --table=digits_table --quick
     python -m experiments.main --mode=tables --ledger=results/graph/ledger.jsonl --spec=graph
     python -m experiments.main --mode=plots --ledger=runs/ledger.jsonl --plot=alpha
