@@ -17,6 +17,7 @@ class Graph(NamedTuple):
     `neighbour_mean` [N, F], when set, caches the mean of each node's real neighbours' features
     (`mean_of_neighbours(graph, graph.x)`): a GraphSAGE first layer then reads it instead of
     gathering and scattering every edge at every step, since x never changes while a model trains.
+    It pays where edges are many (BENCHMARKS.md, "Caching the first layer's neighbour mean").
     Anything that changes x or the edges must drop it (`_replace(..., neighbour_mean=None)`).
     """
 

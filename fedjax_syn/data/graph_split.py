@@ -1,9 +1,9 @@
 """Subgraph-FL splits: K training clients, a new client, unseen nodes and missing classes.
 
-Implements the graph track of the project's evaluation protocol (docs/PROTOCOL.md) for the four
-settings of FedLoG (Kim et al., "Subgraph Federated Learning for Local Generalization", ICLR 2025):
-seen data, unseen nodes, missing classes and a new client. The paper did not release its split
-code, so every rule below is explicit and every draw is seeded.
+Implements the graph track of the project's evaluation protocol (`../shared/docs/PROTOCOL.md`,
+outside the repository) for the four settings of FedLoG (Kim et al., "Subgraph Federated Learning
+for Local Generalization", ICLR 2025): seen data, unseen nodes, missing classes and a new client.
+The paper did not release its split code, so every rule below is explicit and every draw is seeded.
 
 Order of operations (each step has its own random stream, derived from (seed, step, client), so
 changing one parameter never reshuffles an earlier step):

@@ -1,4 +1,6 @@
-"""Partitions of a labelled dataset into federated clients (vision track of PROTOCOL.md).
+"""Partitions of a labelled dataset into federated clients (vision track of the protocol).
+
+The protocol is the project's `../shared/docs/PROTOCOL.md`, outside the repository.
 
 - `iid`: a random permutation cut into parts whose sizes differ by at most one.
 - `dirichlet`: each class's examples are spread over the parts in proportions drawn from

@@ -1,4 +1,6 @@
-"""Image classification datasets as standardised NHWC float arrays (vision track of PROTOCOL.md).
+"""Image classification datasets as standardised NHWC float arrays (vision track of the protocol).
+
+The protocol is the project's `../shared/docs/PROTOCOL.md`, outside the repository.
 
 Sources, in order:
 1. `digits`: scikit-learn's bundled `load_digits()` (1797 real 8x8 handwritten digits, 0..16).

@@ -1,4 +1,6 @@
-"""A federation of image classification clients under the vision protocol of PROTOCOL.md.
+"""A federation of image classification clients under the vision track of the protocol.
+
+The protocol is the project's `../shared/docs/PROTOCOL.md`, outside the repository.
 
 The training set is partitioned over K + 1 parts; part K + 1 is the new client, which never trains
 (FedLoG, ICLR 2025, evaluates every client model on it). In each training client a class with fewer

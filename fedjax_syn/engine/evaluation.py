@@ -2,8 +2,9 @@
 
 For each evaluation group the engine predicts once per client model and reads every setting's
 accuracy off with masks. Results are per-client correct/count sums; pooled accuracy over clients is
-sum(correct) / sum(count), which is the node- (example-) weighted mean PROTOCOL.md asks for, and the
-plain mean over client models for shared inputs (every client sees the same examples).
+sum(correct) / sum(count), which is the node- (example-) weighted mean the project's protocol
+(`../shared/docs/PROTOCOL.md`) asks for, and the plain mean over client models for shared inputs
+(every client sees the same examples).
 """
 
 from collections.abc import Callable

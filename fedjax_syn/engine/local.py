@@ -13,7 +13,9 @@ the largest client's size pays nothing for its padding steps. `unroll=True` (or 
 the unrolled scan is much faster for convolutional models, whose backward convolutions inside a
 loop body are left to a slow generic kernel instead of the optimised one they get outside loops
 (jax-ml/jax#12868); it costs compile time that grows with the number of steps. The ConvNet's
-default im2col convolutions on CPU (models/conv.py) are matmuls and do not need it.
+default im2col convolutions on CPU (`fedjax_syn/models/conv.py`) are matmuls and do not need it.
+Measurements of both choices: BENCHMARKS.md, "Skipping padding steps" and "Engine round: vmapped
+vs per-client loop".
 """
 
 import dataclasses

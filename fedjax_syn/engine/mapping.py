@@ -1,8 +1,11 @@
 """Mapping a per-client function over the clients axis.
 
 `chunk=None` vmaps every client at once (best for small models and many clients); `chunk=k` runs
-`jax.lax.map(..., batch_size=k)`, a scan over vmapped groups of k clients, which bounds memory and is
-often faster on CPU for larger models. Both give the same numbers; only speed and memory differ.
+`jax.lax.map(..., batch_size=k)`, a scan over vmapped groups of k clients, which bounds memory.
+It also saves work when clients differ in size: a vmapped `while_loop` (local training's active
+steps) runs until its busiest client is done, so every client of a group runs as many steps as the
+largest, while groups of one run only their own (BENCHMARKS.md, "One client at a time"). Both give
+the same numbers; only speed and memory differ.
 """
 
 from collections.abc import Callable

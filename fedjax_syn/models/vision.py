@@ -56,9 +56,10 @@ class ConvEncoder(nn.Module):
 
 
 class ConvNet(nn.Module):
-    """ConvNet of Zhao et al. (ICLR 2021): `depth` x [conv 3x3 + instance norm + ReLU + avg-pool 2x2],
-    then a linear head. Spatial size halves per block (floor), e.g. 28 -> 14 -> 7 -> 3. `conv`
-    picks how the convolutions are computed (models/conv.py); parameters and results are the same."""
+    """ConvNet of Zhao et al. (ICLR 2021): `depth` x [conv 3x3 + instance norm + ReLU + avg-pool
+    2x2], then a linear head. Spatial size halves per block (floor), e.g. 28 -> 14 -> 7 -> 3.
+    `conv` picks how the convolutions are computed (`fedjax_syn/models/conv.py`); parameters and
+    results are the same."""
 
     num_classes: int
     width: int = 128
