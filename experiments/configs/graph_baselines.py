@@ -1,5 +1,5 @@
 """The baselines of the graph track on Cora, K = 3: local training, FedAvg, FedAvg-FT, FedProx and
-FedPer, seeds 0, 1, 2, every evaluation setting (PROTOCOL.md, graph track; the comparison of
+FedPer, seeds 0, 1, 2, every evaluation setting (../shared/docs/PROTOCOL.md, graph track; the comparison of
 FedLoG, Kim et al., ICLR 2025). The split and recipe are those of `cora.py`.
 
     python -m experiments.main --config=experiments/configs/graph_baselines.py

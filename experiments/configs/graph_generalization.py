@@ -1,6 +1,6 @@
 """Graph local-generalization table: Unseen Node, Missing Class and New Client accuracy, in the
 closeset (unseen nodes only from classes the client trains on) and openset (unseen nodes from all
-of the client's nodes) settings, K in {3, 5, 10}, every algorithm, seeds 0, 1, 2 (PROTOCOL.md,
+of the client's nodes) settings, K in {3, 5, 10}, every algorithm, seeds 0, 1, 2 (../shared/docs/PROTOCOL.md,
 graph track; FedLoG, Kim et al., ICLR 2025).
 
 Same training recipe as the Seen table (`graph_seen.graph_base`). Seeds and the two settings of

@@ -1,6 +1,6 @@
 """Graph Seen table: node classification accuracy on each client's own (seen) test nodes, for
 K in {3, 5, 10} clients (plus one new client) on seven graphs, every algorithm, seeds 0, 1, 2
-(PROTOCOL.md, graph track; FedLoG, Kim et al., ICLR 2025).
+(../shared/docs/PROTOCOL.md, graph track; FedLoG, Kim et al., ICLR 2025).
 
 The split is Louvain (closeset unseen nodes, 30% missing classes per client); the optimisation is
 FedLoG's graph recipe: 2-layer GraphSAGE 128-64, Adam lr 1e-3 with weight decay 5e-4, minibatches
@@ -46,7 +46,7 @@ def graph_base():
     config.prox_mu = 0.01
     config.eval_every = 1
     # One client at a time: each runs only its own minibatches, where vmapped clients all run as
-    # many as the busiest (Photo K = 10: 2.6x less CPU time per round, BENCHMARKS.md). Results
+    # many as the busiest (BENCHMARKS.md, "One client at a time"). Results
     # and run ids are the same either way; on an accelerator --config.client_chunk=0 vmaps them.
     config.client_chunk = 1
     return config

@@ -1,6 +1,6 @@
 """Vision heterogeneity sweep: every baseline and FedLoG's image recipe (`fedlog_vision`) on
 Fashion-MNIST under Dirichlet(alpha) label skew, alpha in {0.05, 0.1, 0.3, 1.0, 10.0}
-(PROTOCOL.md, vision track), K = 10 clients plus one new client, seeds 0, 1, 2.
+(../shared/docs/PROTOCOL.md, vision track), K = 10 clients plus one new client, seeds 0, 1, 2.
 
 The table reports Seen / Global / Missing Class / New Client at the best-validation round and the
 last round; the figure plots accuracy against alpha, one panel per setting. Seeds and alphas of one

@@ -12,7 +12,7 @@ import ml_collections
 
 from fedjax_syn.core.errors import UserError, check
 from fedjax_syn.engine.round import EngineConfig
-from fedjax_syn.runs import ledger
+from fedjax_syn.runs import condense, ledger
 
 VISION_MODELS = ("mlp", "convnet")
 GRAPH_MODELS = ("gcn", "sage")
@@ -77,7 +77,7 @@ def run_id(cfg) -> str:
     """The ledger id of a run: its config with the execution fields at their defaults (a
     condensation run: its config as it is)."""
     if cfg.get("track") == "condense":
-        return ledger.run_id(cfg.to_dict())
+        return ledger.run_id(condense.identity(cfg))
     config = cfg.to_dict()
     defaults = default_config()
     for field in EXECUTION_FIELDS:
