@@ -12,7 +12,7 @@ import pytest
 from fedjax_syn.core.errors import UserError
 from fedjax_syn.runs.checkpoint import RunCheckpointer
 
-_LOGGER = "fedjax_syn.engine.checkpoint"
+_LOGGER = "fedjax_syn.runs.checkpoint"
 
 
 def make_state(seed: int):

@@ -205,7 +205,7 @@ def test_resolve_spec_named_inline_file_and_errors(tmp_path):
         tables.resolve_spec('{"rows": ["dataset"], "settings": ["seen"], "metric": "mean"}')
 
 
-def test_make_tables_script_writes_files(tmp_path):
+def test_tables_mode_writes_files(tmp_path):
     ledger = tmp_path / "ledger.jsonl"
     for record in make_records():
         ledger_lib.append_record(ledger, record)
@@ -214,14 +214,14 @@ def test_make_tables_script_writes_files(tmp_path):
         {"name": "mine", "rows": ["dataset", "algorithm"], "settings": list(SETTINGS)}
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    script = str(REPO / "scripts" / "make_tables.py")
+    tables_mode = [sys.executable, "-m", "experiments.main", "--mode=tables"]
     args = [f"--ledger={ledger}", f"--spec={spec_json}", "--format=both", f"--out={out}"]
-    done = subprocess.run([sys.executable, script, *args], env=env, capture_output=True, text=True)
+    done = subprocess.run([*tables_mode, *args], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert (out / "mine.md").read_text() in done.stdout
     assert r"\begin{table}" in (out / "mine.tex").read_text()
     bad = subprocess.run(
-        [sys.executable, script, f"--ledger={tmp_path / 'absent.jsonl'}"],
+        [*tables_mode, f"--ledger={tmp_path / 'absent.jsonl'}"],
         env=env,
         capture_output=True,
         text=True,
