@@ -120,13 +120,6 @@ def test_run_id_is_stable_across_processes():
     assert out.stdout.strip() == ledger_lib.run_id({"a": {"x": "y"}, "b": [1, 2.5]})
 
 
-def test_has_run(tmp_path):
-    ledger = tmp_path / "ledger.jsonl"
-    assert not ledger_lib.has_run(ledger, "a")  # no ledger yet
-    ledger_lib.append_record(ledger, {"run_id": "a"})
-    assert ledger_lib.has_run(ledger, "a") and not ledger_lib.has_run(ledger, "b")
-
-
 def test_select_top_level_dotted_and_any_of():
     records = [
         {"algorithm": "fedavg", "protocol": {"alpha": 0.1}},

@@ -290,18 +290,6 @@ def build_table(records: Iterable[dict], spec: TableSpec, source: str = "ledger"
     )
 
 
-def render_markdown(
-    records: Iterable[dict],
-    rows: Sequence[str],
-    settings: Sequence[str],
-    metric: str = "both",
-    title: str | None = None,
-) -> str:
-    """Markdown accuracy table of already-selected records (e.g. the runs just finished)."""
-    spec = accuracy_spec("results", {}, rows, settings, metric, title)
-    return to_markdown(build_table(records, spec, source="the runs above"))
-
-
 def _sort_key(key: tuple) -> tuple:
     """Orders mixed-type row keys: numbers numerically, everything else as text."""
     return tuple(

@@ -5,7 +5,7 @@ must survive crashes and several sweep workers writing at once.
 
 Record schema (written by the training launcher; accuracies are fractions in [0, 1]):
 
-    {"run_id": str,              # run_id(identifying config); has_run lets sweeps skip reruns
+    {"run_id": str,              # run_id(identifying config): sweeps skip runs they hold
      "track": "vision" | "graph",
      "dataset": str, "algorithm": str, "seed": int,
      "protocol": {...},          # PROTOCOL.md parameters, e.g. "partition", "alpha",
@@ -168,13 +168,6 @@ def run_id(config: Mapping[str, Any]) -> str:
     if hasattr(config, "to_dict"):
         config = config.to_dict()
     return hashlib.sha256(_dumps(config).encode()).hexdigest()[:16]
-
-
-def has_run(path: str | os.PathLike, run_id: str) -> bool:
-    """Whether the ledger at `path` already holds a record with this run id."""
-    if not pathlib.Path(path).exists():
-        return False
-    return any(r.get("run_id") == run_id for r in read_ledger(path))
 
 
 def lookup(record: Mapping[str, Any], dotted: str, default: Any = _RAISE) -> Any:
