@@ -253,6 +253,7 @@ def counted_inits(monkeypatch):
         return alg._replace(init_client=init_client)
 
     monkeypatch.setitem(registry.BUILDERS, "counting", build)
+    monkeypatch.setitem(registry.TRACKS, "counting", ("vision",))
     return calls
 
 

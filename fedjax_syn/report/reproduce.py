@@ -25,8 +25,9 @@ import ml_collections
 
 from fedjax_syn.core.errors import check
 from fedjax_syn.report import plots, tables
-from fedjax_syn.runs import ledger, sweep, validate
+from fedjax_syn.runs import sweep, validate
 from fedjax_syn.runs.grid import override_grid
+from fedjax_syn.runs.ledger import lookup, write_atomic
 from fedjax_syn.runs.prepare import build_split
 
 QUICK_ROUNDS = 3
@@ -143,7 +144,7 @@ def write_splits(
 
             text = class_count_table(split)
         path = folder / f"{name}.txt"
-        ledger.write_atomic(path, text if text.endswith("\n") else text + "\n")
+        write_atomic(path, text if text.endswith("\n") else text + "\n")
         written[name] = path
     return list(written.values())
 
@@ -155,7 +156,7 @@ def write_splits(
 def _facets(records: Sequence[dict], keys: Sequence[str]) -> dict[tuple, list[dict]]:
     groups: dict[tuple, list[dict]] = {}
     for record in records:
-        groups.setdefault(tuple(ledger.lookup(record, k, None) for k in keys), []).append(record)
+        groups.setdefault(tuple(lookup(record, k, None) for k in keys), []).append(record)
     return groups
 
 
@@ -241,8 +242,8 @@ def reproduce(
     built = tables.build_table(records, spec, source=str(ledger))
     markdown = tables.to_markdown(built)
     table_paths = [folder / "tables" / f"{spec.name}.{ext}" for ext in ("md", "tex")]
-    ledger.write_atomic(table_paths[0], markdown)
-    ledger.write_atomic(table_paths[1], tables.to_latex(built))
+    write_atomic(table_paths[0], markdown)
+    write_atomic(table_paths[1], tables.to_latex(built))
     log(f"table: {table_paths[0]} and {table_paths[1]}")
 
     figures = draw_figures(records, config, spec, folder / "figures")
