@@ -33,7 +33,9 @@ def main(paths: list[str]) -> None:
     for path in paths:
         records = read_ledger(path)
         changed = sum(migrate(r) for r in records)
-        lines = "".join(json.dumps(r, sort_keys=True, separators=(",", ":")) + "\n" for r in records)
+        lines = "".join(
+            json.dumps(r, sort_keys=True, separators=(",", ":")) + "\n" for r in records
+        )
         write_atomic(path, lines)
         print(f"{path}: {changed} of {len(records)} records renumbered")
 
