@@ -10,7 +10,7 @@ Trains --num_eval_nets fresh networks on the synthetic set only and reports the 
 
 Without --outer_loop/--inner_loop, gradient matching uses the paper's loops for ipc 1, 10, 20, 30,
 40 and 50. --class_batching picks how per-class gradients are batched (see
-scripts/bench_condense.py for their cost); --test_size evaluates on the first n test examples only,
+benchmarks/condense.py for their cost); --test_size evaluates on the first n test examples only,
 to bound the cost of evaluation on a CPU.
 
 Reference accuracies (ConvNet, 1000 iterations, 300 evaluation epochs): Fashion-MNIST gradient
