@@ -1,5 +1,5 @@
-"""Benchmarks of the library: one timing harness (`harness`), the programs they time, and the
-tables of their results (`tables`).
+"""Benchmarks of the library: one timing harness (`harness`), the programs they time, named
+workloads (`workloads`), and the generator of BENCHMARKS.md's tables (`report`).
 
 Each benchmark runs from the repository root as `python -m benchmarks.<name>` and writes its
 figures, with a description of the machine, to `benchmarks/results/<name>.json`. This package

@@ -1,4 +1,4 @@
-"""The benchmark harness: its timers, its reference loop, and the tables of its results."""
+"""The benchmark harness: its timers, its reference loop, and the BENCHMARKS.md rewriter."""
 
 import time
 
@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from benchmarks import harness, rounds, tables
+from benchmarks import harness, report, rounds, tables
 from fedjax_syn.engine.round import init_states, make_round
 from tests.engine_fixtures import algorithm, make_federation
 
@@ -62,3 +62,17 @@ def test_round_comparison_renders_a_table(tmp_path):
     assert record["machine"]["cores"] >= 1
     table = tables.render(record)
     assert "benchmarks/results/tiny.json" in table and table.count("| MLP 5-3-10") == 3
+
+
+def test_report_rewrites_only_the_marked_sections():
+    text = (
+        "# Title\n\nProse stays.\n\n"
+        "<!-- generated:a -->\nold a\n<!-- /generated -->\n\n"
+        "Between.\n\n"
+        "<!-- generated:b -->\nold b\n<!-- /generated -->\nEnd.\n"
+    )
+    assert report.markers(text) == ["a", "b"]
+    new = report.rewrite(text, {"a": "| new | a |\n", "c": "unused"})
+    assert new == text.replace("old a", "| new | a |")
+    assert report.rewrite(new, {"a": "| new | a |"}) == new
+    assert report.rewrite(text, {}) == text
