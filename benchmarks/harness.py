@@ -10,6 +10,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import platform
 import resource
 import statistics
 import sys
@@ -167,7 +168,14 @@ def cpu_model() -> str:
         with open("/proc/cpuinfo") as f:
             return next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
     except (OSError, StopIteration):
-        return "unknown CPU"
+        return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def usable_cores() -> int | None:
+    """Cores this process may run on: fewer than the machine's when pinned (taskset)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count()
 
 
 def load_average() -> float:
@@ -187,7 +195,7 @@ def machine() -> dict[str, Any]:
     return {
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
-        "cores_usable": len(os.sched_getaffinity(0)),
+        "cores_usable": usable_cores(),
         "load_average": load_average(),
         **versions(),
     }
