@@ -1,0 +1,214 @@
+"""Markdown tables from results files (benchmarks/results/*.json), one renderer per kind.
+
+Every table comes with a caption naming the machine, its load and the command that produced the
+figures, so a table never travels without what it was measured on.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+Record = dict[str, Any]
+
+
+def seconds(x: float | None) -> str:
+    """Seconds with a precision that suits their size."""
+    if x is None:
+        return "-"
+    return f"{x:.1f}" if x >= 100 else f"{x:.2f}" if x >= 1 else f"{x:.3f}"
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def caption(record: Record) -> str:
+    m = record.get("machine", {})
+    load = (
+        f"load average {record['load_start']:.1f} at the start, " if "load_start" in record else ""
+    )
+    load += f"{m.get('load_average', float('nan')):.1f} at the end"
+    used = m.get("cores_usable")
+    cores = f"{m.get('cores')} cores" + (f" ({used} usable)" if used != m.get("cores") else "")
+    versions = ", ".join(
+        f"{lib} {m[lib]}" for lib in ("jax", "jaxlib", "flax", "optax") if lib in m
+    )
+    quick = " Quick variant." if record.get("quick") else ""
+    return (
+        f"*Generated from `benchmarks/results/{record['name']}.json` ({record.get('date', '?')}):"
+        f" `{record.get('command', '?')}`. {m.get('cpu', '?')}, {cores}, {load}; {versions}; "
+        f"{m.get('backend', '?')} backend, {m.get('devices', '?')}.{quick}*"
+    )
+
+
+def rounds_table(record: Record) -> str:
+    """One line per (setup, layout): time, ratio to the loop, share of the matmul peak."""
+    sources = sorted({config["flops"]["source"] for config in record["configs"]})
+    lines = [
+        f"Matmul peak in this run: {record['peak_gflops']:.1f} GFLOP/s "
+        f"({record['peak_size']}² f32 matmul, median); round FLOPs by {' and '.join(sources)}. "
+        "`vs loop` = the loop's median / this layout's; `diff` = max |server − loop's server| / "
+        "max |loop's server| after the same rounds.",
+        "",
+        "| setup | clients | layout | median ms | min ms | max ms | first call s | vs loop "
+        "| GFLOP/s | % of peak | diff |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for config in record["configs"]:
+        setup = config["setup"]
+        for mode, r in config["modes"].items():
+            lines.append(
+                f"| {setup['description']} | {setup['clients']} | {mode} "
+                f"| {r['median_s'] * 1e3:.1f} | {r['min_s'] * 1e3:.1f} | {r['max_s'] * 1e3:.1f} "
+                f"| {r['first_s']:.2f} | {r['vs_loop']:.2f}x | {r['gflops']:.2f} "
+                f"| {100 * r['peak_frac']:.1f} | {r['diff_vs_loop']:.0e} |"
+            )
+    return "\n".join(lines)
+
+
+def _run_rows(record: Record) -> list[tuple[str, str]]:
+    ev = record["evaluation"]
+    round0 = "setup round, all clients" if record["setup_round"] else "initial states"
+    per_round = record["rounds_s"] / max(record["rounds"], 1)
+    return [
+        ("data preparation", seconds(record["data_s"])),
+        ("compilation (start and round programs)", seconds(record["compile_s"])),
+        (f"round 0 ({round0})", seconds(record["round0_s"])),
+        (
+            f"{plural(record['rounds'], 'round')} incl. evaluation (per round)",
+            f"{seconds(record['rounds_s'])} ({seconds(per_round)})",
+        ),
+        (
+            f"evaluation alone, own program: median of {ev['repeats']} "
+            f"(x {record['evaluated_rounds']} evaluated rounds)",
+            f"{seconds(ev['median_s'])} ({seconds(ev['median_s'] * record['evaluated_rounds'])})",
+        ),
+        ("**run, compilation included**", f"**{seconds(record['run_s'])}**"),
+    ]
+
+
+def _part_table(rows: list[tuple[str, str]]) -> list[str]:
+    return ["| part | seconds |", "|---|---:|", *(f"| {a} | {b} |" for a, b in rows)]
+
+
+def _run_lines(record: Record) -> list[str]:
+    c = record["config"]
+    last = ", ".join(
+        f"{k} {v:.4f}"
+        for k, v in record["last"].items()
+        if v is not None and not k.startswith("train_")
+    )
+    return [
+        f"{c['algorithm']} on {c['dataset']}, K = {c['num_clients']}, {plural(c['rounds'], 'round')} "
+        f"(client_chunk {c['client_chunk']}). Peak RSS {record['peak_rss_mib']:.0f} MiB "
+        f"({record['data_rss_mib']:.0f} MiB after the data). Last round: {last}.",
+        "",
+    ]
+
+
+def run_table(record: Record) -> str:
+    """One run part by part."""
+    return "\n".join([*_run_lines(record), *_part_table(_run_rows(record))])
+
+
+def fedlog_table(record: Record) -> str:
+    """A FedLoG run part by part, with round 0's parts re-timed as their own programs."""
+    rows = _run_rows(record)
+    for i, (name, part) in enumerate(record.get("round0_parts", {}).items()):
+        rows.insert(3 + i, (f"of which {name} (own program)", seconds(part["run_s"])))
+    if "experiment_run_s" in record:
+        rows.append(("`runs.program.run` of the same config", seconds(record["experiment_run_s"])))
+    lines = [*_run_lines(record), *_part_table(rows)]
+    if record.get("encoder_epochs"):
+        lines += ["", f"Encoder pretraining epochs per client: {record['encoder_epochs']}."]
+    flops = record.get("generator_flops")
+    if flops:
+        epochs = record["config"]["fedlog"]["gen_epochs"]
+        total = flops["bank"] + epochs * flops["epoch"]
+        run_s = record["round0_parts"]["generator pretraining"]["run_s"]
+        lines.append(
+            f"Generator pretraining: {flops['epoch'] / 1e9:.1f} GFLOP per epoch (all clients) + "
+            f"{flops['bank'] / 1e9:.1f} GFLOP of real-graph gradients = "
+            f"{total / run_s / 1e9:.1f} GFLOP/s against a matmul peak of "
+            f"{record['matmul_peak_gflops']:.1f} GFLOP/s."
+        )
+    return "\n".join(lines)
+
+
+def graph_table(record: Record) -> str:
+    """One line per (dataset, K, layout), each measured in its own process."""
+    lines = [
+        "| dataset | K | nodes / edges per client (pad) | steps (scan / busiest / sum) | mode "
+        "| round s (median, min) | round CPU s | eval s (median, min) | eval CPU s "
+        "| first round s | peak RSS MiB (data) |",
+        "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in record["rows"]:
+        lines.append(
+            f"| {r['dataset']} | {r['K']} | {r['nodes_pad']} / {r['edges_pad']} "
+            f"| {r['scan_steps']} / {r['active_steps']} / {r['client_steps']} | {r['mode']} "
+            f"| {seconds(r['round']['median_s'])}, {seconds(r['round']['min_s'])} "
+            f"| {seconds(r['round']['cpu_median_s'])} "
+            f"| {seconds(r['eval']['median_s'])}, {seconds(r['eval']['min_s'])} "
+            f"| {seconds(r['eval']['cpu_median_s'])} | {seconds(r['round']['first_s'])} "
+            f"| {r['peak_rss_mib']:.0f} ({r['data_rss_mib']:.0f}) |"
+        )
+    return "\n".join(lines)
+
+
+def condense_table(record: Record) -> str:
+    """One line per (ipc, convolution, program), each in its own process."""
+    lines = [
+        f"ConvNet width {record['width']}, `batch_real` {record['batch_real']}; data: "
+        f"{record['data']}.",
+        "",
+        "| ipc | conv | program | compile + 1st call s | median s | peak RSS MiB |",
+        "|---:|---|---|---:|---:|---:|",
+    ]
+    for r in record["rows"]:
+        lines.append(
+            f"| {r['ipc']} | {r['conv']} | {r['variant']} | {seconds(r['first_s'])} "
+            f"| {seconds(r['median_s'])} | {r['peak_rss_mib']:.0f} |"
+        )
+    composed = [
+        f"ipc {c['ipc']}, {c['conv']}, classes {c['batching']}: {seconds(c['seconds'])} s"
+        for c in record["composed"]
+    ]
+    if composed:
+        lines += ["", "Iteration composed from the parts: " + "; ".join(composed) + "."]
+    return "\n".join(lines)
+
+
+def batched_table(record: Record) -> str:
+    """The same runs one after another and batched into one program."""
+    lines = [
+        f"{record['runs']} {record['dataset']} runs, {record['algorithm']}, "
+        f"{record['rounds']} rounds, client_chunk {record['client_chunk']}.",
+        "",
+        "| mode | wall s | compile s |",
+        "|---|---:|---:|",
+    ]
+    for mode, label in (("sequential", "one run after another"), ("batched", "one program")):
+        lines.append(
+            f"| {label} | {seconds(record[f'{mode}_s'])} | {seconds(record[f'{mode}_compile_s'])} |"
+        )
+    lines += [
+        "",
+        f"Speed-up {record['speedup']:.1f}x; largest difference between the modes' metric "
+        f"curves {record['max_curve_difference']:.1e}.",
+    ]
+    return "\n".join(lines)
+
+
+RENDERERS: dict[str, Callable[[Record], str]] = {
+    "rounds": rounds_table,
+    "run": run_table,
+    "fedlog": fedlog_table,
+    "graph": graph_table,
+    "condense": condense_table,
+    "batched": batched_table,
+}
+
+
+def render(record: Record) -> str:
+    """The caption and table of one results record."""
+    return f"{caption(record)}\n\n{RENDERERS[record['kind']](record)}"

@@ -1,0 +1,78 @@
+"""The benchmark harness: its timers, its reference loop, and the BENCHMARKS.md rewriter."""
+
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from benchmarks import harness, report, rounds, tables
+from fedjax_syn.engine.round import init_states, make_round
+from tests.engine_fixtures import algorithm, make_federation
+
+
+def test_timer_orders_its_figures_and_keeps_warmup_apart():
+    calls = []
+
+    def step(n):
+        time.sleep(0.2 if n == 0 else 0.001 * (n % 3 + 1))
+        calls.append(n)
+        return n + 1
+
+    final, timing = harness.time_calls(step, 0, repeats=5)
+    assert final == 6 and calls == list(range(6))
+    assert len(timing.warmup_s) == 1 and len(timing.wall_s) == len(timing.cpu_s) == 5
+    assert timing.first_s >= 0.2 > timing.max_s
+    assert timing.min_s <= timing.median_s <= timing.max_s
+    assert timing.summary()["repeats"] == 5
+
+
+def test_interleaved_timer_calls_runners_round_robin():
+    calls = []
+    runner = lambda name: (lambda state: calls.append(name) or state, None)
+    _, timings = harness.time_interleaved({"a": runner("a"), "b": runner("b")}, repeats=2)
+    assert calls == ["a", "b", "a", "b", "a", "b"]
+    assert set(timings) == {"a", "b"}
+
+
+@pytest.mark.parametrize("name", ["fedavg", "fedper"])
+def test_loop_round_equals_vmapped_round(name):
+    alg = algorithm(name, steps=2)
+    fed = make_federation()
+    server, clients = init_states(alg, fed, jax.random.key(0))
+    key = jax.random.key(1)
+    loop = harness.loop_round(alg, fed, key)
+    loop_server, loop_states = loop(harness.loop_carry(server, clients, fed.num_clients))
+    vmap_server, vmap_clients, _ = make_round(alg)(server, clients, fed, key, evaluate=False)
+    for a, b in zip(jax.tree.leaves(loop_server), jax.tree.leaves(vmap_server)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    for a, b in zip(jax.tree.leaves(harness.stack(loop_states)), jax.tree.leaves(vmap_clients)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_round_comparison_renders_a_table(tmp_path):
+    setup = rounds.RoundSetup(
+        "mlp", 4, (5,), hidden=(3,), steps=2, batch=2, examples=4, unroll=False
+    )
+    result = rounds.compare(setup, repeats=1, chunks=(2,), peak=1e9)
+    assert set(result["modes"]) == {"loop", "vmapped", "chunk=2"}
+    assert all(m["diff_vs_loop"] < 1e-5 for m in result["modes"].values())
+    payload = {"kind": "rounds", "peak_gflops": 1.0, "peak_size": 8, "configs": [result]}
+    record = harness.read_result(harness.write_result("tiny", payload, tmp_path))
+    assert record["machine"]["cores"] >= 1
+    table = tables.render(record)
+    assert "benchmarks/results/tiny.json" in table and table.count("| MLP 5-3-10") == 3
+
+
+def test_report_rewrites_only_the_marked_sections():
+    text = (
+        "# Title\n\nProse stays.\n\n"
+        "<!-- generated:a -->\nold a\n<!-- /generated -->\n\n"
+        "Between.\n\n"
+        "<!-- generated:b -->\nold b\n<!-- /generated -->\nEnd.\n"
+    )
+    assert report.markers(text) == ["a", "b"]
+    new = report.rewrite(text, {"a": "| new | a |\n", "c": "unused"})
+    assert new == text.replace("old a", "| new | a |")
+    assert report.rewrite(new, {"a": "| new | a |"}) == new
+    assert report.rewrite(text, {}) == text
