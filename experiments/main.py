@@ -7,6 +7,7 @@ figures from a results ledger.
     python -m experiments.main --mode=reproduce --table=digits_table --quick
     python -m experiments.main --mode=tables --ledger=results/graph/ledger.jsonl --spec=graph
     python -m experiments.main --mode=plots --ledger=runs/ledger.jsonl --plot=alpha
+    python -m experiments.main --mode=splits --config=experiments/configs/cora.py
 
 Modes:
   run        every run of the config's grid not yet in --ledger, resumably (runs that differ
@@ -16,7 +17,8 @@ Modes:
   reproduce  --table (a config name or file) from nothing: data, split statistics, runs, table
              and figures under --out;
   tables     tables from --ledger (--spec: a named spec, inline JSON or a JSON file);
-  plots      the local-overfitting figures from --ledger.
+  plots      the local-overfitting figures from --ledger;
+  splits     the per-client, per-class statistics of every split the config's grid trains on.
 
 A field the config's grid sweeps, set with --config.FIELD=v, narrows that axis to v (e.g.
 --config.algorithm=fedprox runs FedProx only); --grid replaces axes. Every run is validated before
@@ -30,6 +32,7 @@ import os
 import pathlib
 
 import jax
+import ml_collections
 from absl import flags, logging
 from ml_collections import config_flags
 
@@ -45,7 +48,7 @@ from fedjax_syn.runs.ledger import (
     write_atomic,
 )
 
-MODES = ("run", "reproduce", "tables", "plots")
+MODES = ("run", "reproduce", "tables", "plots", "splits")
 _DEFAULT_CONFIG = str(pathlib.Path(__file__).parent / "configs" / "digits_table.py")
 
 _MODE = flags.DEFINE_enum("mode", "run", MODES, "What to do (see the module docstring).")
@@ -113,6 +116,14 @@ _METRIC = flags.DEFINE_enum("metric", "best", ["best", "last"], "plots: round of
 _NAME = flags.DEFINE_string("name", None, "plots: file name stem (default: <track>_<plot>).")
 
 
+def _command_line_config() -> tuple[ml_collections.ConfigDict, list[ml_collections.ConfigDict]]:
+    """The config as the command line narrows it, and its runs, every one validated."""
+    config = _CONFIG.value
+    overrides = config_flags.get_override_values(flags.FLAGS["config"])
+    grid.apply_command_line(config, overrides, _GRID.value)
+    return config, validate.validate_config(config)
+
+
 def run_mode() -> None:
     if _DISTRIBUTED.value:
         jax.distributed.initialize(
@@ -120,10 +131,7 @@ def run_mode() -> None:
             num_processes=_NUM_PROCESSES.value,
             process_id=_PROCESS_ID.value,
         )
-    config = _CONFIG.value
-    overrides = config_flags.get_override_values(flags.FLAGS["config"])
-    grid.apply_command_line(config, overrides, _GRID.value)
-    validate.validate_config(config)
+    config, _ = _command_line_config()
     name = pathlib.Path(config_flags.get_config_filename(flags.FLAGS["config"])).stem
     records = sweep.run_sweep(
         config,
@@ -201,15 +209,26 @@ def plots_mode() -> None:
         print(f"wrote {path}")
 
 
+def splits_mode() -> None:
+    _, points = _command_line_config()
+    for name, text in reproduce.split_tables(points, cache={}).items():
+        print(f"{name}\n{text}")
+
+
 def main(argv: list[str]) -> None:
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
     if _CACHE_DIR.value:
         jax.config.update("jax_compilation_cache_dir", os.path.expanduser(_CACHE_DIR.value))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-    {"run": run_mode, "reproduce": reproduce_mode, "tables": tables_mode, "plots": plots_mode}[
-        _MODE.value
-    ]()
+    modes = {
+        "run": run_mode,
+        "reproduce": reproduce_mode,
+        "tables": tables_mode,
+        "plots": plots_mode,
+        "splits": splits_mode,
+    }
+    modes[_MODE.value]()
 
 
 if __name__ == "__main__":

@@ -244,21 +244,22 @@ def test_bad_inputs_are_user_errors(cora, kwargs, match):
         build_graph_federation(cora, **kwargs)
 
 
-def _stats(*args, data_dir):
+def _splits(*args, data_dir):
     env = {**os.environ, "PYTHONPATH": str(REPO), "FEDJAX_SYN_DATA_DIR": str(data_dir)}
+    mode = ["-m", "experiments.main", "--mode=splits", "--config=experiments/configs/cora.py"]
     return subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "graph_stats.py"), *args],
-        env=env,
-        capture_output=True,
-        text=True,
+        [sys.executable, *mode, *args], cwd=REPO, env=env, capture_output=True, text=True
     )
 
 
-def test_graph_stats_script(cora, data_dir):
-    ok = _stats("--dataset=cora", "--num_clients=2", "--seed=5", data_dir=data_dir)
+def test_splits_mode_prints_the_split_table(cora, data_dir):
+    ok = _splits("--config.num_clients=2", "--config.seed=5", data_dir=data_dir)
     assert ok.returncode == 0, ok.stderr
-    assert ok.stdout == split_table(build_graph_federation(cora, 2, seed=5))
-    for bad in (["--setting=halfset"], ["--num_clients=0"], ["--partitioner=metis", "--x=1"]):
-        out = _stats(*bad, data_dir=data_dir)
+    name, table = ok.stdout.split("\n", 1)
+    assert name.startswith("cora_num_clients=2_partitioner=louvain") and name.endswith("seed=5")
+    assert table == split_table(build_graph_federation(cora, 2, seed=5)) + "\n"
+    bad_flags = (["--config.setting=halfset"], ["--config.num_clients=0"], ["--x=1"])
+    for bad in bad_flags:
+        out = _splits(*bad, data_dir=data_dir)
         assert out.returncode == 2 and out.stdout == ""
         assert out.stderr.startswith("error: ") and out.stderr.count("\n") == 1

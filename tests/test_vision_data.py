@@ -1,4 +1,4 @@
-"""IDX reading, vision dataset loading (local files, TFDS) and the vision_stats script."""
+"""IDX reading, vision dataset loading (local files, TFDS) and the splits mode on images."""
 
 import gzip
 import os
@@ -341,13 +341,14 @@ def test_tfds_load_failure_is_one_user_error_line(tmp_path, monkeypatch, no_env_
     assert "Failed to reach the download host" in str(info.value) and "\n" not in str(info.value)
 
 
-# --- scripts/vision_stats.py -------------------------------------------------------------------
+# --- python -m experiments.main --mode=splits --------------------------------------------------
 
 
 def _run_stats(*flags: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
     return subprocess.run(
-        [sys.executable, str(REPO_ROOT / "scripts" / "vision_stats.py"), *flags],
+        [sys.executable, "-m", "experiments.main", "--mode=splits", *flags],
+        cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         env=env,
@@ -355,8 +356,9 @@ def _run_stats(*flags: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_vision_stats_prints_the_class_count_table():
-    result = _run_stats("--dataset=digits", "--num_clients=3", "--alpha=0.3", "--seed=1")
+def test_splits_mode_prints_the_class_count_table():
+    flags = ("--config.num_clients=3", "--config.alpha=0.3", "--config.seed=1")
+    result = _run_stats(*flags)
     assert result.returncode == 0, result.stderr
     rows = [line for line in result.stdout.splitlines() if line.startswith("|")]
     assert rows[0].startswith("| client |") and len(rows) == 2 + 3 + 2
@@ -364,10 +366,10 @@ def test_vision_stats_prints_the_class_count_table():
 
 @pytest.mark.parametrize(
     "flags",
-    [("--num_clients=abc",), ("--alpha=-1",)],  # a flag parse error; a UserError
+    [("--config.num_clients=abc",), ("--config.alpha=-1",)],  # a flag parse error; a UserError
 )
-def test_vision_stats_bad_flags_exit_2_with_one_line(flags):
-    result = _run_stats("--dataset=digits", *flags)
+def test_splits_mode_bad_flags_exit_2_with_one_line(flags):
+    result = _run_stats(*flags)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr

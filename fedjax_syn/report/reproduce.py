@@ -124,17 +124,13 @@ def _split_name(cfg) -> str:
     return "_".join(parts).replace("/", "-")
 
 
-def write_splits(
-    points: Sequence[ml_collections.ConfigDict], folder: pathlib.Path, cache: dict
-) -> list[pathlib.Path]:
-    """Per distinct split of the grid, its per-client, per-class statistics table."""
-    written: dict[str, pathlib.Path] = {}
+def split_tables(points: Sequence[ml_collections.ConfigDict], cache: dict) -> dict[str, str]:
+    """Per distinct split of the grid, its name and its per-client, per-class statistics."""
+    texts: dict[str, str] = {}
     for cfg in points:
-        if cfg.track not in _SPLIT_FIELDS or _split_name(cfg) in written:
+        if cfg.track not in _SPLIT_FIELDS or _split_name(cfg) in texts:
             continue
-        name = _split_name(cfg)
-        data = _load(cfg, cache)
-        split = build_split(cfg, data)
+        split = build_split(cfg, _load(cfg, cache))
         if cfg.track == "graph":
             from fedjax_syn.data.graph_split import split_table
 
@@ -143,10 +139,19 @@ def write_splits(
             from fedjax_syn.data.vision_split import class_count_table
 
             text = class_count_table(split)
-        path = folder / f"{name}.txt"
-        write_atomic(path, text if text.endswith("\n") else text + "\n")
-        written[name] = path
-    return list(written.values())
+        texts[_split_name(cfg)] = text if text.endswith("\n") else text + "\n"
+    return texts
+
+
+def write_splits(
+    points: Sequence[ml_collections.ConfigDict], folder: pathlib.Path, cache: dict
+) -> list[pathlib.Path]:
+    """`split_tables`, one file each under `folder`."""
+    paths = []
+    for name, text in split_tables(points, cache).items():
+        paths.append(folder / f"{name}.txt")
+        write_atomic(paths[-1], text)
+    return paths
 
 
 # ---------------------------------------------------------------------------------------------
