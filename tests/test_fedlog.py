@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from fedjax_syn.algorithms.fedlog import generators, pair_gradients, server, shared
 from fedjax_syn.algorithms.fedlog import model as M
-from fedjax_syn.algorithms.fedlog import prompts, server
 from fedjax_syn.algorithms.fedlog.algorithm import fedlog
 from fedjax_syn.algorithms.fedlog.config import FedLoGConfig, from_dict
 from fedjax_syn.core.arrays import ClientData, EvalGroup, Federation, pad_clients, to_device
@@ -131,7 +131,7 @@ def test_blend_matches_hand_computation():
     shares = np.array([[0.5, 0.0, 0.5, 0], [0.2, 0.8, 0.0, 0], [0.0, 0.3, 0.7, 0], [0.9, 0, 0, 0]])
     client_mask = np.array([True, True, True, False])
     x = rng.normal(size=(k + 1, c, s, f)).astype(np.float32)
-    weights = np.asarray(server.blend_weights(jnp.asarray(shares), jnp.asarray(client_mask)))
+    weights = np.asarray(shared.blend_weights(jnp.asarray(shares), jnp.asarray(client_mask)))
 
     expected_w = np.zeros((k + 1, c))
     for cls in range(c):
@@ -141,27 +141,27 @@ def test_blend_matches_hand_computation():
     np.testing.assert_allclose(weights[:, 3], [1 / 3, 1 / 3, 1 / 3, 0], rtol=1e-6)
 
     perms = np.array([[2, 0, 1], [0, 1, 2], [1, 2, 0], [0, 2, 1]])
-    blended = np.asarray(server.blend_synthetic(jnp.asarray(x), weights, jnp.asarray(perms)))
+    blended = np.asarray(shared.blend_synthetic(jnp.asarray(x), weights, jnp.asarray(perms)))
     hand = np.zeros((c, s, f))
     for kk, cls, j in itertools.product(range(k + 1), range(c), range(s)):
         hand[cls, j] += expected_w[kk, cls] * x[kk, cls, perms[kk, j]]
     np.testing.assert_allclose(blended, hand, rtol=1e-5, atol=1e-6)
 
     uniform = np.asarray(
-        server.blend_weights(jnp.asarray(shares), jnp.asarray(client_mask), "uniform")
+        shared.blend_weights(jnp.asarray(shares), jnp.asarray(client_mask), "uniform")
     )
     np.testing.assert_allclose(uniform, np.tile([[1 / 3], [1 / 3], [1 / 3], [0]], (1, c)))
 
 
 def test_permutations_are_per_client_and_shared_across_classes():
-    perms = np.asarray(server.slot_permutations(jax.random.key(0), 5, 20))
+    perms = np.asarray(shared.slot_permutations(jax.random.key(0), 5, 20))
     assert all(sorted(p) == list(range(20)) for p in perms)
     assert len({tuple(p) for p in perms}) == 5
     # One permutation per client, applied to every class: slot j of every class comes from the
     # same source slot.
     x = jnp.broadcast_to(jnp.arange(20.0)[None, None, :, None], (5, 3, 20, 1))
     onehot = jnp.zeros((5, 3)).at[2].set(1.0)
-    out = np.asarray(server.blend_synthetic(x, onehot, jnp.asarray(perms)))[..., 0]
+    out = np.asarray(shared.blend_synthetic(x, onehot, jnp.asarray(perms)))[..., 0]
     np.testing.assert_array_equal(out, np.tile(perms[2], (3, 1)))
 
 
@@ -174,14 +174,14 @@ def test_generator_blend_and_model_average():
     params = {"p": jnp.array([1.0, 3.0, 8.0, 100.0])}
     mask = jnp.array([True, True, True, False])
     sizes = jnp.array([1.0, 1.0, 2.0, 5.0])
-    np.testing.assert_allclose(server.average_params(params, mask, sizes)["p"], 4.0)
-    np.testing.assert_allclose(server.average_params(params, mask, sizes, "weighted")["p"], 5.0)
+    np.testing.assert_allclose(shared.average_params(params, mask, sizes)["p"], 4.0)
+    np.testing.assert_allclose(shared.average_params(params, mask, sizes, "weighted")["p"], 5.0)
 
 
 def test_class_shares_ignore_padding_and_non_training_nodes():
     labels = jnp.array([0, 0, 1, 2, 2, 2])
     mask = jnp.array([True, True, True, False, True, False])
-    np.testing.assert_allclose(server.class_shares(labels, mask, 4), [0.5, 0.25, 0.25, 0.0])
+    np.testing.assert_allclose(shared.class_shares(labels, mask, 4), [0.5, 0.25, 0.25, 0.0])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,18 +219,18 @@ def test_distance_classifier_picks_the_nearest_prototype():
 def test_scale_update_rule_and_clipping():
     scales = jnp.array([0.0, 0.5, 1.0, 0.9995, 0.0005, 0.3])
     accuracy = jnp.array([0.9, 0.2, 0.95, 0.81, 0.5, 0.8])  # 0.8 is not above the threshold
-    new = np.asarray(M.update_scales(scales, accuracy, threshold=0.8, step=0.001))
+    new = np.asarray(shared.update_scales(scales, accuracy, threshold=0.8, step=0.001))
     np.testing.assert_allclose(new, [0.001, 0.499, 1.0, 1.0, 0.0, 0.299], atol=1e-7)
 
 
 def test_feature_scaling_moves_towards_the_global_mean():
     x = jnp.array([[0.0, 0.0], [2.0, 4.0], [4.0, 2.0], [6.0, 6.0]])
     labels = jnp.array([0, 0, 1, 1])
-    scaled = np.asarray(M.scale_features(x, labels, jnp.array([0.0, 0.5])))
+    scaled = np.asarray(shared.scale_features(x, labels, jnp.array([0.0, 0.5])))
     mean = np.array([3.0, 3.0])
     np.testing.assert_allclose(scaled[:2], x[:2])
     np.testing.assert_allclose(scaled[2:], np.asarray(x[2:]) + 0.5 * (mean - np.asarray(x[2:])))
-    masked = M.scale_features(x, labels, jnp.array([1.0, 1.0]), jnp.array([1, 1, 0, 0], bool))
+    masked = shared.scale_features(x, labels, jnp.array([1.0, 1.0]), jnp.array([1, 1, 0, 0], bool))
     np.testing.assert_allclose(masked, np.tile([[1.0, 2.0]], (4, 1)))
 
 
@@ -249,7 +249,7 @@ def test_neighbour_mean_guards_isolated_nodes():
         jnp.array([True, True, True, False]),  # the last edge is padding
         jnp.ones(4, bool),
     )
-    means, has = prompts.neighbour_mean(graph)
+    means, has = generators.neighbour_mean(graph)
     np.testing.assert_allclose(means, [[0, 2], [1, 0], [1, 0], [0, 0]])
     np.testing.assert_array_equal(has, [True, True, True, False])
     assert np.all(np.isfinite(np.asarray(means)))
@@ -275,9 +275,11 @@ def test_pair_gradients_equal_real_gradients_when_prompts_are_the_true_neighbour
 
     @jax.jit
     def mse(generated, key):
-        nets = prompts.init_networks(gnn, key, 2, F)
-        bank = prompts.pair_bank(nets, prompts.real_gradients(gnn, nets, graph, labels, mask), x)
-        return prompts.pair_matching_loss(gnn, bank, x, generated, labels, mask)
+        nets = pair_gradients.init_networks(gnn, key, 2, F)
+        bank = pair_gradients.pair_bank(
+            nets, pair_gradients.real_gradients(gnn, nets, graph, labels, mask), x
+        )
+        return pair_gradients.pair_matching_loss(gnn, bank, x, generated, labels, mask)
 
     key = jax.random.key(0)
     assert float(mse(x[partner], key)) < 1e-12
@@ -297,15 +299,15 @@ def test_pair_matching_equals_the_generic_gnn_on_the_pair_graphs(hidden):
         x, jnp.array([0, 1], jnp.int32), jnp.array([1, 0], jnp.int32), jnp.ones(2, bool), valid
     )
     gnn = GNN(C, "sage", hidden, 0.5)
-    nets = prompts.init_networks(gnn, jax.random.key(2), 3, F)
+    nets = pair_gradients.init_networks(gnn, jax.random.key(2), 3, F)
     nets = jax.tree.map(lambda p: p + 0.1 * jnp.ones_like(p), nets)  # nonzero biases too
-    real = prompts.real_gradients(gnn, nets, graph, labels, valid)
+    real = pair_gradients.real_gradients(gnn, nets, graph, labels, valid)
     config = FedLoGConfig(gen_hidden=(7,))
-    gen = prompts.generator(config)
-    gen_params = prompts.init_generator(jax.random.key(3), F, config)
+    gen = generators.generator(config)
+    gen_params = generators.init_generator(jax.random.key(3), F, config)
 
     def loss(bank):
-        return jax.value_and_grad(prompts.generator_loss)(
+        return jax.value_and_grad(generators.generator_loss)(
             gen_params,
             jax.random.key(4),
             gen=gen,
@@ -319,7 +321,7 @@ def test_pair_matching_equals_the_generic_gnn_on_the_pair_graphs(hidden):
         )
 
     with jax.default_matmul_precision("highest"):
-        got = loss(prompts.pair_bank(nets, real, x))
+        got = loss(pair_gradients.pair_bank(nets, real, x))
         want = loss((nets, real))
     np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
     for g, w in zip(jax.tree.leaves(got[1]), jax.tree.leaves(want[1]), strict=True):
@@ -346,10 +348,10 @@ def test_generator_pretraining_is_the_same_through_the_bank_and_the_generic_gnn(
     labels = jnp.array([0, 1, 2, 0, 1, 2, 0, 1])
     mask = jnp.array([True] * 6 + [False] * 2)
     config = FedLoGConfig(gen_epochs=6, gen_networks=3, gen_hidden=(8,), gen_fixed_networks=fixed)
-    gen0 = prompts.init_generator(jax.random.key(0), F, config)
+    gen0 = generators.init_generator(jax.random.key(0), F, config)
 
     def pretrain(pair_gradient):
-        return prompts.pretrain_generator(
+        return generators.pretrain_generator(
             gen0,
             tiny_task().model,
             graph,
@@ -372,7 +374,7 @@ def test_generator_pretraining_is_the_same_through_the_bank_and_the_generic_gnn(
 
 def test_random_networks_follow_the_gnn_initialisation():
     gnn = GNN(C, "sage", (64, 32), 0.5)
-    nets = jax.jit(lambda k: prompts.init_networks(gnn, k, 4, 200))(jax.random.key(0))
+    nets = jax.jit(lambda k: pair_gradients.init_networks(gnn, k, 4, 200))(jax.random.key(0))
     reference = gnn.init(jax.random.key(1), M.synthetic_graph(jnp.zeros((1, 200)), "isolated"))
     assert jax.tree.structure(nets) == jax.tree.structure(reference)
     for net, ref in zip(jax.tree.leaves(nets), jax.tree.leaves(reference)):
@@ -536,8 +538,10 @@ def test_real_gradients_memory_does_not_grow_with_the_bank():
     gnn = GNN(C, "sage", (64, 32), 0.5)
 
     def temp_bytes(num_networks):
-        nets = prompts.init_networks(gnn, jax.random.key(0), num_networks, 32)
-        fn = jax.jit(lambda nets: prompts.real_gradients(gnn, nets, graph, labels, graph.node_mask))
+        nets = pair_gradients.init_networks(gnn, jax.random.key(0), num_networks, 32)
+        fn = jax.jit(
+            lambda nets: pair_gradients.real_gradients(gnn, nets, graph, labels, graph.node_mask)
+        )
         return fn.lower(nets).compile().memory_analysis().temp_size_in_bytes
 
     one_edge_message = e * 64 * 4

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fedjax_syn.algorithms.fedlog.server import slot_permutations
+from fedjax_syn.algorithms.fedlog.shared import slot_permutations
 from fedjax_syn.algorithms.fedlog.vision import (
     FedLoGVisionConfig,
     add_noise,
