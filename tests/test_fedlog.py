@@ -277,9 +277,9 @@ def test_pair_gradients_equal_real_gradients_when_prompts_are_the_true_neighbour
     def mse(generated, key):
         nets = pair_gradients.init_networks(gnn, key, 2, F)
         bank = pair_gradients.pair_bank(
-            nets, pair_gradients.real_gradients(gnn, nets, graph, labels, mask), x
+            nets, pair_gradients.real_gradients(gnn, nets, graph, labels, mask)
         )
-        return pair_gradients.pair_matching_loss(gnn, bank, x, generated, labels, mask)
+        return pair_gradients.pair_matching_loss(bank, x, generated, labels, mask)
 
     key = jax.random.key(0)
     assert float(mse(x[partner], key)) < 1e-12
@@ -321,7 +321,7 @@ def test_pair_matching_equals_the_generic_gnn_on_the_pair_graphs(hidden):
         )
 
     with jax.default_matmul_precision("highest"):
-        got = loss(pair_gradients.pair_bank(nets, real, x))
+        got = loss(pair_gradients.pair_bank(nets, real))
         want = loss((nets, real))
     np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
     for g, w in zip(jax.tree.leaves(got[1]), jax.tree.leaves(want[1]), strict=True):

@@ -140,7 +140,7 @@ def pretrain_generator(
     def bank(epoch):
         k = bank_key if config.gen_fixed_networks else jax.random.fold_in(bank_key, epoch)
         return pair_gradients.matching_bank(
-            gnn, k, config.gen_networks, graph, labels, mask, x, pair_gradient
+            gnn, k, config.gen_networks, graph, labels, mask, pair_gradient
         )
 
     fixed = bank(0) if config.gen_fixed_networks else None

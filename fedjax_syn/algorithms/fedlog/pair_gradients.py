@@ -13,9 +13,13 @@ rows only. The first layer, the only one as wide as the features, has the bank's
 side by side ([F, M * H] for M networks): each product with the generated features is one matrix
 product for the whole bank, not M small ones. Equal to the generic GNN on `prompt_pairs`
 (`generic_matching_loss`, kept for other GNN kinds; tested).
+
+The bank's gradients are `jax.grad`'s: forming the first layer's by hand from the gradients with
+respect to its outputs is no faster and holds more memory (scripts/bench_pair_gradients.py; the
+figures are in docs/fedlog.md, "Gradients by `jax.grad`").
 """
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -80,44 +84,50 @@ def gradient_mse(g_real, g_syn) -> jax.Array:
 
 
 class PairBank(NamedTuple):
-    """A bank of GraphSAGE networks prepared for gradient matching on the pair graphs of fixed
-    nodes x [n, F]: the first layer folded ([F, M * H] for M networks), its products with x
-    (which do not depend on the generator) taken once."""
+    """A bank of M GraphSAGE networks laid out for gradient matching on pair graphs: the first
+    layer folded ([F, M * H] kernels, [M * H] bias), the later layers and the heads stacked
+    [M, ...], with the networks' encoder gradients on the real subgraph as computed."""
 
-    nets: Any  # the stacked networks [M, ...]
-    real: Any  # their encoder gradients on the real subgraph [M, ...]
-    root: jax.Array  # first-layer root kernels, folded [F, M * H]
-    neighbour: jax.Array  # first-layer neighbour kernels, folded [F, M * H]
-    x_root: jax.Array  # x @ root [n, M * H]
-    x_neighbour: jax.Array  # x @ neighbour [n, M * H]
-    real_root: jax.Array  # the real gradients of root, folded [F, M * H]
-    real_neighbour: jax.Array  # the real gradients of neighbour, folded [F, M * H]
+    first: dict  # {"root", "neighbour": [F, M * H], "bias": [M * H]}
+    rest: list  # the later SAGE layers, stacked [M, ...]
+    head: dict  # the linear heads, stacked [M, ...]
+    real: dict  # the encoder gradients on the real subgraph, stacked [M, ...]
 
 
-def _fold(kernels: jax.Array) -> jax.Array:
-    """[M, F, H] -> [F, M * H], network m in columns m * H ... m * H + H - 1."""
-    return jnp.moveaxis(kernels, 0, 1).reshape(kernels.shape[1], -1)
+def _fold(layer: dict) -> dict:
+    """A stacked SAGE layer ([M, F, H] kernels) -> [F, M * H], network m in columns m * H ...
+    m * H + H - 1."""
+    fold = lambda kernel: jnp.moveaxis(kernel, 0, 1).reshape(kernel.shape[1], -1)
+    return {
+        "root": fold(layer["root"]["kernel"]),
+        "neighbour": fold(layer["neighbour"]["kernel"]),
+        "bias": layer["bias"].reshape(-1),
+    }
 
 
-def pair_bank(nets, real, x: jax.Array) -> PairBank:
-    first, real_first = nets["params"]["encoder"]["SAGEConv_0"], real["SAGEConv_0"]
-    root, neighbour = _fold(first["root"]["kernel"]), _fold(first["neighbour"]["kernel"])
-    real_root = _fold(real_first["root"]["kernel"])
-    real_neighbour = _fold(real_first["neighbour"]["kernel"])
-    return PairBank(nets, real, root, neighbour, x @ root, x @ neighbour, real_root, real_neighbour)
+def _unfold(first: dict, m: int) -> dict:
+    """The inverse of `_fold`, so that the pair gradients meet the real ones in their layout
+    (no folded copy of the real gradients is kept)."""
+    unfold = lambda kernel: jnp.moveaxis(kernel.reshape(kernel.shape[0], m, -1), 1, 0)
+    return {
+        "root": {"kernel": unfold(first["root"])},
+        "neighbour": {"kernel": unfold(first["neighbour"])},
+        "bias": first["bias"].reshape(m, -1),
+    }
 
 
-def pair_matching_loss(
-    gnn: GNN, bank: PairBank, x: jax.Array, prompts: jax.Array, labels, weights
-) -> jax.Array:
+def pair_bank(nets, real) -> PairBank:
+    """The stacked networks `nets` and their real-graph encoder gradients `real` as a bank."""
+    layers = [nets["params"]["encoder"][f"SAGEConv_{i}"] for i in range(len(real))]
+    return PairBank(_fold(layers[0]), layers[1:], nets["params"]["head"], real)
+
+
+def pair_matching_loss(bank: PairBank, x: jax.Array, prompts: jax.Array, labels, weights):
     """Mean over the bank of `gradient_mse(real, encoder_gradient on prompt_pairs(x, prompts))`
-    (centre rows), on the bank written for the pair graphs. The first layer's gradients are
-    formed from the loss's gradients with respect to its outputs (dW_root = x^T d_centre +
-    prompts^T d_partner, and so on), with the whole bank in each product. GraphSAGE only."""
-    encoder, head = bank.nets["params"]["encoder"], bank.nets["params"]["head"]
-    first, *rest = [encoder[f"SAGEConv_{i}"] for i in range(len(gnn.hidden))]
-    n, m = x.shape[0], head["kernel"].shape[0]
-    bias = first["bias"].reshape(-1)
+    (centre rows): `jax.grad` of the bank's summed cross-entropy on the pair graphs, written for
+    their structure. The products of x with the first layer do not depend on the generator; XLA
+    hoists them out of the epoch loop, so they are taken once per bank. GraphSAGE only."""
+    n, m = x.shape[0], bank.head["kernel"].shape[0]
 
     def sage(layer, node, partner):  # node, partner [n, M, H]; one network per middle index
         return (
@@ -126,30 +136,20 @@ def pair_matching_loss(
             + layer["bias"]
         )
 
-    def network_loss(outputs, rest):  # sum over the bank of every network's cross-entropy
-        centre, partner = (out.reshape(n, m, -1) for out in outputs)
+    def bank_loss(first, rest):  # the sum over the bank of every network's cross-entropy
+        centre = x @ first["root"] + prompts @ first["neighbour"] + first["bias"]
+        partner = prompts @ first["root"] + x @ first["neighbour"] + first["bias"]
+        centre, partner = centre.reshape(n, m, -1), partner.reshape(n, m, -1)
         for layer in rest:
             centre, partner = jax.nn.relu(centre), jax.nn.relu(partner)
             centre, partner = sage(layer, centre, partner), sage(layer, partner, centre)
-        logits = jnp.einsum("nmh,mhc->nmc", centre, head["kernel"]) + head["bias"]
+        logits = jnp.einsum("nmh,mhc->nmc", centre, bank.head["kernel"]) + bank.head["bias"]
         losses = jax.vmap(nll, in_axes=(1, None, None))(jax.nn.log_softmax(logits), labels, weights)
         return jnp.sum(losses)
 
-    outputs = (
-        bank.x_root + prompts @ bank.neighbour + bias,
-        prompts @ bank.root + bank.x_neighbour + bias,
-    )
-    (d_centre, d_partner), d_rest = jax.grad(network_loss, argnums=(0, 1))(outputs, rest)
-    real_first, *real_rest = [bank.real[f"SAGEConv_{i}"] for i in range(len(gnn.hidden))]
-    mse = lambda got, want: jnp.mean((got - want) ** 2)
-    loss = (
-        mse(x.T @ d_centre + prompts.T @ d_partner, bank.real_root)
-        + mse(prompts.T @ d_centre + x.T @ d_partner, bank.real_neighbour)
-        + mse(jnp.sum(d_centre + d_partner, axis=0).reshape(m, -1), real_first["bias"])
-    )
-    for got, want in zip(jax.tree.leaves(d_rest), jax.tree.leaves(real_rest), strict=True):
-        loss = loss + mse(got, want)
-    return loss
+    first, rest = jax.grad(bank_loss, argnums=(0, 1))(bank.first, bank.rest)
+    layers = [_unfold(first, m), *rest]
+    return gradient_mse(bank.real, {f"SAGEConv_{i}": layer for i, layer in enumerate(layers)})
 
 
 def generic_matching_loss(
@@ -167,18 +167,18 @@ def generic_matching_loss(
     return jnp.mean(jax.vmap(match)(nets, real))
 
 
-def matching_bank(gnn: GNN, key: jax.Array, num: int, graph: Graph, labels, mask, x, pair=True):
-    """`num` networks from `key` with their real-graph gradients, as a `PairBank` for the nodes x
-    (GraphSAGE, `pair`) or a (networks, real gradients) pair for `generic_matching_loss`."""
+def matching_bank(gnn: GNN, key: jax.Array, num: int, graph: Graph, labels, mask, pair=True):
+    """`num` networks from `key` with their real-graph gradients, as a `PairBank` (GraphSAGE,
+    `pair`) or a (networks, real gradients) pair for `generic_matching_loss`."""
     nets = init_networks(gnn, key, num, graph.x.shape[-1])
     real = real_gradients(gnn, nets, graph, labels, mask)
     if pair and gnn.kind == "sage":
-        return pair_bank(nets, real, x)
+        return pair_bank(nets, real)
     return nets, real
 
 
 def matching_loss(gnn: GNN, bank, x: jax.Array, prompts: jax.Array, labels, weights):
     """Gradient matching of the prompts for the nodes x [n, F] over a `matching_bank`."""
     if isinstance(bank, PairBank):
-        return pair_matching_loss(gnn, bank, x, prompts, labels, weights)
+        return pair_matching_loss(bank, x, prompts, labels, weights)
     return generic_matching_loss(gnn, bank, x, prompts, labels, weights)
