@@ -1,6 +1,8 @@
 """FedLoG on graphs: server blend, gate, scaling rule, generator pretraining pieces, the vmapped
 round against a per-client loop, determinism, padding, and (real data) Missing Class accuracy."""
 
+import dataclasses
+import functools
 import itertools
 
 import jax
@@ -16,7 +18,7 @@ from fedjax_syn.core.arrays import ClientData, EvalGroup, Federation, pad_client
 from fedjax_syn.core.errors import UserError
 from fedjax_syn.core.graph import Graph
 from fedjax_syn.engine import evaluation
-from fedjax_syn.engine.round import EngineConfig, init_states, make_round
+from fedjax_syn.engine.round import EngineConfig, first_round, make_init, make_round
 from fedjax_syn.engine.task import Task
 from fedjax_syn.models.gnn import GNN
 from tests.engine_fixtures import loop_round
@@ -97,24 +99,40 @@ def tiny_task():
     return Task(GNN(C, "sage", (8, 4), 0.5), graph=True)
 
 
-class Runner:
-    """One algorithm on one federation, compiled once (init and round) for every seed."""
+# Compiling is most of these tests' time. What they check is the programs' arithmetic (XLA's graph
+# passes all run), not LLVM's code generation, so they compile with fewer of its optimisations:
+# none for the tiny programs (2.5x faster to compile), some for Cora's, whose running counts too.
+FAST_COMPILE = {"xla_backend_optimization_level": 0}
+CORA_COMPILE = {"xla_backend_optimization_level": 1}
 
-    def __init__(self, alg, fed, chunk=None):
+
+class Runner:
+    """One algorithm on one federation, its init program (with the setup round 0, if any) and
+    round program compiled once for every seed. A run takes `experiment.run`'s keys."""
+
+    def __init__(self, alg, fed, chunk=None, engine=None, options=FAST_COMPILE):
         self.alg, self.fed = alg, fed
-        self.init = jax.jit(init_states, static_argnums=(0, 3))
-        self.round = make_round(alg, EngineConfig(client_chunk=chunk, donate=False))
-        self.chunk = chunk
+        engine = engine or EngineConfig(client_chunk=chunk, donate=False)
+        key = jax.random.key(0)
+        lowered = make_init(alg, engine).lower(fed, key)
+        self.init = lowered.compile(options)
+        server, clients, _ = jax.tree.map(
+            lambda info: jax.ShapeDtypeStruct(info.shape, info.dtype), lowered.out_info
+        )
+        round_fn = make_round(alg, engine)
+        lowered = round_fn.lower(server, clients, fed, key, evaluate=True)
+        self.round = lowered.compile(options)
 
     def run(self, rounds, seed=0):
-        """Returns the states after the setup round 0 and after the last round, and the metrics
-        of rounds 1 .. `rounds`."""
+        """Returns the states after initialisation (the setup round 0 included) and after the
+        last round, and the metrics of every evaluated round: 0 (with a setup round) .. `rounds`."""
         key = jax.random.key(seed)
-        server_state, clients = self.init(self.alg, self.fed, key, self.chunk)
-        history, after_setup = [], (server_state, clients)
+        server_state, clients, metrics = self.init(self.fed, jax.random.fold_in(key, 0))
+        history = [evaluation.accuracies(metrics["counts"])] if metrics else []
+        after_setup = (server_state, clients)
         for r in range(1, rounds + 1):
             server_state, clients, metrics = self.round(
-                server_state, clients, self.fed, jax.random.fold_in(key, r), evaluate=True
+                server_state, clients, self.fed, jax.random.fold_in(key, r)
             )
             history.append(evaluation.accuracies(metrics["counts"]))
         return after_setup, (server_state, clients), history
@@ -306,6 +324,7 @@ def test_pair_matching_equals_the_generic_gnn_on_the_pair_graphs(hidden):
     gen = generators.generator(config)
     gen_params = generators.init_generator(jax.random.key(3), F, config)
 
+    @functools.partial(jax.jit, compiler_options=FAST_COMPILE)
     def loss(bank):
         return jax.value_and_grad(generators.generator_loss)(
             gen_params,
@@ -350,6 +369,7 @@ def test_generator_pretraining_is_the_same_through_the_bank_and_the_generic_gnn(
     config = FedLoGConfig(gen_epochs=6, gen_networks=3, gen_hidden=(8,), gen_fixed_networks=fixed)
     gen0 = generators.init_generator(jax.random.key(0), F, config)
 
+    @functools.partial(jax.jit, static_argnums=0, compiler_options=FAST_COMPILE)
     def pretrain(pair_gradient):
         return generators.pretrain_generator(
             gen0,
@@ -403,8 +423,8 @@ def test_unknown_or_bad_options_are_user_errors():
 
 @pytest.fixture(scope="module")
 def tiny_runs():
-    """3-round runs (round 1 readies the server, rounds 2-3 train with L_cd): seed 0 twice and
-    seed 1, one compilation for all."""
+    """The setup round 0 and rounds 1-3 (with L_cd): seed 0 twice and seed 1, one compilation
+    for all."""
     runner = Runner(fedlog(tiny_task(), C, TINY), tiny_federation())
     return runner, {name: runner.run(3, seed) for name, seed in (("a", 0), ("b", 0), ("c", 1))}
 
@@ -428,7 +448,10 @@ def test_server_is_built_from_uploads_and_states_stay_valid(tiny_runs):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     # Trained generators: the per-class blend differs from the common initialisation.
     one_client = jax.tree.map(lambda leaf: leaf[0], runner.fed.train)
-    init_server = runner.alg.init_server(jax.random.split(jax.random.key(0))[0], one_client)
+    server_key = jax.random.split(jax.random.fold_in(jax.random.key(0), 0))[0]  # the run's
+    init_server = jax.jit(runner.alg.init_server, compiler_options=FAST_COMPILE)(
+        server_key, one_client
+    )
     moved = [
         float(jnp.max(jnp.abs(a - b)))
         for a, b in zip(jax.tree.leaves(server_one["gens"]), jax.tree.leaves(init_server["gens"]))
@@ -443,7 +466,7 @@ def test_vmapped_round_equals_per_client_loop(tiny_runs):
     alg, fed = runner.alg, runner.fed
     (server_state, clients), _, _ = runs["a"]
     round_key = jax.random.key(7)
-    v_server, v_clients, _ = runner.round(server_state, clients, fed, round_key, evaluate=True)
+    v_server, v_clients, _ = runner.round(server_state, clients, fed, round_key)
 
     l_server, l_states = loop_round(alg, server_state, clients, fed, round_key)
     for a, b in zip(jax.tree.leaves(v_server), jax.tree.leaves(l_server), strict=True):
@@ -470,7 +493,7 @@ def test_padding_never_changes_the_run(tiny_runs):
     _, runs = tiny_runs
     padded = tiny_federation(pad_nodes=5, pad_edges=7, pad_clients_to=5)
     _, _, history = Runner(fedlog(tiny_task(), C, TINY), padded).run(3, seed=0)
-    for plain, pad in zip(runs["a"][2], history):
+    for plain, pad in zip(runs["a"][2], history, strict=True):
         for setting, value in plain.items():
             assert pad[setting] == pytest.approx(value, abs=1e-6), setting
 
@@ -481,23 +504,32 @@ def test_padding_never_changes_the_run(tiny_runs):
 
 def test_fedlog_beats_local_on_missing_classes_on_cora(data_dir):
     """Local training never sees a client's missing classes; FedLoG's global synthetic nodes
-    carry them over from the other clients, so its missing-class accuracy must be higher."""
+    carry them over from the other clients, so its missing-class accuracy must be higher. The
+    runs are `experiment.run`'s (same programs and keys), compiled as the tiny runs are."""
     from experiments.configs import fedlog_cora
-    from fedjax_syn import experiment
+    from fedjax_syn import experiment, results
 
     cfg = fedlog_cora.get_config("released")  # untrained prompts: no generator pretraining
     cfg.data_dir = str(data_dir)
-    cfg.rounds = 10
+    cfg.rounds = 6
     cfg.fedlog.pretrain_epochs = 30
-    prepared = experiment.prepare(cfg)
-    fed_record = experiment.run(cfg, prepared=prepared)
     local_cfg = cfg.copy_and_resolve_references()
     local_cfg.algorithm = "local"
-    local_record = experiment.run(local_cfg, prepared=prepared)
-    fed_missing = np.mean(fed_record["curves"]["missing_class"])
-    local_missing = np.mean(local_record["curves"]["missing_class"])
+    prepared = experiment.prepare(cfg)
+
+    def curves(cfg):
+        alg = experiment.build_algorithm(cfg, [prepared])
+        engine = dataclasses.replace(experiment.engine_config(cfg), donate=False)
+        runner = Runner(alg, prepared.fed, engine=engine, options=CORA_COMPILE)
+        _, _, history = runner.run(cfg.rounds - 1 + first_round(alg))
+        return {name: [metrics[name] for metrics in history] for name in history[0]}
+
+    fed, local = curves(cfg), curves(local_cfg)
+    assert len(fed["val"]) == len(local["val"]) == cfg.rounds
+    fed_missing, local_missing = np.mean(fed["missing_class"]), np.mean(local["missing_class"])
     assert fed_missing > local_missing + 0.005, (fed_missing, local_missing)
-    assert fed_record["best"]["seen"] > 0.6
+    best, _ = results.summarize_curves(fed)
+    assert best["seen"] > 0.6
 
 
 def test_generator_node_cap_is_resolved_from_the_largest_training_client():
