@@ -25,8 +25,9 @@ from benchmarks import end_to_end, harness, tables
 from benchmarks.rounds import compiled_flops
 from experiments import cli
 from experiments.configs import fedlog_cora
-from fedjax_syn.algorithms.fedlog import algorithm, client, prompts
-from fedjax_syn.algorithms.fedlog.pretrain import pretrain_encoder
+from fedjax_syn.algorithms.fedlog import algorithm, generators, pair_gradients, setup
+from fedjax_syn.algorithms.fedlog.config import make_spec
+from fedjax_syn.algorithms.fedlog.encoder_pretraining import pretrain_encoder
 from fedjax_syn.core.interface import DataSpec
 from fedjax_syn.runs import program
 from fedjax_syn.runs.prepare import Prepared, build_algorithm, prepare
@@ -73,10 +74,10 @@ def round_zero_programs(
     one epoch with them ("one epoch")."""
     data_spec = DataSpec.of(cfg.track, [prepared.fed], prepared.settings)
     options = algorithm.options(cfg, data_spec)
-    spec = algorithm.make_spec(prepared.task, prepared.fed.num_classes, options)
+    spec = make_spec(prepared.task, prepared.fed.num_classes, options)
     alg = build_algorithm(cfg, [prepared])
     server = jax.jit(alg.init_server)(server_key, harness.take_client(prepared.fed.train, 0))
-    shared = lambda server: client.SharedKeys.from_key(jax.random.wrap_key_data(server["key"]))
+    shared = setup.SharedKeys.from_server
 
     def encoder(server, data, keys):
         head = spec.task.init(shared(server).head, data.inputs)["params"]["head"]
@@ -84,19 +85,21 @@ def round_zero_programs(
         return pretrain_encoder(spec.task, params, data, keys[0], spec.config)
 
     def generator(server, data, keys, config=spec.config, pair_gradient=True):
-        gen0 = prompts.init_generator(shared(server).generator, data.inputs.x.shape[-1], config)
+        gen0 = generators.init_generator(shared(server).generator, data.inputs.x.shape[-1], config)
         model, networks = spec.task.model, shared(server).networks
         inputs, labels, mask = data.inputs, data.labels, data.mask
-        return prompts.pretrain_generator(
+        return generators.pretrain_generator(
             gen0, model, inputs, labels, mask, keys[1], networks, config, pair_gradient
         )
 
     def bank(server, data, keys):
         features = data.inputs.x.shape[-1]
-        nets = prompts.init_networks(
+        nets = pair_gradients.init_networks(
             spec.task.model, shared(server).networks, spec.config.gen_networks, features
         )
-        return prompts.real_gradients(spec.task.model, nets, data.inputs, data.labels, data.mask)
+        return pair_gradients.real_gradients(
+            spec.task.model, nets, data.inputs, data.labels, data.mask
+        )
 
     timed: dict[str, PerClient] = {"encoder pretraining": encoder}
     counted: dict[str, PerClient] = {}

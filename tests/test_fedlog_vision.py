@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fedjax_syn.algorithms.fedlog.server import slot_permutations
+from fedjax_syn.algorithms.fedlog.shared import slot_permutations
 from fedjax_syn.algorithms.fedlog.vision import (
     FedLoGVisionConfig,
     add_noise,
@@ -20,7 +20,7 @@ from fedjax_syn.algorithms.fedlog.vision import (
 from fedjax_syn.core.errors import UserError
 from fedjax_syn.engine import evaluation
 from fedjax_syn.engine.local import Schedule
-from fedjax_syn.engine.round import EngineConfig, init_states, make_round
+from fedjax_syn.engine.round import EngineConfig, make_init, make_round
 from fedjax_syn.engine.task import Task
 from fedjax_syn.models.vision import MLP
 from tests.engine_fixtures import NUM_CLASSES, SPEC, Cfg, loop_round, make_federation, sgd
@@ -78,19 +78,32 @@ def _algorithm(config=CONFIG):
     return fedlog_vision(task, NUM_CLASSES, sgd(0.1), Schedule(batch_size=4, epochs=1), 3, config)
 
 
+# Compiled without LLVM's optimisations: the tests check the programs' arithmetic, and compiling
+# is most of their time (as in test_fedlog.py).
+FAST_COMPILE = {"xla_backend_optimization_level": 0}
+
+
 class Runner:
+    """The init program (setup round 0) and the round program, compiled once for every seed."""
+
     def __init__(self, alg, fed):
         self.alg, self.fed = alg, fed
-        self.init = jax.jit(init_states, static_argnums=(0,))
-        self.round = make_round(alg, EngineConfig(donate=False))
+        engine, key = EngineConfig(donate=False), jax.random.key(0)
+        lowered = make_init(alg, engine).lower(fed, key)
+        self.init = lowered.compile(FAST_COMPILE)
+        server, clients, _ = jax.tree.map(
+            lambda info: jax.ShapeDtypeStruct(info.shape, info.dtype), lowered.out_info
+        )
+        lowered = make_round(alg, engine).lower(server, clients, fed, key, evaluate=True)
+        self.round = lowered.compile(FAST_COMPILE)
 
     def run(self, rounds, seed=0):
         key = jax.random.key(seed)
-        server_state, clients = self.init(self.alg, self.fed, key)
+        server_state, clients, _ = self.init(self.fed, key)
         history, states = [], []
         for r in range(1, rounds + 1):
             server_state, clients, metrics = self.round(
-                server_state, clients, self.fed, jax.random.fold_in(key, r), evaluate=True
+                server_state, clients, self.fed, jax.random.fold_in(key, r)
             )
             history.append(evaluation.accuracies(metrics["counts"]))
             states.append((server_state, clients))
@@ -114,7 +127,7 @@ def test_the_setup_round_builds_the_global_set(runs):
     before = runner.alg.init_server(
         jax.random.key(0), jax.tree.map(lambda x: x[0], runner.fed.train)
     )
-    server_state, _ = runner.init(runner.alg, runner.fed, jax.random.key(0))
+    server_state, _, _ = runner.init(runner.fed, jax.random.key(0))
     assert not np.any(np.asarray(before["valid"]))
     assert np.all(np.asarray(server_state["valid"]))  # every class is held by some client
     assert np.any(np.asarray(server_state["x_global"]) != 0)
@@ -129,7 +142,7 @@ def test_vmapped_round_equals_per_client_loop(runs):
     alg, fed = runner.alg, runner.fed
     server_state, clients = results["a"][0][0]  # after round 1: the global set exists
     round_key = jax.random.key(9)
-    v_server, v_clients, _ = runner.round(server_state, clients, fed, round_key, evaluate=True)
+    v_server, v_clients, _ = runner.round(server_state, clients, fed, round_key)
     l_server, l_states = loop_round(alg, server_state, clients, fed, round_key)
     for a, b in zip(jax.tree.leaves(v_server), jax.tree.leaves(l_server), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)

@@ -1,5 +1,5 @@
 """FedLoG ablations on Cora and CiteSeer, K = 3, closeset, seeds 0, 1, 2: each variant removes or
-swaps one component (docs/FEDLOG.md) and reports every setting, so one can see which component
+swaps one component (docs/fedlog.md) and reports every setting, so one can see which component
 buys which kind of generalization.
 
 Variants (fields of `cfg.fedlog`, see fedjax_syn/algorithms/fedlog/config.py):

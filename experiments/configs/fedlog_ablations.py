@@ -1,6 +1,6 @@
 """FedLoG sensitivity and fidelity sweep on Cora, K = 3, closeset, seeds 0, 1, 2: the paper's
 hyperparameters (beta, s, gamma), the server's switches, and the released code's behaviours one at
-a time next to the documented decisions (docs/FEDLOG.md). Component ablations (no L_cd, no
+a time next to the documented decisions (docs/fedlog.md). Component ablations (no L_cd, no
 prompts, ...) are in ablations.py.
 
 Variants (fields of `cfg.fedlog`, see fedjax_syn/algorithms/fedlog/config.py):

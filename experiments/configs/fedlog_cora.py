@@ -1,5 +1,5 @@
 """FedLoG on Cora: K = 3 training clients + 1 new client (Louvain, closeset), 100 rounds, with the
-method of docs/FEDLOG.md (Kim et al., "Subgraph Federated Learning for Local Generalization",
+method of docs/fedlog.md (Kim et al., "Subgraph Federated Learning for Local Generalization",
 ICLR 2025). `data_dir` "" reads FEDJAX_SYN_DATA_DIR.
 
 Named variants (the config argument after the colon):
@@ -17,7 +17,7 @@ Named variants (the config argument after the colon):
 import dataclasses
 
 from experiments.configs.graph_seen import graph_base
-from fedjax_syn.algorithms.fedlog import FedLoGConfig  # importing it registers "fedlog"
+from fedjax_syn.algorithms.fedlog import FedLoGConfig
 from fedjax_syn.core.errors import check_choice
 
 VARIANTS = {

@@ -1,19 +1,26 @@
-"""FedLoG's options: one frozen (hashable, jit-static) record, built from `cfg.fedlog`.
+"""Graph FedLoG's options (one frozen, hashable, jit-static record built from `cfg.fedlog`), what
+they define (the model optimiser, one local epoch), and the static description of a run (`Spec`).
 
-Defaults follow docs/FEDLOG.md (Kim et al., "Subgraph Federated Learning for Local
-Generalization", ICLR 2025). Fields marked "released" exist so that the released code's behaviour
-can be compared with the documented decisions (see `experiments/configs/fedlog_cora.py`).
+Defaults follow the method's specification (docs/fedlog.md; Kim et al., "Subgraph Federated
+Learning for Local Generalization", ICLR 2025). Fields marked "released" exist so that the
+released code's behaviour can be compared with the documented decisions (see
+`experiments/configs/fedlog_cora.py`).
 """
 
 import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+import optax
+
+from fedjax_syn.algorithms.fedlog.model import FedLoGNet
+from fedjax_syn.algorithms.fedlog.shared import AGGREGATES, BLEND_WEIGHTS
 from fedjax_syn.core.errors import check, check_choice
+from fedjax_syn.engine import local
+from fedjax_syn.engine.task import Task
+from fedjax_syn.models.gnn import GNN
 
 PROMPTS = ("trained", "random", "none")
-AGGREGATES = ("uniform", "weighted")
-BLEND_WEIGHTS = ("class_share", "uniform")
 GLOBAL_SYNTHETIC = ("head", "tail", "both")
 SYNTHETIC_GRAPHS = ("isolated", "self_loop")
 
@@ -40,7 +47,7 @@ class FedLoGConfig:
     feature_scaling: bool = True
     scale_step: float = 1e-3
     scale_threshold: float = 0.8
-    prompt: str = "trained"  # generators: "trained" (FEDLOG.md), "random" (released), "none"
+    prompt: str = "trained"  # generators: "trained" (the spec), "random" (released), "none"
     # Round 0: encoder pretraining (early stopping on validation accuracy).
     pretrain_epochs: int = 100
     patience: int = 10
@@ -53,7 +60,7 @@ class FedLoGConfig:
     gen_hidden: tuple[int, ...] = (256, 512)
     gen_dropout: float = 0.5
     # Static cap on training nodes read per client. 0: every padded node slot, or, in a run built
-    # by `experiment.build_algorithm`, exactly the largest client's training-node count.
+    # by the run pipeline (`runs.prepare.build_algorithm`), exactly the largest client's training-node count.
     gen_nodes: int = 0
 
     def __post_init__(self):
@@ -98,3 +105,34 @@ def from_dict(options: Mapping[str, Any] | None) -> FedLoGConfig:
     if "gen_hidden" in options:
         options["gen_hidden"] = tuple(options["gen_hidden"])
     return FedLoGConfig(**options)
+
+
+def model_optimizer(config: FedLoGConfig) -> optax.GradientTransformation:
+    """Adam with coupled weight decay (PyTorch's Adam(weight_decay=...)), for encoder pretraining
+    and every local epoch, with a fresh state each time (as released)."""
+    return optax.chain(optax.add_decayed_weights(config.weight_decay), optax.adam(config.lr))
+
+
+def epoch_schedule(config: FedLoGConfig) -> local.Schedule:
+    """One epoch of floor(n / b) full minibatches (one of all n when n < b)."""
+    return local.Schedule(batch_size=config.batch_size, epochs=1, drop_last=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """Static description of a FedLoG run."""
+
+    task: Task  # the GNN (encoder + linear head): round-0 pretraining and matching networks
+    net: FedLoGNet  # the same encoder + one LayerNorm per branch
+    num_classes: int
+    config: FedLoGConfig
+
+
+def make_spec(task: Task, num_classes: int, config: FedLoGConfig | None = None) -> Spec:
+    """FedLoG's static description; `task` is the track's GNN (its encoder shape is phi).
+    `config` None: the defaults."""
+    config = FedLoGConfig() if config is None else config
+    check(task.graph, "fedlog needs the graph track (track='graph'); use fedlog_vision for images")
+    gnn = task.model
+    check(isinstance(gnn, GNN), f"fedlog needs a GNN model, got {type(gnn).__name__}")
+    return Spec(task, FedLoGNet(gnn.kind, tuple(gnn.hidden), gnn.dropout), num_classes, config)

@@ -1,4 +1,4 @@
-"""FedLoG's client model and losses (Kim et al., ICLR 2025; docs/FEDLOG.md, "Client model").
+"""Graph FedLoG's client model and its own losses (docs/fedlog.md, "The method").
 
 A GraphSAGE encoder phi embeds the client's subgraph and its learnable synthetic nodes X_head and
 X_tail (C * s rows each, class c owning rows c*s .. c*s+s-1). Each branch b classifies a node by
@@ -45,7 +45,7 @@ class FedLoGNet(nn.Module):
 
 
 def synthetic_graph(x: jax.Array, mode: str) -> Graph:
-    """Synthetic nodes as a graph: isolated nodes (FEDLOG.md), or each node its own only neighbour
+    """Synthetic nodes as a graph: isolated nodes (the spec), or each node its own only neighbour
     ("self_loop", the released code's identity adjacency: SAGE then adds W_n x to W_r x)."""
     if mode == "isolated":
         return isolated_nodes(x)
@@ -115,49 +115,9 @@ def predict_log_probs(lp_head: jax.Array, lp_tail: jax.Array, logit: jax.Array) 
     return jnp.logaddexp(log_alpha + lp_head, log_beta + lp_tail)
 
 
-def nll(log_probs: jax.Array, labels: jax.Array, weights: jax.Array | None = None) -> jax.Array:
-    """Weighted mean negative log-likelihood (0 when every weight is 0)."""
-    picked = jnp.take_along_axis(log_probs, labels[:, None], axis=1)[:, 0]
-    if weights is None:
-        return -jnp.mean(picked)
-    weights = weights.astype(picked.dtype)
-    return -jnp.sum(picked * weights) / jnp.maximum(jnp.sum(weights), 1e-12)
-
-
 def norm_loss(x_head: jax.Array, x_tail: jax.Array) -> jax.Array:
     """L_norm = 0.5 ||X_head||_F + 0.5 ||X_tail||_F (norms, not squared)."""
     return 0.5 * jnp.linalg.norm(x_head) + 0.5 * jnp.linalg.norm(x_tail)
-
-
-def class_accuracy(
-    log_probs: jax.Array, labels: jax.Array, num_classes: int, mask: jax.Array | None = None
-) -> jax.Array:
-    """Per-class accuracy [C] of argmax predictions over the (masked) examples; 0 for a class
-    without any."""
-    correct = jnp.argmax(log_probs, axis=-1) == labels
-    member = labels[None, :] == jnp.arange(num_classes)[:, None]
-    if mask is not None:
-        member = member & mask[None, :]
-    hits = jnp.sum(member & correct[None, :], axis=1)
-    return hits / jnp.maximum(jnp.sum(member, axis=1), 1)
-
-
-def update_scales(scales: jax.Array, accuracy: jax.Array, threshold: float, step: float):
-    """lambda_c += step where the client already gets class c right (accuracy > threshold), else
-    -= step; clipped to [0, 1]. Known classes get harder (more averaged) synthetic nodes."""
-    return jnp.clip(scales + jnp.where(accuracy > threshold, step, -step), 0.0, 1.0)
-
-
-def scale_features(
-    x: jax.Array, labels: jax.Array, scales: jax.Array, mask: jax.Array | None = None
-) -> jax.Array:
-    """x~ = x + lambda_y (mean over all (masked) global examples - x), per example of class y;
-    x [M, ...], labels [M]."""
-    w = jnp.ones(labels.shape, x.dtype) if mask is None else mask.astype(x.dtype)
-    w = w.reshape((-1,) + (1,) * (x.ndim - 1))
-    mean = jnp.sum(x * w, axis=0, keepdims=True) / jnp.maximum(jnp.sum(w), 1.0)
-    lam = scales[labels].reshape(w.shape)
-    return x + lam * (mean - x)
 
 
 def gated_predict(

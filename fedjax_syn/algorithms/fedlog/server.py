@@ -1,49 +1,58 @@
-"""FedLoG's server steps as reductions over the clients axis (docs/FEDLOG.md, "Round structure").
-
-- Model average: plain mean over real clients (released), or weighted by training-node counts.
-- Blend weights w_kc = r_kc / sum_k' r_k'c from the class shares r_kc of clients' training nodes;
-  uniform 1/K over real clients for a class no client trains on.
-- Global synthetic nodes: per client, the s slots are permuted by one random permutation shared
-  across classes, then x_g[c, j] = sum_k w_kc X^k[c, pi_k(j)].
-- Class-wise generators: g_c = sum_k w_kc g^k (parameters blended with the same weights).
-Padded (fake) clients carry weight 0 everywhere.
+"""Graph FedLoG's server: its state, what clients upload, and the blend after every round
+(docs/fedlog.md, "The method"). The reductions themselves are shared with the image recipe
+(`shared.py`); graph-only here are the choice of synthetic nodes behind the global set and the
+class-wise generators g_c = sum_k w_kc g^k (parameters blended with the same weights w_kc).
 """
 
 import jax
 import jax.numpy as jnp
 
-from fedjax_syn.core.interface import weighted_average
+from fedjax_syn.algorithms.fedlog import generators
+from fedjax_syn.algorithms.fedlog import shared as S
+from fedjax_syn.algorithms.fedlog.config import Spec
+from fedjax_syn.core import interface as base
+from fedjax_syn.core.arrays import ClientData
+
+_SOURCES = {"head": ("x_head",), "tail": ("x_tail",), "both": ("x_head", "x_tail")}
 
 
-def class_shares(labels: jax.Array, mask: jax.Array, num_classes: int) -> jax.Array:
-    """r [C]: the share of each class among one client's training nodes (zeros when none)."""
-    counts = jnp.sum(
-        (labels[None, :] == jnp.arange(num_classes)[:, None]) & mask[None, :], axis=1
-    ).astype(jnp.float32)
-    return counts / jnp.maximum(jnp.sum(counts), 1.0)
+def global_labels(num_classes: int, slots: int) -> jax.Array:
+    """Class-major labels of the global synthetic nodes: c repeated `slots` times."""
+    return jnp.repeat(jnp.arange(num_classes, dtype=jnp.int32), slots)
 
 
-def blend_weights(shares: jax.Array, client_mask: jax.Array, mode: str = "class_share"):
-    """w [K, C] from shares r [K, C]; each column sums to 1 over real clients."""
-    real = client_mask.astype(jnp.float32)[:, None]
-    uniform = jnp.broadcast_to(real / jnp.maximum(jnp.sum(real), 1.0), shares.shape)
-    if mode == "uniform":
-        return uniform
-    r = shares * real
-    total = jnp.sum(r, axis=0, keepdims=True)
-    return jnp.where(total > 0, r / jnp.where(total > 0, total, 1.0), uniform)
+def init_server(spec: Spec, key: jax.Array, data: ClientData) -> dict:
+    """The common model, empty global synthetic nodes, the key every client derives its shared
+    draws from, and the generators."""
+    config, num_classes = spec.config, spec.num_classes
+    model_key, gen_key, shared_key = jax.random.split(key, 3)
+    features = data.inputs.x.shape[-1]
+    state = {
+        "params": spec.net.init({"params": model_key}, data.inputs),
+        "x_global": jnp.zeros((num_classes * config.global_slots, features), jnp.float32),
+        "key": jax.random.key_data(shared_key),
+    }
+    if config.prompt != "none":
+        # prompt="random": C random generators shared by all clients, kept all run (released);
+        # prompt="trained": placeholders until the setup round's server update blends the uploads.
+        keys = jax.random.split(gen_key, num_classes)
+        state["gens"] = jax.vmap(lambda k: generators.init_generator(k, features, config))(keys)
+    return state
 
 
-def slot_permutations(key: jax.Array, num_clients: int, slots: int) -> jax.Array:
-    """pi [K, s]: one random permutation of the slots per client."""
-    keys = jax.random.split(key, num_clients)
-    return jax.vmap(lambda k: jax.random.permutation(k, slots))(keys)
-
-
-def blend_synthetic(x: jax.Array, weights: jax.Array, perms: jax.Array) -> jax.Array:
-    """x [K, C, s, F], w [K, C], pi [K, s] -> x_g [C, s, F] = sum_k w_kc x[k, c, pi_k(j)]."""
-    permuted = jnp.take_along_axis(x, perms[:, None, :, None], axis=2)
-    return jnp.einsum("kc,kcsf->csf", weights, permuted)
+def upload(spec: Spec, state: dict, data: ClientData) -> dict:
+    """What a client sends: its model, both synthetic sets, class shares, size (and trained
+    generator)."""
+    sent = {
+        "params": state["params"],
+        "x_head": state["x_head"],
+        "x_tail": state["x_tail"],
+        "shares": S.class_shares(data.labels, data.mask, spec.num_classes),
+        "size": base.num_examples(data),
+    }
+    if spec.config.prompt == "trained":
+        sent["gen"] = state["gen"]
+    return sent
 
 
 def blend_generators(gens, weights: jax.Array):
@@ -51,9 +60,30 @@ def blend_generators(gens, weights: jax.Array):
     return jax.tree.map(lambda leaf: jnp.tensordot(weights.T, leaf, axes=1), gens)
 
 
-def average_params(params, client_mask: jax.Array, sizes: jax.Array, mode: str = "uniform"):
-    """Mean of the stacked client parameters: uniform over real clients, or weighted by size."""
-    weights = client_mask.astype(jnp.float32)
-    if mode == "weighted":
-        weights = weights * sizes
-    return weighted_average(params, weights)
+def server_update(spec: Spec, server_state: dict, uploads: dict, client_mask, key) -> dict:
+    """Model average, global synthetic nodes (blend of the configured synthetic sets, one
+    permutation key each) and, for trained prompts, the class-wise generators."""
+    config, num_classes = spec.config, spec.num_classes
+    weights = S.blend_weights(uploads["shares"], client_mask, config.weights)
+    k, s = client_mask.shape[0], config.syn_per_class
+    sources = _SOURCES[config.global_synthetic]
+    keys = jax.random.split(key, len(sources))
+    blended = [
+        S.blend_synthetic(
+            uploads[name].reshape(k, num_classes, s, -1),
+            weights,
+            S.slot_permutations(kk, k, s),
+        )
+        for name, kk in zip(sources, keys)
+    ]
+    x_global = jnp.concatenate(blended, axis=1).reshape(num_classes * config.global_slots, -1)
+    new = {
+        **server_state,
+        "params": S.average_params(
+            uploads["params"], client_mask, uploads["size"], config.aggregate
+        ),
+        "x_global": x_global,
+    }
+    if config.prompt == "trained":
+        new["gens"] = blend_generators(uploads["gen"], weights)
+    return new

@@ -1,4 +1,6 @@
-"""FedLoG's synthetic-data recipe carried to images (docs/FEDLOG.md, last section).
+"""FedLoG's synthetic-data recipe carried to images, `fedlog_vision` (docs/fedlog.md, "Images").
+It shares with graph FedLoG only `shared.py`: the server blend, feature scaling, the per-class
+accuracy and NLL, and the minibatch loop.
 
 Images have no degrees, so there is one branch and no gate: the model is the task's classifier.
 Every round each client
@@ -11,7 +13,7 @@ Every round each client
 3. uploads its parameters, its synthetic images (optionally with Gaussian noise, a differential-
    privacy-style guard, off by default) and its class shares.
 The server averages the parameters and forms the global synthetic set: the class-share-weighted
-blend of step 2 of the graph recipe (per-client slot permutations), or the concatenation of all
+blend of graph FedLoG (per-client slot permutations), or the concatenation of all
 clients' sets. Classes no client holds are left out of the global loss. Clients are evaluated
 with their own just-trained (personalised) parameters. Round 0 is the setup round: there is no
 global set yet, so clients condense and train on their own data only.
@@ -26,10 +28,7 @@ import jax.numpy as jnp
 import optax
 
 from fedjax_syn.algorithms import common
-from fedjax_syn.algorithms.fedlog import model as M
-from fedjax_syn.algorithms.fedlog import server
-from fedjax_syn.algorithms.fedlog.config import AGGREGATES, BLEND_WEIGHTS
-from fedjax_syn.algorithms.fedlog.steps import run_steps
+from fedjax_syn.algorithms.fedlog import shared as S
 from fedjax_syn.condense import CondenseConfig, condense_client
 from fedjax_syn.core import interface as base
 from fedjax_syn.core.errors import check, check_choice
@@ -63,8 +62,8 @@ class FedLoGVisionConfig:
 
     def __post_init__(self):
         check_choice("fedlog global_set", self.global_set, GLOBAL_SETS)
-        check_choice("fedlog weights", self.weights, BLEND_WEIGHTS)
-        check_choice("fedlog aggregate", self.aggregate, AGGREGATES)
+        check_choice("fedlog weights", self.weights, S.BLEND_WEIGHTS)
+        check_choice("fedlog aggregate", self.aggregate, S.AGGREGATES)
         check(
             self.syn_per_class >= 1, f"fedlog syn_per_class must be >= 1, got {self.syn_per_class}"
         )
@@ -103,10 +102,10 @@ def global_set(syn, class_mask, shares, client_mask, key, config: FedLoGVisionCo
     k, num_classes, s = syn.shape[:3]
     held = class_mask & client_mask[:, None]  # [K, C]
     if config.global_set == "blend":
-        weights = server.blend_weights(shares, client_mask, config.weights)
+        weights = S.blend_weights(shares, client_mask, config.weights)
         flat = syn.reshape(k, num_classes, s, -1)
-        perms = server.slot_permutations(key, k, s)
-        x = server.blend_synthetic(flat, weights, perms).reshape(num_classes, s, *syn.shape[3:])
+        perms = S.slot_permutations(key, k, s)
+        x = S.blend_synthetic(flat, weights, perms).reshape(num_classes, s, *syn.shape[3:])
         valid = jnp.repeat(jnp.any(held, axis=0), s)
     else:
         x = jnp.swapaxes(syn, 0, 1).reshape(num_classes, k * s, *syn.shape[3:])
@@ -157,7 +156,7 @@ def fedlog_vision(
             params, opt_state, scales, total = carry
             idx, weight, rng = batch
             local_rng, global_rng = jax.random.split(rng)
-            x_cd = M.scale_features(x_g, y_g, scales, valid) if config.feature_scaling else x_g
+            x_cd = S.scale_features(x_g, y_g, scales, valid) if config.feature_scaling else x_g
 
             def loss_fn(params):
                 loss = task.loss(params, data.inputs, data.labels, idx, weight, local_rng)
@@ -165,20 +164,20 @@ def fedlog_vision(
                     return loss, jnp.zeros((num_classes,))
                 logits = task.logits(params, x_cd, train=True, rng=global_rng)
                 log_probs = jax.nn.log_softmax(logits)
-                loss = loss + config.cd_weight * M.nll(log_probs, y_g, valid)
-                return loss, M.class_accuracy(log_probs, y_g, num_classes, valid)
+                loss = loss + config.cd_weight * S.nll(log_probs, y_g, valid)
+                return loss, S.class_accuracy(log_probs, y_g, num_classes, valid)
 
             (loss, accuracy), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
             updates, opt_state = optimizer.update(grads, opt_state, params)
             if with_global and config.feature_scaling:
-                scales = M.update_scales(
+                scales = S.update_scales(
                     scales, accuracy, config.scale_threshold, config.scale_step
                 )
             return optax.apply_updates(params, updates), opt_state, scales, total + loss
 
         params = server_state["params"]
         start = (params, optimizer.init(params), scales, jnp.float32(0.0))
-        (params, _, scales, total), steps = run_steps(step, start, data.mask, key, schedule)
+        (params, _, scales, total), steps = S.run_steps(step, start, data.mask, key, schedule)
         return params, scales, local.step_stats(total, steps)
 
     def update(server_state, state, data, key, with_global: bool):
@@ -199,7 +198,7 @@ def fedlog_vision(
             "params": params,
             "syn": syn,
             "class_mask": class_mask,
-            "shares": server.class_shares(data.labels, data.mask, num_classes),
+            "shares": S.class_shares(data.labels, data.mask, num_classes),
             "size": base.num_examples(data),
         }
         return ClientResult({"params": params, "scales": scales}, upload, metrics)
@@ -208,9 +207,7 @@ def fedlog_vision(
         x, y, valid = global_set(
             uploads["syn"], uploads["class_mask"], uploads["shares"], client_mask, key, config
         )
-        params = server.average_params(
-            uploads["params"], client_mask, uploads["size"], config.aggregate
-        )
+        params = S.average_params(uploads["params"], client_mask, uploads["size"], config.aggregate)
         return {
             "params": params,
             "x_global": x,

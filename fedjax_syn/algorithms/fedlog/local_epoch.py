@@ -1,6 +1,5 @@
-"""FedLoG's client side: one local epoch, the customised global synthetic data, and round 0
-(docs/FEDLOG.md, "Local losses" and "Round structure"). Pure functions of one client; the engine
-vmaps them over clients.
+"""A client's personal epoch (docs/fedlog.md, "The method"), and round r >= 1 of one client
+(`client_update`). Pure functions of one client; the engine vmaps them over clients.
 
 One local epoch = floor(n_train / 64) minibatch steps (one step on all training nodes when fewer),
 each with a full-subgraph forward (dropout on) and
@@ -11,32 +10,27 @@ x~ = x_g + lambda_c (mean(x_g) - x_g), joined to its prompt g_c(x~); after the s
 by +-0.001 depending on the client's accuracy (before the step) on class c's global nodes.
 """
 
-import dataclasses
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from fedjax_syn.algorithms.fedlog import generators
 from fedjax_syn.algorithms.fedlog import model as M
-from fedjax_syn.algorithms.fedlog import prompts
-from fedjax_syn.algorithms.fedlog.config import FedLoGConfig
-from fedjax_syn.algorithms.fedlog.pretrain import model_optimizer, pretrain_encoder
-from fedjax_syn.algorithms.fedlog.steps import fedlog_schedule, run_steps
+from fedjax_syn.algorithms.fedlog.config import Spec, epoch_schedule, model_optimizer
+from fedjax_syn.algorithms.fedlog.server import global_labels, upload
+from fedjax_syn.algorithms.fedlog.shared import (
+    class_accuracy,
+    nll,
+    run_steps,
+    scale_features,
+    update_scales,
+)
 from fedjax_syn.core.arrays import ClientData
 from fedjax_syn.core.graph import Graph, in_degree
+from fedjax_syn.core.interface import ClientResult
 from fedjax_syn.engine import local
-from fedjax_syn.engine.task import Task
-
-
-@dataclasses.dataclass(frozen=True)
-class Spec:
-    """Static description of a FedLoG run."""
-
-    task: Task  # the GNN (encoder + linear head): round-0 pretraining and matching networks
-    net: M.FedLoGNet  # the same encoder + one LayerNorm per branch
-    num_classes: int
-    config: FedLoGConfig
 
 
 class GlobalSet(NamedTuple):
@@ -54,28 +48,14 @@ class Trainable(NamedTuple):
     x_tail: jax.Array  # [C * s, F]
 
 
-class SharedKeys(NamedTuple):
-    """Keys every client derives from the same server key (identical draws everywhere)."""
-
-    head: jax.Array  # the pretraining head's initialisation
-    x_head: jax.Array
-    x_tail: jax.Array
-    generator: jax.Array
-    networks: jax.Array  # the random networks of generator pretraining
-
-    @classmethod
-    def from_key(cls, key: jax.Array) -> "SharedKeys":
-        return cls(*jax.random.split(key, 5))
-
-
 def customised_graph(spec: Spec, glob: GlobalSet, scales: jax.Array) -> Graph:
     """The global synthetic nodes scaled per class, each joined to its prompt (or alone)."""
     c = spec.config
-    x = M.scale_features(glob.x, glob.y, scales) if c.feature_scaling else glob.x
+    x = scale_features(glob.x, glob.y, scales) if c.feature_scaling else glob.x
     if glob.gens is None:
         return M.synthetic_graph(x, "isolated")
     per_class = x.reshape(spec.num_classes, -1, x.shape[-1])
-    generated = prompts.apply_generators(prompts.generator(c), glob.gens, per_class)
+    generated = generators.apply_generators(generators.generator(c), glob.gens, per_class)
     return M.prompt_pairs(x, generated.reshape(x.shape))
 
 
@@ -98,15 +78,15 @@ def step_loss(
     mu_tail = M.prototypes(net, params, trainable.x_tail, num_classes, c.synthetic_graph, r_tail)
     lp_head, lp_tail = M.branch_log_probs(net, params, h, mu_head, mu_tail)
     log_probs = M.train_log_probs(lp_head, lp_tail, gate[idx])
-    loss = c.metric_weight * M.nll(log_probs, data.labels[idx], weight)
+    loss = c.metric_weight * nll(log_probs, data.labels[idx], weight)
     loss = loss + c.beta * M.norm_loss(trainable.x_head, trainable.x_tail)
     if glob is None:
         return loss, jnp.zeros((num_classes,))
     centres = M.embed(net, params, cd_graph, r_cd)[: glob.y.shape[0]]
     cd_head, cd_tail = M.branch_log_probs(net, params, centres, mu_head, mu_tail)
     cd_log_probs = 0.5 * cd_head + 0.5 * cd_tail  # fixed gate: synthetic nodes have no degree
-    loss = loss + c.cd_weight * M.nll(cd_log_probs, glob.y)
-    return loss, M.class_accuracy(cd_log_probs, glob.y, num_classes)
+    loss = loss + c.cd_weight * nll(cd_log_probs, glob.y)
+    return loss, class_accuracy(cd_log_probs, glob.y, num_classes)
 
 
 def local_epoch(
@@ -137,7 +117,7 @@ def local_epoch(
         syn_updates, syn_state = syn_opt.update(synthetic(grads), syn_state, synthetic(trainable))
         x_head, x_tail = optax.apply_updates(synthetic(trainable), syn_updates)
         if glob is not None and c.feature_scaling:
-            scales = M.update_scales(scales, accuracy, c.scale_threshold, c.scale_step)
+            scales = update_scales(scales, accuracy, c.scale_threshold, c.scale_step)
         return Trainable(params, x_head, x_tail), model_state, syn_state, scales, total + loss
 
     start = (
@@ -148,50 +128,17 @@ def local_epoch(
         jnp.float32(0.0),
     )
     (trainable, _, _, scales, total), steps = run_steps(
-        step, start, data.mask, key, fedlog_schedule(c.batch_size)
+        step, start, data.mask, key, epoch_schedule(c)
     )
     return trainable, scales, local.step_stats(total, steps)
 
 
-def init_synthetic(keys: SharedKeys, num_classes: int, features: int, s: int):
-    """X_head, X_tail [C * s, F], Xavier uniform, identical on every client."""
-    xavier = jax.nn.initializers.xavier_uniform()
-    shape = (num_classes * s, features)
-    return xavier(keys.x_head, shape), xavier(keys.x_tail, shape)
-
-
-def round_zero(spec: Spec, init_params, data: ClientData, key: jax.Array, shared: SharedKeys):
-    """Round 0 of one client: encoder pretraining, generator pretraining (prompt="trained") and
-    one local epoch without L_cd. `init_params`: the common FedLoGNet initialisation.
-
-    Returns the client state (params, X_head, X_tail, scales, gen for prompt="trained") and
-    the metrics of its local epoch.
-    """
-    c = spec.config
-    pre_key, gen_key, epoch_key = jax.random.split(key, 3)
-    head = spec.task.init(shared.head, data.inputs)["params"]["head"]
-    gnn_params = {"params": {"encoder": init_params["params"]["encoder"], "head": head}}
-    pretrained = pretrain_encoder(spec.task, gnn_params, data, pre_key, c)
-    params = {
-        "params": {**init_params["params"], "encoder": pretrained.params["params"]["encoder"]}
-    }
-    features = data.inputs.x.shape[-1]
-    x_head, x_tail = init_synthetic(shared, spec.num_classes, features, c.syn_per_class)
-    scales = jnp.zeros((spec.num_classes,), jnp.float32)
-    trainable, scales, metrics = local_epoch(
-        spec, Trainable(params, x_head, x_tail), scales, data, epoch_key
-    )
-    state = {**trainable._asdict(), "scales": scales}
-    if c.prompt == "trained":
-        gen0 = prompts.init_generator(shared.generator, features, c)
-        state["gen"], _ = prompts.pretrain_generator(
-            gen0,
-            spec.task.model,
-            data.inputs,
-            data.labels,
-            data.mask,
-            gen_key,
-            shared.networks,
-            c,
-        )
-    return state, metrics
+def client_update(spec: Spec, server_state, state, data: ClientData, key: jax.Array):
+    """Round r >= 1 of one client: load the averaged model, train one local epoch with L_cd on
+    the customised global synthetic nodes, upload."""
+    labels = global_labels(spec.num_classes, spec.config.global_slots)
+    glob = GlobalSet(server_state["x_global"], labels, server_state.get("gens"))
+    start = Trainable(server_state["params"], state["x_head"], state["x_tail"])
+    trainable, scales, metrics = local_epoch(spec, start, state["scales"], data, key, glob)
+    state = {**state, **trainable._asdict(), "scales": scales}
+    return ClientResult(state, upload(spec, state, data), metrics)

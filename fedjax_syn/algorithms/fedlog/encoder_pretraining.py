@@ -1,4 +1,5 @@
-"""Round-0 encoder pretraining of FedLoG (docs/FEDLOG.md, "Round structure").
+"""Setup round 0, first part: encoder pretraining with early stopping (docs/fedlog.md, "The
+method").
 
 phi + a linear head (the task's GNN) are trained with cross-entropy, Adam lr 1e-3 with coupled
 weight decay 5e-4, minibatches of 64 training nodes, for at most `pretrain_epochs` epochs, stopping
@@ -16,8 +17,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fedjax_syn.algorithms.fedlog.config import FedLoGConfig
-from fedjax_syn.algorithms.fedlog.steps import fedlog_schedule, run_steps
+from fedjax_syn.algorithms.fedlog.config import FedLoGConfig, epoch_schedule, model_optimizer
+from fedjax_syn.algorithms.fedlog.shared import run_steps
 from fedjax_syn.core.arrays import ClientData
 from fedjax_syn.engine.task import Task
 
@@ -26,11 +27,6 @@ class Pretrained(NamedTuple):
     params: Any  # the GNN's parameters (encoder + head) at the best (or last) epoch
     best_val: jax.Array  # best validation accuracy
     epochs: jax.Array  # epochs run
-
-
-def model_optimizer(config: FedLoGConfig) -> optax.GradientTransformation:
-    """Adam with coupled weight decay (PyTorch's Adam(weight_decay=...))."""
-    return optax.chain(optax.add_decayed_weights(config.weight_decay), optax.adam(config.lr))
 
 
 def val_accuracy(task: Task, params, data: ClientData) -> jax.Array:
@@ -58,7 +54,7 @@ def pretrain_encoder(
             (params, opt_state),
             data.mask,
             jax.random.fold_in(key, i),
-            fedlog_schedule(config.batch_size),
+            epoch_schedule(config),
         )
         acc = val_accuracy(task, params, data)
         better = acc >= best_val
