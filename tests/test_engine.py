@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fedjax_syn.engine import evaluation, local
-from fedjax_syn.engine.round import EngineConfig, make_init, make_round
+from fedjax_syn.engine.round import EngineConfig, make_init, make_round, round_step
 from tests.engine_fixtures import algorithm, loop_round, make_federation
 
 BASELINES = ("fedavg", "fedavg_ft", "fedper", "fedprox", "local")
@@ -90,29 +90,46 @@ def test_same_seed_same_metrics_and_different_seed_differs():
     assert not np.allclose(jax.tree.leaves(server)[0], jax.tree.leaves(other_server)[0])
 
 
+def _loops(fn, *args) -> set[str]:
+    """The loop primitives in fn(*args)'s program."""
+    text = str(jax.make_jaxpr(fn)(*args))
+    return {name for name in ("while", "scan") if f"= {name}[" in text}
+
+
+def _round_loops(name, fed, chunk) -> set[str]:
+    alg, init, _ = programs(name, chunk)
+    server, clients, _ = init(fed, jax.random.key(0))
+    config = EngineConfig(client_chunk=chunk, donate=False)
+    one_round = lambda server, clients, fed, key: round_step(
+        alg, server, clients, fed, key, evaluate=True, config=config
+    )
+    return _loops(one_round, server, clients, fed, jax.random.key(1))
+
+
 @pytest.mark.parametrize("name", ["fedavg", "fedavg_ft"])
 def test_chunked_clients_equal_vmapped(name):
     fed = make_federation(sizes=(7, 12, 3, 9))
     vm_server, _, vm = run_rounds(name, fed)
     ch_server, _, ch = run_rounds(name, fed, chunk=2)
+    # The option reaches the engine: groups of 2 clients run in a scan, not all vmapped at once.
+    assert "scan" in _round_loops(name, fed, 2) and "scan" not in _round_loops(name, fed, None)
     assert_trees_close(vm_server, ch_server)
     for a, b in zip(vm, ch, strict=True):  # approx compares flat containers only
         assert a == pytest.approx(b)
 
 
-def _loops(alg, fed) -> set[str]:
+def _update_loops(alg, fed) -> set[str]:
     """The loop primitives in one client's update."""
     one = jax.tree.map(lambda leaf: leaf[0], fed.train)
     server = alg.init_server(jax.random.key(0), one)
-    text = str(jax.make_jaxpr(alg.client_update)(server, {}, one, jax.random.key(1)))
-    return {name for name in ("while", "scan") if f"= {name}[" in text}
+    return _loops(alg.client_update, server, {}, one, jax.random.key(1))
 
 
 def test_unrolled_local_training_equals_scanned():
     fed = make_federation()
     looped, unrolled = programs("fedavg")[0], programs("fedavg", unroll=True)[0]
     # The option reaches local training: a while loop over active steps, or an unrolled scan.
-    assert _loops(looped, fed) == {"while"} and _loops(unrolled, fed) == {"scan"}
+    assert _update_loops(looped, fed) == {"while"} and _update_loops(unrolled, fed) == {"scan"}
     scanned = run_rounds("fedavg", fed)[0]
     assert_trees_close(scanned, run_rounds("fedavg", fed, unroll=True)[0], atol=1e-6)
 
