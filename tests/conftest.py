@@ -1,9 +1,26 @@
 """Shared fixtures. Real-data tests fail (never skip) when the data directory is missing."""
 
+import contextlib
+import fcntl
+import json
 import os
 import pathlib
+import subprocess
+import sys
 
 import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+# The suite compiles hundreds of small XLA programs and runs each a few times. On CPU most of a
+# compilation is LLVM optimising the generated code, which such short runs never pay back: at
+# level 0 they compile 2-3x faster and compute the same functions (no fast-math either way). Set
+# here, before anything starts a JAX backend, and inherited by the subprocesses tests start. An
+# XLA_FLAGS that already sets the level is left alone.
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
+    ).strip()
 
 
 @pytest.fixture(scope="session")
@@ -16,3 +33,55 @@ def data_dir() -> pathlib.Path:
     if not path.is_dir():
         pytest.fail(f"FEDJAX_SYN_DATA_DIR={value} is not a directory")
     return path
+
+
+@contextlib.contextmanager
+def _locked(path: pathlib.Path):
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@pytest.fixture(scope="session")
+def multi_device(tmp_path_factory) -> dict:
+    """The results of tests/multi_device.py, every check that needs several (8 emulated CPU)
+    devices, computed in one subprocess for the whole session: under pytest-xdist the workers
+    share one run through a file in their common temporary folder."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # shared by every worker of this session
+    out = root / "multi_device.json"
+    with _locked(root / "multi_device.lock"):
+        if not out.exists():
+            env = {
+                **os.environ,
+                "PYTHONPATH": str(REPO),
+                "JAX_PLATFORMS": "cpu",
+                "XLA_FLAGS": os.environ["XLA_FLAGS"] + " --xla_force_host_platform_device_count=8",
+            }
+            done = subprocess.run(
+                [sys.executable, "-m", "tests.multi_device", str(out)],
+                cwd=REPO,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+            if done.returncode != 0 or not out.exists():
+                pytest.fail(f"tests/multi_device.py failed:\n{done.stderr[-3000:]}")
+        results = _Sections(json.loads(out.read_text()))
+    assert results["device_count"] == 8, results["device_count"]
+    return results
+
+
+class _Sections(dict):
+    """Check name -> its results; a check that raised fails the test that reads it."""
+
+    def __getitem__(self, name):
+        section = super().__getitem__(name)
+        if isinstance(section, dict) and "error" in section:
+            pytest.fail(f"multi-device check {name!r} raised:\n{section['error']}")
+        return section

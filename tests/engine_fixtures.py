@@ -70,8 +70,12 @@ class Cfg(dict):
     __getattr__ = dict.__getitem__
 
 
-def algorithm(name: str, steps: int | None = None, unroll: bool = False):
-    task = Task(MLP(NUM_CLASSES, (8,)), graph=False)
+# The model every `algorithm()` trains: a one-hidden-layer MLP.
+TASK = Task(MLP(NUM_CLASSES, (8,)), graph=False)
+
+
+def config(name: str, steps: int | None = None, unroll: bool = False, **overrides) -> Cfg:
+    """The registry config of `algorithm(name)`; `overrides` replace its fields."""
     cfg = Cfg(
         optimizer="sgd",
         lr=0.1,
@@ -87,7 +91,15 @@ def algorithm(name: str, steps: int | None = None, unroll: bool = False):
         algorithm=name,
         unroll=unroll,
     )
-    return BUILDERS[name](cfg, task, SPEC)
+    unknown = set(overrides) - set(cfg)
+    assert not unknown, f"unknown config fields {sorted(unknown)}"
+    cfg.update(overrides)
+    return cfg
+
+
+def algorithm(name: str, steps: int | None = None, unroll: bool = False, **overrides):
+    """The registry's `name` on TASK, for `make_federation()`'s data."""
+    return BUILDERS[name](config(name, steps, unroll, **overrides), TASK, SPEC)
 
 
 def sgd(lr=0.1):

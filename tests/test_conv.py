@@ -29,14 +29,17 @@ def test_im2col_equals_xla_values_and_gradients(shape, window, strides, padding)
     def conv(fn, x, w):
         return fn(x, w, strides, padding, dimension_numbers=dims, precision="highest")
 
-    ref = conv(lax.conv_general_dilated, x, w)
-    np.testing.assert_allclose(conv(im2col_conv, x, w), ref, rtol=1e-5, atol=1e-5)
+    @jax.jit  # one program per implementation instead of one per operation
+    def values_and_gradients(x, w):
+        out = {}
+        for name, fn in (("im2col", im2col_conv), ("xla", lax.conv_general_dilated)):
+            loss = lambda x, w, fn=fn: jnp.sum(jnp.sin(conv(fn, x, w)))
+            out[name] = conv(fn, x, w), jax.grad(loss, argnums=(0, 1))(x, w)
+        return out
 
-    def loss(fn):
-        return lambda x, w: jnp.sum(jnp.sin(conv(fn, x, w)))
-
-    grads = jax.grad(loss(im2col_conv), argnums=(0, 1))(x, w)
-    ref_grads = jax.grad(loss(lax.conv_general_dilated), argnums=(0, 1))(x, w)
+    out = values_and_gradients(x, w)
+    (got, grads), (ref, ref_grads) = out["im2col"], out["xla"]
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
     for got, want in zip(grads, ref_grads, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
@@ -49,9 +52,9 @@ def test_convnet_same_params_and_outputs_for_both_impls():
         jnp.shape, im2col.init(jax.random.key(2), x)
     )
     with jax.default_matmul_precision("highest"):
-        np.testing.assert_allclose(
-            im2col.apply(params, x), xla.apply(params, x), rtol=1e-4, atol=1e-4
-        )
+        both = jax.jit(lambda params, x: (im2col.apply(params, x), xla.apply(params, x)))
+        got, want = both(params, x)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
 def test_per_class_kernel_gradients_under_vmap_match():
@@ -65,8 +68,9 @@ def test_per_class_kernel_gradients_under_vmap_match():
         return jax.vmap(jax.grad(loss), in_axes=(None, 0))(params, x)
 
     with jax.default_matmul_precision("highest"):
-        got = grads(ConvNet(3, width=4, depth=2, conv="im2col"))
-        want = grads(model)
+        got, want = jax.jit(
+            lambda: (grads(ConvNet(3, width=4, depth=2, conv="im2col")), grads(model))
+        )()
     for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
 

@@ -1,10 +1,7 @@
 """The engine's contract: vmapped == per-client loop, padding changes nothing, runs are deterministic,
 chunked == vmapped, sharded == single device."""
 
-import os
-import subprocess
-import sys
-import textwrap
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -12,17 +9,26 @@ import numpy as np
 import pytest
 
 from fedjax_syn.engine import evaluation, local
-from fedjax_syn.engine.round import EngineConfig, init_states, make_round
+from fedjax_syn.engine.round import EngineConfig, make_init, make_round, round_step
 from tests.engine_fixtures import algorithm, loop_round, make_federation
 
 BASELINES = ("fedavg", "fedavg_ft", "fedper", "fedprox", "local")
 
 
-def run_rounds(alg, fed, rounds=2, config=None, seed=0):
-    config = EngineConfig(donate=False) if config is None else config
-    round_fn = make_round(alg, config)
+@functools.cache
+def programs(name: str, chunk: int | None = None, unroll: bool = False):
+    """(algorithm, jitted init, jitted round), built once per process: tests that run the same
+    algorithm on data of the same shapes share one compilation."""
+    alg = algorithm(name, unroll=unroll)
+    config = EngineConfig(client_chunk=chunk, donate=False)
+    return alg, make_init(alg, config), make_round(alg, config)
+
+
+def run_rounds(name, fed, rounds=2, chunk=None, seed=0, unroll=False):
+    """(server, client states, per-round accuracies) of `rounds` evaluated rounds."""
+    _, init, round_fn = programs(name, chunk, unroll)
     key = jax.random.key(seed)
-    server, clients = init_states(alg, fed, key, config.client_chunk)
+    server, clients, _ = init(fed, key)
     history = []
     for r in range(1, rounds + 1):
         server, clients, metrics = round_fn(
@@ -37,66 +43,102 @@ def assert_trees_close(a, b, atol=1e-5):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=atol, rtol=1e-5)
 
 
+def real_clients(tree, k: int):
+    """The first k clients of a stacked tree (the rest are padding)."""
+    return jax.tree.map(lambda leaf: leaf[:k], tree)
+
+
 @pytest.mark.parametrize("name", ["fedavg", "local", "fedper"])
 def test_vmapped_round_equals_per_client_loop(name):
-    alg = algorithm(name)
+    alg, init, round_fn = programs(name)
     fed = make_federation()
-    key = jax.random.key(3)
-    server, clients = init_states(alg, fed, key)
-    round_fn = make_round(alg, EngineConfig(donate=False))
+    server, clients, _ = init(fed, jax.random.key(3))
     round_key = jax.random.key(7)
-    v_server, v_clients, _ = round_fn(server, clients, fed, round_key, evaluate=False)
+    v_server, v_clients, _ = round_fn(server, clients, fed, round_key, evaluate=True)
 
     l_server, l_clients = loop_round(alg, server, clients, fed, round_key)
     assert_trees_close(v_server, l_server)
     assert_trees_close(v_clients, l_clients)
+    # The round trained: what the algorithm keeps (server or client models) moved.
+    before, after = jax.tree.leaves((server, clients)), jax.tree.leaves((v_server, v_clients))
+    assert not all(np.allclose(a, b) for a, b in zip(before, after, strict=True))
 
 
 @pytest.mark.parametrize("name", BASELINES)
 def test_padding_never_changes_the_round(name):
-    alg = algorithm(name)
-    _, _, plain = run_rounds(alg, make_federation())
-    _, _, padded = run_rounds(alg, make_federation(pad_examples=6, pad_clients_to=5))
-    for a, b in zip(plain, padded):
+    """Padded examples and padded clients change neither the states nor any metric."""
+    real = 3
+    plain_server, plain_clients, plain = run_rounds(name, make_federation())
+    padded_fed = make_federation(pad_examples=6, pad_clients_to=5)
+    assert padded_fed.num_clients == 5 and real == make_federation().num_clients
+    server, clients, padded = run_rounds(name, padded_fed)
+    assert_trees_close(server, plain_server, atol=1e-6)
+    assert_trees_close(real_clients(clients, real), plain_clients, atol=1e-6)
+    for a, b in zip(plain, padded, strict=True):
         assert a.keys() == b.keys()
         for setting in a:
             assert a[setting] == pytest.approx(b[setting], abs=1e-6), setting
 
 
 def test_same_seed_same_metrics_and_different_seed_differs():
-    alg = algorithm("fedavg")
     fed = make_federation()
-    _, _, first = run_rounds(alg, fed, seed=1)
-    _, _, again = run_rounds(alg, fed, seed=1)
+    server, _, first = run_rounds("fedavg", fed, seed=1)
+    again_server, _, again = run_rounds("fedavg", fed, seed=1)
     assert first == again
-    server_a, _, _ = run_rounds(alg, fed, rounds=1, seed=1)
-    server_b, _, _ = run_rounds(alg, fed, rounds=1, seed=2)
-    assert not np.allclose(jax.tree.leaves(server_a)[0], jax.tree.leaves(server_b)[0])
+    assert_trees_close(server, again_server, atol=0)
+    other_server, _, _ = run_rounds("fedavg", fed, seed=2)
+    assert not np.allclose(jax.tree.leaves(server)[0], jax.tree.leaves(other_server)[0])
+
+
+def _loops(fn, *args) -> set[str]:
+    """The loop primitives in fn(*args)'s program."""
+    text = str(jax.make_jaxpr(fn)(*args))
+    return {name for name in ("while", "scan") if f"= {name}[" in text}
+
+
+def _round_loops(name, fed, chunk) -> set[str]:
+    alg, init, _ = programs(name, chunk)
+    server, clients, _ = init(fed, jax.random.key(0))
+    config = EngineConfig(client_chunk=chunk, donate=False)
+    one_round = lambda server, clients, fed, key: round_step(
+        alg, server, clients, fed, key, evaluate=True, config=config
+    )
+    return _loops(one_round, server, clients, fed, jax.random.key(1))
 
 
 @pytest.mark.parametrize("name", ["fedavg", "fedavg_ft"])
 def test_chunked_clients_equal_vmapped(name):
-    alg = algorithm(name)
     fed = make_federation(sizes=(7, 12, 3, 9))
-    vm_server, _, vm = run_rounds(alg, fed)
-    ch_server, _, ch = run_rounds(alg, fed, config=EngineConfig(client_chunk=2, donate=False))
+    vm_server, _, vm = run_rounds(name, fed)
+    ch_server, _, ch = run_rounds(name, fed, chunk=2)
+    # The option reaches the engine: groups of 2 clients run in a scan, not all vmapped at once.
+    assert "scan" in _round_loops(name, fed, 2) and "scan" not in _round_loops(name, fed, None)
     assert_trees_close(vm_server, ch_server)
     for a, b in zip(vm, ch, strict=True):  # approx compares flat containers only
         assert a == pytest.approx(b)
 
 
+def _update_loops(alg, fed) -> set[str]:
+    """The loop primitives in one client's update."""
+    one = jax.tree.map(lambda leaf: leaf[0], fed.train)
+    server = alg.init_server(jax.random.key(0), one)
+    return _loops(alg.client_update, server, {}, one, jax.random.key(1))
+
+
 def test_unrolled_local_training_equals_scanned():
     fed = make_federation()
-    scanned = run_rounds(algorithm("fedavg"), fed, rounds=1)[0]
-    unrolled = run_rounds(algorithm("fedavg", unroll=True), fed, rounds=1)[0]
-    assert_trees_close(scanned, unrolled, atol=1e-6)
+    looped, unrolled = programs("fedavg")[0], programs("fedavg", unroll=True)[0]
+    # The option reaches local training: a while loop over active steps, or an unrolled scan.
+    assert _update_loops(looped, fed) == {"while"} and _update_loops(unrolled, fed) == {"scan"}
+    scanned = run_rounds("fedavg", fed)[0]
+    assert_trees_close(scanned, run_rounds("fedavg", fed, unroll=True)[0], atol=1e-6)
 
 
 def test_fixed_step_schedule_runs_every_client():
     """Every client, the 3-example one included, takes exactly its 3 steps; a padded client none."""
     alg = algorithm("fedavg", steps=3)
     fed = make_federation(sizes=(7, 12, 3), pad_clients_to=4)
-    server, clients = init_states(alg, fed, jax.random.key(0))
+    server, clients, _ = make_init(alg)(fed, jax.random.key(0))
     update = jax.vmap(alg.client_update, in_axes=(None, 0, 0, 0))
     keys = jax.random.split(jax.random.key(1), fed.num_clients)
     _, uploads, metrics = update(server, clients, fed.train, keys)
@@ -140,44 +182,11 @@ def test_weighted_average_ignores_zero_weight_clients():
     np.testing.assert_allclose(out["w"], [2.5, 3.5])
 
 
-SHARDED_SCRIPT = textwrap.dedent(
-    """
-    import jax, json, numpy as np
-    from fedjax_syn.engine import sharding
-    from fedjax_syn.engine.round import EngineConfig
-    from tests.engine_fixtures import algorithm, make_federation
-    from tests.test_engine import run_rounds
-    assert jax.device_count() == 8, jax.devices()
-    alg = algorithm("fedavg_ft")
-    fed = make_federation(sizes=(7, 12, 3, 9, 5), pad_clients_to=8)
-    single = run_rounds(alg, fed)
-    sharded_fed = sharding.shard_federation(fed, sharding.client_mesh())
-    sharded = run_rounds(alg, sharded_fed)
-    assert len(sharded_fed.train.inputs.sharding.device_set) == 8
-    print(json.dumps({"single": single[2], "sharded": sharded[2],
-        "server_diff": max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
-                           for a, b in zip(jax.tree.leaves(single[0]), jax.tree.leaves(sharded[0])))}))
-    """
-)
-
-
-def test_sharded_round_on_8_devices_equals_single_device():
-    env = dict(
-        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu"
-    )
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    out = subprocess.run(
-        [sys.executable, "-c", SHARDED_SCRIPT],
-        env=env,
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    import json
-
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+def test_sharded_round_on_8_devices_equals_single_device(multi_device):
+    """5 clients padded to 8 and split over 8 emulated devices == the same clients on one."""
+    result = multi_device["engine"]
+    assert result["devices"] == 8
     assert result["server_diff"] < 1e-5
-    for a, b in zip(result["single"], result["sharded"]):
+    assert len(result["single"]) == len(result["sharded"]) == 2
+    for a, b in zip(result["single"], result["sharded"], strict=True):
         assert a == pytest.approx(b, abs=1e-6)

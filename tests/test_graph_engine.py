@@ -1,13 +1,6 @@
 """The engine on graphs: client subgraph arrays, vmapped == per-client loop, sharded == single
 device (on a small synthetic graph federation), and FedAvg on Cora with every evaluation setting."""
 
-import json
-import os
-import pathlib
-import subprocess
-import sys
-import textwrap
-
 import jax
 import numpy as np
 import pytest
@@ -27,7 +20,6 @@ from fedjax_syn.runs import program
 from fedjax_syn.runs.prepare import prepare
 from tests.engine_fixtures import Cfg, loop_round
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 CLASSES = 4
 
 
@@ -155,44 +147,13 @@ def test_vmapped_graph_round_equals_per_client_loop():
     assert not np.allclose(jax.tree.leaves(v_server)[0], jax.tree.leaves(server)[0])
 
 
-SHARDED_SCRIPT = textwrap.dedent(
-    """
-    import json, jax, numpy as np
-    from fedjax_syn.engine import sharding
-    from tests.test_graph_engine import graph_algorithm, run_rounds, synthetic_federation
-    assert jax.device_count() == 8, jax.devices()
-    alg = graph_algorithm("fedavg_ft")
-    single_server, single = run_rounds(alg, synthetic_federation(3)[1])
-    fed = sharding.shard_federation(synthetic_federation(3, slots=8)[1], sharding.client_mesh())
-    assert len(fed.train.inputs.x.sharding.device_set) == 8
-    sharded_server, sharded = run_rounds(alg, fed)
-    diff = max(
-        float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
-        for a, b in zip(jax.tree.leaves(single_server), jax.tree.leaves(sharded_server))
-    )
-    print(json.dumps({"single": single, "sharded": sharded, "server_diff": diff}))
-    """
-)
-
-
-def test_sharded_graph_round_on_8_devices_equals_single_device():
+def test_sharded_graph_round_on_8_devices_equals_single_device(multi_device):
     """3 clients padded to 8 and sharded over 8 emulated devices == 3 clients on one device."""
-    env = dict(
-        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", SHARDED_SCRIPT],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = multi_device["graph"]
+    assert result["devices"] == 8
     assert result["server_diff"] < 1e-5
     assert len(result["single"]) == len(result["sharded"]) == 2
-    for single, sharded in zip(result["single"], result["sharded"]):
+    for single, sharded in zip(result["single"], result["sharded"], strict=True):
         assert single.keys() == sharded.keys()
         for setting in single:
             assert single[setting] == pytest.approx(sharded[setting], abs=1e-6), setting

@@ -1,12 +1,6 @@
 """Runs batched on a leading runs axis: padding and sharing of federations, grouping, and a
 batched run matching the single runs it stands for."""
 
-import json
-import os
-import pathlib
-import subprocess
-import sys
-
 import jax
 import numpy as np
 import pytest
@@ -16,8 +10,6 @@ from fedjax_syn.core.errors import UserError
 from fedjax_syn.runs import program
 from fedjax_syn.runs.config import default_config, group_runs
 from tests.engine_fixtures import make_federation
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_stacking_pads_every_run_to_common_shapes_and_shares_equal_leaves():
@@ -98,39 +90,13 @@ def test_batched_two_seed_run_equals_the_two_single_runs(batch):
     assert [r["run_id"] for r in stored] == [r["run_id"] for r in together]
 
 
-_SHARDED = """
-import json, sys
-from fedjax_syn.runs import program
-from fedjax_syn.runs.config import default_config
-
-configs = []
-for overrides in json.loads(sys.argv[1]):
-    cfg = default_config()
-    cfg.update(dict(num_clients=3, hidden=(16,), batch_size=32, rounds=3, shard=True))
-    cfg.update(overrides)
-    configs.append(cfg)
-print(json.dumps([r["curves"] for r in program.run(configs)]))
-"""
-
-
-def test_batched_runs_with_clients_sharded_over_two_devices_match_one_device(batch):
-    """3 clients on 2 emulated devices: the clients axis is padded to 4 and split after the runs
+def test_batched_runs_with_clients_sharded_over_8_devices_match_one_device(batch, multi_device):
+    """3 clients on 8 emulated devices: the clients axis is padded to 8 and split after the runs
     axis; the numbers do not change."""
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO),
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-    }
-    done = subprocess.run(
-        [sys.executable, "-c", _SHARDED, json.dumps(CONFIGS)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    sharded = json.loads(done.stdout.strip().splitlines()[-1])
-    for curves, expected in zip(sharded, batch[0]):
+    result = multi_device["batched"]
+    assert result["devices"] == [8] and result["client_slots"] == [8]
+    assert len(result["curves"]) == len(batch[0]) == 2
+    for curves, expected in zip(result["curves"], batch[0], strict=True):
         _assert_same_curves({"curves": curves}, expected)
 
 

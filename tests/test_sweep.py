@@ -278,12 +278,15 @@ def test_a_resumed_run_restores_without_computing_its_initial_states(
 ):
     points = [_counting_config(s) for s in seeds]
     (job,) = sweep.plan(points)
-    expected = sweep.run_job(job, ledger=None, checkpoint_dir=None)
     compiled = program.compile_program(job.configs)
     state = program.advance(compiled, program.initial_state(compiled), 1, None)
     ckpt = RunCheckpointer(tmp_path / job.name)
     save_state(ckpt, state, 0.0)
     ckpt.close()
+    # What the run gives without the interruption: the same program, carried on to the end.
+    finished = program.advance(compiled, state, compiled.last_round, None)
+    expected = program.make_records(compiled, finished, 0.0)
+    assert len(expected) == len(seeds) and all(r["eval_rounds"] == [1, 2, 3] for r in expected)
     counted_inits.clear()
     lines = []
     got = sweep.run_job(job, ledger=None, checkpoint_dir=tmp_path, log=lines.append)

@@ -17,6 +17,7 @@ from fedjax_syn.core.errors import UserError
 from fedjax_syn.data import vision
 from fedjax_syn.data.idx import read_idx
 from fedjax_syn.data.vision import VISION_DATASETS, load_vision
+from fedjax_syn.data.vision_split import build_vision_federation, class_count_table
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 _IDX_CODES = {np.dtype(np.uint8): 0x08, np.dtype(">i4"): 0x0C, np.dtype(">f4"): 0x0D}
@@ -358,10 +359,17 @@ def _run_stats(*flags: str) -> subprocess.CompletedProcess:
 
 def test_splits_mode_prints_the_class_count_table():
     flags = ("--config.num_clients=3", "--config.alpha=0.3", "--config.seed=1")
-    result = _run_stats(*flags)
+    result = _run_stats(*flags, "--config.missing_frac=0.3")
     assert result.returncode == 0, result.stderr
     rows = [line for line in result.stdout.splitlines() if line.startswith("|")]
     assert rows[0].startswith("| client |") and len(rows) == 2 + 3 + 2
+    # The table of the federation the flags describe, not of another split.
+    fed = build_vision_federation(
+        load_vision("digits"), 3, "dirichlet", alpha=0.3, seed=1, missing_frac=0.3
+    )
+    assert class_count_table(fed) in result.stdout
+    other = build_vision_federation(load_vision("digits"), 3, "dirichlet", alpha=0.3, seed=2)
+    assert class_count_table(other) not in result.stdout
 
 
 @pytest.mark.parametrize(

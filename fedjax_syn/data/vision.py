@@ -31,7 +31,6 @@ import os
 from typing import NamedTuple
 
 import numpy as np
-import sklearn.datasets
 import tensorflow_datasets as tfds
 from absl import logging as absl_logging
 
@@ -250,6 +249,8 @@ def _source_arrays(source) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _digits() -> _Raw:
+    import sklearn.datasets  # ~1 s to import: only where digits are loaded, not at every start
+
     bunch = sklearn.datasets.load_digits()
     images = bunch.images.astype(np.uint8)[..., None]  # [1797, 8, 8, 1], integers 0..16
     labels = bunch.target
