@@ -16,7 +16,6 @@ Variants (fields of `cfg.fedlog`, see fedjax_syn/algorithms/fedlog/config.py):
     python -m experiments.main --config=experiments/configs/ablations.py --grid='variant=full,no_cd'
 """
 
-import fedjax_syn.algorithms.fedlog  # noqa: F401  (registers "fedlog" and "fedlog_vision")
 from experiments.configs.graph_seen import graph_base
 
 VARIANTS = {

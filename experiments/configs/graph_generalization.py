@@ -11,7 +11,6 @@ one (dataset, K, algorithm) differ only in their data, so they run as one batche
         --grid='dataset=cora;num_clients=3;setting=openset'
 """
 
-import fedjax_syn.algorithms.fedlog  # noqa: F401  (registers "fedlog" and "fedlog_vision")
 from experiments.configs.graph_seen import ALGORITHMS, graph_base
 
 

@@ -15,7 +15,6 @@ downloads it where the internet is reachable); drop it offline with --grid='data
     python -m experiments.main --config=experiments/configs/graph_seen.py --grid='dataset=cora'
 """
 
-import fedjax_syn.algorithms.fedlog  # noqa: F401  (registers "fedlog" and "fedlog_vision")
 from fedjax_syn.runs.config import default_config
 
 DATASETS = ("cora", "citeseer", "pubmed", "photo", "computers", "cs", "physics")

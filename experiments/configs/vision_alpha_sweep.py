@@ -13,7 +13,6 @@ runs); on a machine with little memory, cap that with --max_batch.
         --config.dataset=digits --config.model=mlp          # the same sweep on embedded digits
 """
 
-import fedjax_syn.algorithms.fedlog  # noqa: F401  (registers "fedlog" and "fedlog_vision")
 from fedjax_syn.runs.config import default_config
 
 ALPHAS = (0.05, 0.1, 0.3, 1.0, 10.0)
