@@ -20,10 +20,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from fedjax_syn.results import versions, write_atomic
 
 from fedjax_syn.core.arrays import Federation
 from fedjax_syn.core.interface import FederatedAlgorithm
+from fedjax_syn.runs.ledger import versions, write_atomic
 
 RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
 

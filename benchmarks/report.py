@@ -11,10 +11,10 @@ import pathlib
 import re
 
 from absl import flags
-from fedjax_syn.results import write_atomic
 
 from benchmarks import harness, tables
 from experiments import cli
+from fedjax_syn.runs.ledger import write_atomic
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
