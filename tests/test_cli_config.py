@@ -73,6 +73,18 @@ def test_every_grid_point_is_validated(grid, fragment):
         _runs(digits_table.get_config(), {}, grid)
 
 
+def test_algorithm_options_of_every_grid_point_are_validated():
+    """A bad FedLoG option in the last point of a grid is refused before the first run."""
+    from experiments.configs import graph_seen
+
+    config = graph_seen.get_config()
+    assert len(_runs(config, {}, "algorithm=fedavg,fedlog;fedlog.beta=0.1,1.0")) > 1
+    with pytest.raises(UserError, match=r"fedlog beta must be >= 0, got -1\.0"):
+        _runs(graph_seen.get_config(), {}, "algorithm=fedavg,fedlog;fedlog.beta=0.1,-1.0")
+    with pytest.raises(UserError, match="unknown fedlog_vision option"):
+        _runs(digits_table.get_config(), {}, "algorithm=fedlog_vision;fedlog.gamma=2.0")
+
+
 def test_condensation_runs_are_validated_with_their_own_fields():
     from experiments.configs import condense_table
 

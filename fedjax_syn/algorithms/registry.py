@@ -10,7 +10,9 @@ from fedjax_syn.algorithms import common
 from fedjax_syn.algorithms.fedavg import fedavg, fedprox
 from fedjax_syn.algorithms.fedavg_ft import fedavg_ft
 from fedjax_syn.algorithms.fedlog.algorithm import build as build_fedlog
+from fedjax_syn.algorithms.fedlog.config import from_dict
 from fedjax_syn.algorithms.fedlog.vision import build as build_fedlog_vision
+from fedjax_syn.algorithms.fedlog.vision import vision_options
 from fedjax_syn.algorithms.fedper import fedper
 from fedjax_syn.algorithms.local_only import local_only
 from fedjax_syn.core.errors import check, check_choice
@@ -67,6 +69,14 @@ TRACKS: dict[str, tuple[str, ...]] = {
 }
 
 
+# Parsers of the option groups algorithms read (`cfg.fedlog`): cheap, no data needed, so a
+# config's options can be checked before any run starts.
+OPTION_PARSERS: dict[str, Callable[[dict], object]] = {
+    "fedlog": from_dict,
+    "fedlog_vision": vision_options,
+}
+
+
 def check_track(algorithm: str, track: str) -> None:
     """A one-line error when `algorithm` does not run on `track`."""
     check_choice("algorithm", algorithm, BUILDERS)
@@ -75,6 +85,13 @@ def check_track(algorithm: str, track: str) -> None:
         track in TRACKS[algorithm],
         f"algorithm {algorithm!r} does not run on the {track} track; allowed: {', '.join(allowed)}",
     )
+
+
+def check_options(cfg) -> None:
+    """A one-line error for an unknown or bad option of the algorithm `cfg` names."""
+    parse = OPTION_PARSERS.get(cfg.algorithm)
+    if parse is not None:
+        parse(common.options(cfg, "fedlog"))
 
 
 def build(cfg, task: Task, spec: DataSpec) -> FederatedAlgorithm:

@@ -3,7 +3,7 @@
 Each run checks its own fields when it starts, but a grid runs for hours: a bad value in its last
 point would otherwise surface only after every earlier run. So entry points validate every point
 first, against the names and ranges the runs accept. Cheap: no data is loaded and no model built.
-Algorithm-specific option groups (e.g. `fedlog`) are checked by their algorithm when it is built.
+Algorithm option groups (e.g. `fedlog`) are checked by their algorithm's own option parser.
 """
 
 import math
@@ -118,6 +118,7 @@ def _check_federated(cfg: ml_collections.ConfigDict) -> None:
         _check_fraction(cfg, "unseen_frac")
         _check_fraction(cfg, "graph_missing_frac")
     registry.check_track(cfg.algorithm, cfg.track)
+    registry.check_options(cfg)
     check_choice("optimizer", cfg.optimizer, common.OPTIMIZERS)
     _check_minima(cfg, _FEDERATED_MINIMA)
     if not cfg.local_steps:
