@@ -73,10 +73,6 @@ class DataSpec:
     max_train_examples: int  # the largest client's training examples (nodes)
     settings: tuple[str, ...]  # the evaluation settings every round reports
 
-    @property
-    def graph(self) -> bool:
-        return self.track == "graph"
-
     @classmethod
     def of(cls, track: str, feds: Sequence[Federation], settings: Sequence[str]) -> "DataSpec":
         """The spec of federations that share one program (the largest client over all)."""

@@ -75,7 +75,7 @@ def default_config() -> ml_collections.ConfigDict:
 
 def run_id(cfg) -> str:
     """The ledger id of a run: its config with the execution fields at their defaults (a
-    condensation run: its config as it is)."""
+    condensation run: its config without its own execution fields, `condense.identity`)."""
     if cfg.get("track") == "condense":
         return ledger.run_id(condense.identity(cfg))
     config = cfg.to_dict()

@@ -84,7 +84,8 @@ def plan(
     groups = [
         [batchable[i] for i in g] for g in group_runs([points[i] for i in batchable], max_batch)
     ]
-    groups += [[i] for i in range(len(points)) if i not in set(batchable)]
+    grouped = set(batchable)
+    groups += [[i] for i in range(len(points)) if i not in grouped]
     jobs = [Job(tuple(points[i] for i in g), tuple(ids[i] for i in g)) for g in groups]
     order = {rid: k for k, rid in enumerate(ids)}
     return sorted(jobs, key=lambda job: order[job.run_ids[0]])
