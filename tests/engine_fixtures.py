@@ -121,7 +121,7 @@ def loop_round(alg, server, clients, fed, round_key):
     states, uploads = [], []
     for k in range(fed.num_clients):
         take = lambda tree, k=k: jax.tree.map(lambda leaf: leaf[k], tree)
-        state, upload, _ = update(server, take(clients), take(fed.train), keys[k])
+        state, upload = update(server, take(clients), take(fed.train), keys[k])[:2]
         states.append(state)
         uploads.append(upload)
     stack = lambda trees: jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)

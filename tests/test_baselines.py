@@ -47,7 +47,7 @@ def baseline_run(name: str, **overrides) -> Round:
         # The engine's keys: the round key splits into (update, server, personalise) keys.
         update_key, _, personal_key = jax.random.split(ROUND_KEY, 3)
         update = jax.vmap(alg.client_update, in_axes=(None, 0, 0, 0))
-        _, uploads, _ = update(server0, clients0, fed.train, jax.random.split(update_key, K))
+        uploads = update(server0, clients0, fed.train, jax.random.split(update_key, K)).upload
         personalize = jax.vmap(alg.personalize, in_axes=(None, 0, 0, 0))
         models = personalize(server, clients, fed.train, jax.random.split(personal_key, K))
         server2, _, _ = round_step(

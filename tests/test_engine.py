@@ -34,7 +34,7 @@ def run_rounds(name, fed, rounds=2, chunk=None, seed=0, unroll=False):
         server, clients, metrics = round_fn(
             server, clients, fed, jax.random.fold_in(key, r), evaluate=True
         )
-        history.append(evaluation.accuracies(metrics["counts"]))
+        history.append(evaluation.accuracies(metrics["counts"]["personalized"]))
     return server, clients, history
 
 
@@ -141,7 +141,7 @@ def test_fixed_step_schedule_runs_every_client():
     server, clients, _ = make_init(alg)(fed, jax.random.key(0))
     update = jax.vmap(alg.client_update, in_axes=(None, 0, 0, 0))
     keys = jax.random.split(jax.random.key(1), fed.num_clients)
-    _, uploads, metrics = update(server, clients, fed.train, keys)
+    _, uploads, metrics, _ = update(server, clients, fed.train, keys)
     np.testing.assert_array_equal(metrics["steps"], [3, 3, 3, 0])
     moved = [not np.allclose(p, jax.tree.leaves(server)[0]) for p in jax.tree.leaves(uploads)[0]]
     assert moved == [True, True, True, False]

@@ -128,13 +128,13 @@ class Runner:
         last round, and the metrics of every evaluated round: 0 (with a setup round) .. `rounds`."""
         key = jax.random.key(seed)
         server_state, clients, metrics = self.init(self.fed, jax.random.fold_in(key, 0))
-        history = [evaluation.accuracies(metrics["counts"])] if metrics else []
+        history = [evaluation.accuracies(metrics["counts"]["personalized"])] if metrics else []
         after_setup = (server_state, clients)
         for r in range(1, rounds + 1):
             server_state, clients, metrics = self.round(
                 server_state, clients, self.fed, jax.random.fold_in(key, r)
             )
-            history.append(evaluation.accuracies(metrics["counts"]))
+            history.append(evaluation.accuracies(metrics["counts"]["personalized"]))
         return after_setup, (server_state, clients), history
 
 

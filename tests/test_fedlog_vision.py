@@ -105,7 +105,7 @@ class Runner:
             server_state, clients, metrics = self.round(
                 server_state, clients, self.fed, jax.random.fold_in(key, r)
             )
-            history.append(evaluation.accuracies(metrics["counts"]))
+            history.append(evaluation.accuracies(metrics["counts"]["personalized"]))
             states.append((server_state, clients))
         return states, history
 

@@ -70,7 +70,7 @@ def run_rounds(alg, fed, rounds: int = 2, seed: int = 0):
         server, clients, metrics = round_fn(
             server, clients, fed, jax.random.fold_in(key, r), evaluate=True
         )
-        history.append(evaluation.accuracies(metrics["counts"]))
+        history.append(evaluation.accuracies(metrics["counts"]["personalized"]))
     return server, history
 
 

@@ -1,11 +1,16 @@
 """Config -> optimiser and local schedule, shared by every algorithm's builder."""
 
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
 import optax
 
 from fedjax_syn.core.errors import check, check_choice
 from fedjax_syn.engine.local import Schedule
 
 OPTIMIZERS = ("sgd", "adam")
+Options = TypeVar("Options")
 
 
 def make_optimizer(name: str, lr: float, momentum: float = 0.0, weight_decay: float = 0.0):
@@ -46,3 +51,13 @@ def options(cfg, group: str = "fedlog") -> dict:
     """An algorithm's option group (`cfg.fedlog`, a dict or ConfigDict) as a plain dict."""
     raw = cfg.get(group) or {}
     return dict(raw.to_dict() if hasattr(raw, "to_dict") else raw)
+
+
+def parse_options(cls: type[Options], group: str, raw: Mapping[str, Any] | None) -> Options:
+    """The frozen options dataclass `cls` from an option group (`cfg.<group>`) over its defaults;
+    an unknown key is a one-line `UserError` listing the allowed ones (ranges: `cls` checks)."""
+    raw = dict(raw or {})
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - known)
+    check(not unknown, f"unknown {group} option(s) {unknown}; allowed: {', '.join(sorted(known))}")
+    return cls(**raw)

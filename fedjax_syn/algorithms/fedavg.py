@@ -2,7 +2,8 @@
 
 Each round every client starts from the global model, trains locally with a fresh optimiser, and the
 server averages the returned parameters weighted by client size. FedProx adds (mu / 2) ||w - w_g||^2
-to every local loss; with mu = 0 it is FedAvg. Clients are evaluated with the new global model.
+to every local loss; with mu = 0 it is FedAvg. The personalised model is the new global model; the
+`local` evaluation mode scores each client's parameters right after its local training.
 """
 
 from typing import Any
@@ -64,9 +65,8 @@ def fedavg(
 
     def client_update(server, client_state, data, key):
         params, metrics = train_from(task, server, data, key, optimizer, schedule, proximal_mu)
-        return ClientResult(
-            client_state, {"params": params, "size": base.num_examples(data)}, metrics
-        )
+        upload = {"params": params, "size": base.num_examples(data)}
+        return ClientResult(client_state, upload, metrics, model=params)
 
     def server_update(server, uploads, client_mask, key):
         del server, key
@@ -84,6 +84,7 @@ def fedavg(
         server_update=server_update,
         personalize=personalize,
         predict=lambda params, inputs: task.logits(params, inputs),
+        global_model=lambda server: server,
     )
 
 

@@ -43,7 +43,8 @@ def fedper(
             task, _join(_split(server)[0], head), data, key, optimizer, schedule
         )
         encoder, head = _split(params)
-        return ClientResult(head, {"encoder": encoder, "size": base.num_examples(data)}, metrics)
+        upload = {"encoder": encoder, "size": base.num_examples(data)}
+        return ClientResult(head, upload, metrics, model=params)
 
     def server_update(server, uploads, client_mask, key):
         weights = uploads["size"] if weighted else jnp.ones_like(uploads["size"])

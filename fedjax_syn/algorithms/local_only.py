@@ -23,7 +23,7 @@ def local_only(
 
     def client_update(server, params, data, key):
         params, metrics = train_from(task, params, data, key, optimizer, schedule)
-        return ClientResult(params, {}, metrics)
+        return ClientResult(params, {}, metrics, model=params)
 
     def server_update(server, uploads, client_mask, key):
         return server

@@ -69,11 +69,11 @@ TRACKS: dict[str, tuple[str, ...]] = {
 }
 
 
-# Parsers of the option groups algorithms read (`cfg.fedlog`): cheap, no data needed, so a
-# config's options can be checked before any run starts.
-OPTION_PARSERS: dict[str, Callable[[dict], object]] = {
-    "fedlog": from_dict,
-    "fedlog_vision": vision_options,
+# The option group each algorithm reads (`cfg.<group>`, a dict; absent: the defaults) and its
+# parser: cheap, no data needed, so a config's options are checked before any run starts.
+OPTION_PARSERS: dict[str, tuple[str, Callable[[dict], object]]] = {
+    "fedlog": ("fedlog", from_dict),
+    "fedlog_vision": ("fedlog", vision_options),
 }
 
 
@@ -89,9 +89,9 @@ def check_track(algorithm: str, track: str) -> None:
 
 def check_options(cfg) -> None:
     """A one-line error for an unknown or bad option of the algorithm `cfg` names."""
-    parse = OPTION_PARSERS.get(cfg.algorithm)
-    if parse is not None:
-        parse(common.options(cfg, "fedlog"))
+    if cfg.algorithm in OPTION_PARSERS:
+        group, parse = OPTION_PARSERS[cfg.algorithm]
+        parse(common.options(cfg, group))
 
 
 def build(cfg, task: Task, spec: DataSpec) -> FederatedAlgorithm:

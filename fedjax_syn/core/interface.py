@@ -16,6 +16,12 @@ function on the stacked uploads. A run is:
     model   = personalize(server, state, data, key)                    # every client at once
     logits  = predict(model, inputs)                                   # for evaluation
 
+Every evaluated round scores up to three models per client, on every setting: `personalized`
+(the model `personalize` returns), `local` (`ClientResult.model`, the client's model right after
+its local update: the protocol of the released FedLoG code) and `global` (`global_model(server)`,
+the server's model). An algorithm without a local or a global model leaves that field None, and
+that mode is not recorded.
+
 `metrics` are per-client scalars the client reports (its mean training loss, the local steps it
 took, ...): returned, never smuggled through the upload. State is free-form: FedAvg's server
 state is the global parameters; FedLoG's client state carries synthetic nodes and per-class
@@ -45,6 +51,7 @@ class ClientResult(NamedTuple):
     state: PyTree
     upload: PyTree
     metrics: Metrics
+    model: PyTree = None  # its model right after the local update ("local" evaluation), if any
 
 
 ClientUpdate = Callable[[PyTree, PyTree, ClientData, jax.Array], ClientResult]
@@ -59,6 +66,7 @@ class FederatedAlgorithm(NamedTuple):
     personalize: Callable[[PyTree, PyTree, ClientData, jax.Array], PyTree]
     predict: Callable[[PyTree, Any], jax.Array]  # (eval model, inputs) -> logits [n, C]
     setup_client: ClientUpdate | None = None  # round 0, run once before round 1
+    global_model: Callable[[PyTree], PyTree] | None = None  # server -> model ("global" evaluation)
 
 
 @dataclasses.dataclass(frozen=True)

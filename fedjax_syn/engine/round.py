@@ -5,7 +5,8 @@
 
 Every client's update runs at once (vmapped, or chunked with `lax.map`), the server update is a
 reduction over the clients axis, and evaluation of every personalised model on every setting is
-part of the same compiled program when asked. An algorithm with a `setup_client` stage runs it
+part of the same compiled program when asked, in every evaluation mode the algorithm has
+(`personalized`, `local`, `global`: core/interface.py). An algorithm with a `setup_client` stage runs it
 inside `init` as round 0, evaluated like any round; without one `init` only initialises, and its
 metrics are empty. Under a device mesh the clients axis is sharded and `jit` turns the reductions
 into all-reduces; nothing here knows how many devices there are, or which algorithm it runs.
@@ -52,26 +53,41 @@ def _federate(
     key: jax.Array,
     config: EngineConfig,
 ):
-    """One round's client updates (by `update`), server update, and evaluation when asked."""
+    """One round's client updates (by `update`) and server update; returns the new states, the
+    round's metrics, the clients' just-updated models (None if the algorithm has none) and the key
+    for personalisation."""
     update_key, server_key, personal_key = jax.random.split(key, 3)
     keys = jax.random.split(update_key, fed.num_clients)
-    client_states, uploads, client_metrics = map_clients(
+    client_states, uploads, client_metrics, local_models = map_clients(
         lambda state, data, k: update(server, state, data, k),
         (client_states, fed.train, keys),
         config.client_chunk,
     )
     server = alg.server_update(server, uploads, fed.client_mask, server_key)
     metrics: dict[str, Any] = {"train": client_mean(client_metrics, fed.client_mask)}
-    return server, client_states, metrics, personal_key
+    return server, client_states, metrics, local_models, personal_key
 
 
-def _evaluate(alg, server, client_states, fed, key, config: EngineConfig):
+def _evaluate(alg, server, client_states, local_models, fed, key, config: EngineConfig):
+    """Per-client counts of every evaluation mode the algorithm has: {mode: {setting: ...}}."""
     keys = jax.random.split(key, fed.num_clients)
     personal = lambda state, data, k: alg.personalize(server, state, data, k)
-    models = map_clients(personal, (client_states, fed.train, keys), config.client_chunk)
-    return evaluation.evaluate(
-        alg.predict, models, fed, config.client_chunk, config.eval_example_chunk
-    )
+    models = {
+        "personalized": map_clients(personal, (client_states, fed.train, keys), config.client_chunk)
+    }
+    if local_models is not None:
+        models["local"] = local_models
+    if alg.global_model is not None:
+        one = alg.global_model(server)
+        models["global"] = jax.tree.map(
+            lambda leaf: jnp.broadcast_to(leaf, (fed.num_clients, *leaf.shape)), one
+        )
+    return {
+        mode: evaluation.evaluate(
+            alg.predict, stacked, fed, config.client_chunk, config.eval_example_chunk
+        )
+        for mode, stacked in models.items()
+    }
 
 
 def init_step(alg: FederatedAlgorithm, fed: Federation, key: jax.Array, config: EngineConfig):
@@ -85,10 +101,10 @@ def init_step(alg: FederatedAlgorithm, fed: Federation, key: jax.Array, config: 
     clients = map_clients(init, (fed.train, keys), config.client_chunk)
     if alg.setup_client is None:
         return server, clients, {}
-    server, clients, metrics, personal_key = _federate(
+    server, clients, metrics, local_models, personal_key = _federate(
         alg, alg.setup_client, server, clients, fed, jax.random.fold_in(key, 1), config
     )
-    metrics["counts"] = _evaluate(alg, server, clients, fed, personal_key, config)
+    metrics["counts"] = _evaluate(alg, server, clients, local_models, fed, personal_key, config)
     return server, clients, metrics
 
 
@@ -132,11 +148,13 @@ def round_step(
     config: EngineConfig,
 ):
     """The un-jitted round; `make_round` compiles it."""
-    server, client_states, metrics, personal_key = _federate(
+    server, client_states, metrics, local_models, personal_key = _federate(
         alg, alg.client_update, server, client_states, fed, key, config
     )
     if evaluate:
-        metrics["counts"] = _evaluate(alg, server, client_states, fed, personal_key, config)
+        metrics["counts"] = _evaluate(
+            alg, server, client_states, local_models, fed, personal_key, config
+        )
     return server, client_states, metrics
 
 

@@ -38,6 +38,33 @@ class Task(NamedTuple):
         x = inputs if idx is None else inputs[idx]
         return self.model.apply(params, x, train=train, rngs=rngs)
 
+    def embed(
+        self,
+        params: Any,
+        inputs: Any,
+        idx: jax.Array | None = None,
+        *,
+        train: bool = False,
+        rng: jax.Array | None = None,
+    ) -> tuple[jax.Array, jax.Array]:
+        """(representations, logits) for the examples (nodes) at `idx`, or for all of them: the
+        `encoder` submodule's output, which representation-level algorithms (MOON, FedProto)
+        compare, beside the head's logits from the same forward pass."""
+        rngs = {"dropout": rng} if rng is not None else {}
+        x = inputs if self.graph or idx is None else inputs[idx]
+        out, state = self.model.apply(
+            params,
+            x,
+            train=train,
+            rngs=rngs,
+            capture_intermediates=lambda module, method: module.name == "encoder",
+            mutable=["intermediates"],
+        )
+        (features,) = state["intermediates"]["encoder"]["__call__"]
+        if self.graph and idx is not None:
+            return features[idx], out[idx]
+        return features, out
+
     def loss(
         self,
         params: Any,

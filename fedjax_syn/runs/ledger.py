@@ -200,6 +200,24 @@ def _matches(record: Mapping[str, Any], key: str, wanted: Any) -> bool:
     return value == wanted
 
 
+# Evaluation modes (core/interface.py). A record's curves name the personalised models' settings
+# plainly ("seen") and the other modes' with a prefix ("local/seen"); its "best" and "last" are
+# the personalised models', and "modes" holds the others' {"best", "last"}.
+MODES = ("personalized", "local", "global")
+
+
+def curve_name(mode: str, setting: str) -> str:
+    return setting if mode == "personalized" else f"{mode}/{setting}"
+
+
+def curves_of_mode(curves: Mapping[str, Sequence[float]], mode: str) -> dict:
+    """One mode's evaluation curves {setting: values} (training curves left out)."""
+    if mode == "personalized":
+        return {k: v for k, v in curves.items() if "/" not in k and not k.startswith("train_")}
+    prefix = f"{mode}/"
+    return {k[len(prefix) :]: v for k, v in curves.items() if k.startswith(prefix)}
+
+
 def summarize_curves(
     curves: Mapping[str, Sequence[float]], val_key: str = "val"
 ) -> tuple[dict, dict]:

@@ -37,7 +37,14 @@ from fedjax_syn.core.errors import UserError, check
 from fedjax_syn.engine import evaluation, sharding
 from fedjax_syn.engine.round import compile_init, first_round, init_step, round_step
 from fedjax_syn.runs import config as run_config
-from fedjax_syn.runs.ledger import append_record, summarize_curves, versions
+from fedjax_syn.runs.ledger import (
+    MODES,
+    append_record,
+    curve_name,
+    curves_of_mode,
+    summarize_curves,
+    versions,
+)
 from fedjax_syn.runs.prepare import Prepared, build_algorithm, prepare
 
 OnRound = Callable[[int, list[dict]], None]  # (round, each run's new curve points)
@@ -224,9 +231,10 @@ def _record_round(program: Program, curves, eval_rounds: list[int], r: int, metr
     points = []
     for i, run_curves in enumerate(curves):
         run = jax.tree.map(lambda leaf, i=i: leaf[i], metrics)
-        acc = evaluation.accuracies(run["counts"])
         point = {f"train_{name}": float(v) for name, v in run["train"].items()}
-        point |= {name: acc[name] for name in settings}
+        for mode, counts in run["counts"].items():
+            acc = evaluation.accuracies(counts)
+            point |= {curve_name(mode, name): acc[name] for name in settings}
         for name, value in point.items():
             run_curves.setdefault(name, []).append(value)
         points.append(point)
@@ -290,11 +298,15 @@ def make_record(
 ) -> dict:
     """The ledger record of a finished run (`runs_in_program` > 1: it ran batched with others,
     and its wall and compile times are its share of the program's)."""
-    best, last = summarize_curves(
-        {k: v for k, v in curves.items() if not k.startswith("train_")}, val_key="val"
-    )
-    best["round"] = eval_rounds[best["round"]]
-    last["round"] = eval_rounds[last["round"]]
+    summaries = {}
+    for mode in MODES:
+        mode_curves = curves_of_mode(curves, mode)
+        if mode_curves:
+            rows = summarize_curves(mode_curves, val_key="val")
+            summaries[mode] = {
+                which: {k: eval_rounds[v] if k == "round" else _finite(v) for k, v in row.items()}
+                for which, row in zip(("best", "last"), rows)
+            }
     config = cfg.to_dict()
     return {
         "run_id": run_config.run_id(cfg),
@@ -307,8 +319,8 @@ def make_record(
         "settings": list(prepared.settings),
         "eval_rounds": eval_rounds,
         "curves": {k: [_finite(v) for v in vals] for k, vals in curves.items()},
-        "best": {k: v if k == "round" else _finite(v) for k, v in best.items()},
-        "last": {k: v if k == "round" else _finite(v) for k, v in last.items()},
+        **summaries.pop("personalized"),  # "best", "last": the personalised models'
+        "modes": summaries,  # the other evaluation modes' {"best", "last"}
         "wall_time_s": wall_time,
         "compile_time_s": compile_time,
         "runs_in_program": runs_in_program,

@@ -11,7 +11,8 @@ FedLoG's rounds are the engine's rounds:
   and the generators for the next round.
 
 After every round each client is evaluated with its own just-trained parameters and synthetic
-nodes. A run of `rounds = R` runs FedLoG rounds 0 .. R - 1, as the released code's `--rounds R`.
+nodes (its personalised and its local model), and with the server's averaged parameters and global
+synthetic nodes (the global model). A run of `rounds = R` runs FedLoG rounds 0 .. R - 1, as the released code's `--rounds R`.
 """
 
 import functools
@@ -23,11 +24,6 @@ from fedjax_syn.algorithms.fedlog.config import FedLoGConfig, Spec, from_dict, m
 from fedjax_syn.core import interface as base
 from fedjax_syn.core.interface import DataSpec
 from fedjax_syn.engine.task import Task
-
-
-def personalize(server_state, state, data, key) -> dict:
-    """A client's own model: its just-trained parameters and synthetic nodes."""
-    return {"params": state["params"], "x_head": state["x_head"], "x_tail": state["x_tail"]}
 
 
 def predict(spec: Spec, model: dict, graph):
@@ -55,8 +51,9 @@ def fedlog(task: Task, num_classes: int, config: FedLoGConfig | None = None):
         setup_client=stage(setup.setup_client),  # round 0
         client_update=stage(local_epoch.client_update),  # rounds >= 1
         server_update=stage(server.server_update),  # after every round
-        personalize=personalize,
+        personalize=lambda server_state, state, data, key: server.own_model(state),
         predict=stage(predict),
+        global_model=server.global_model,
     )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import optax
 
+from fedjax_syn.algorithms.common import parse_options
 from fedjax_syn.algorithms.fedlog.model import FedLoGNet
 from fedjax_syn.algorithms.fedlog.shared import AGGREGATES, BLEND_WEIGHTS
 from fedjax_syn.core.errors import check, check_choice
@@ -99,12 +100,9 @@ class FedLoGConfig:
 def from_dict(options: Mapping[str, Any] | None) -> FedLoGConfig:
     """Defaults overridden by `options` (e.g. `cfg.fedlog`); an unknown key is a `UserError`."""
     options = dict(options or {})
-    known = {f.name for f in dataclasses.fields(FedLoGConfig)}
-    unknown = sorted(set(options) - known)
-    check(not unknown, f"unknown fedlog option(s) {unknown}; allowed: {', '.join(sorted(known))}")
     if "gen_hidden" in options:
         options["gen_hidden"] = tuple(options["gen_hidden"])
-    return FedLoGConfig(**options)
+    return parse_options(FedLoGConfig, "fedlog", options)
 
 
 def model_optimizer(config: FedLoGConfig) -> optax.GradientTransformation:

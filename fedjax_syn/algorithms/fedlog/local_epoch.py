@@ -19,7 +19,7 @@ import optax
 from fedjax_syn.algorithms.fedlog import generators
 from fedjax_syn.algorithms.fedlog import model as M
 from fedjax_syn.algorithms.fedlog.config import Spec, epoch_schedule, model_optimizer
-from fedjax_syn.algorithms.fedlog.server import global_labels, upload
+from fedjax_syn.algorithms.fedlog.server import global_labels, own_model, upload
 from fedjax_syn.algorithms.fedlog.shared import (
     class_accuracy,
     nll,
@@ -141,4 +141,4 @@ def client_update(spec: Spec, server_state, state, data: ClientData, key: jax.Ar
     start = Trainable(server_state["params"], state["x_head"], state["x_tail"])
     trainable, scales, metrics = local_epoch(spec, start, state["scales"], data, key, glob)
     state = {**state, **trainable._asdict(), "scales": scales}
-    return ClientResult(state, upload(spec, state, data), metrics)
+    return ClientResult(state, upload(spec, state, data), metrics, model=own_model(state))

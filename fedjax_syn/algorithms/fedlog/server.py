@@ -55,6 +55,18 @@ def upload(spec: Spec, state: dict, data: ClientData) -> dict:
     return sent
 
 
+def own_model(state: dict) -> dict:
+    """A client's own model: its just-trained parameters and synthetic nodes."""
+    return {"params": state["params"], "x_head": state["x_head"], "x_tail": state["x_tail"]}
+
+
+def global_model(server_state: dict) -> dict:
+    """The server's model: the averaged parameters, with the global synthetic nodes as both
+    branches' prototypes."""
+    x = server_state["x_global"]
+    return {"params": server_state["params"], "x_head": x, "x_tail": x}
+
+
 def blend_generators(gens, weights: jax.Array):
     """Stacked client generators (leading K) -> per-class generators (leading C)."""
     return jax.tree.map(lambda leaf: jnp.tensordot(weights.T, leaf, axes=1), gens)

@@ -19,7 +19,7 @@ from fedjax_syn.algorithms.fedlog import generators
 from fedjax_syn.algorithms.fedlog.config import Spec
 from fedjax_syn.algorithms.fedlog.encoder_pretraining import pretrain_encoder
 from fedjax_syn.algorithms.fedlog.local_epoch import Trainable, local_epoch
-from fedjax_syn.algorithms.fedlog.server import upload
+from fedjax_syn.algorithms.fedlog.server import own_model, upload
 from fedjax_syn.core.arrays import ClientData
 from fedjax_syn.core.interface import ClientResult
 
@@ -84,4 +84,4 @@ def setup_client(spec: Spec, server_state: dict, state, data: ClientData, key: j
     state = {**trainable._asdict(), "scales": scales}
     if spec.config.prompt == "trained":
         state["gen"] = pretrained_generator(spec, data, gen_key, shared)
-    return ClientResult(state, upload(spec, state, data), metrics)
+    return ClientResult(state, upload(spec, state, data), metrics, model=own_model(state))

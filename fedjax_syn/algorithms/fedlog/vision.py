@@ -85,14 +85,7 @@ class FedLoGVisionConfig:
 
 
 def vision_options(options: Mapping[str, Any] | None) -> FedLoGVisionConfig:
-    options = dict(options or {})
-    known = {f.name for f in dataclasses.fields(FedLoGVisionConfig)}
-    unknown = sorted(set(options) - known)
-    check(
-        not unknown,
-        f"unknown fedlog_vision option(s) {unknown}; allowed: {', '.join(sorted(known))}",
-    )
-    return FedLoGVisionConfig(**options)
+    return common.parse_options(FedLoGVisionConfig, "fedlog_vision", options)
 
 
 def global_set(syn, class_mask, shares, client_mask, key, config: FedLoGVisionConfig):
@@ -201,7 +194,7 @@ def fedlog_vision(
             "shares": S.class_shares(data.labels, data.mask, num_classes),
             "size": base.num_examples(data),
         }
-        return ClientResult({"params": params, "scales": scales}, upload, metrics)
+        return ClientResult({"params": params, "scales": scales}, upload, metrics, model=params)
 
     def server_update(server_state, uploads, client_mask, key):
         x, y, valid = global_set(
@@ -227,6 +220,7 @@ def fedlog_vision(
         personalize=personalize,
         predict=lambda params, inputs: task.logits(params, inputs),
         setup_client=lambda *args: update(*args, with_global=False),
+        global_model=lambda server_state: server_state["params"],
     )
 
 
