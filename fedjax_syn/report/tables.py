@@ -32,6 +32,13 @@ from fedjax_syn.runs.ledger import (
 )
 
 METRIC_SETS = ("best", "last", "both")
+# How each evaluation mode scores a method (core/interface.py); every accuracy table says it.
+MODE_NOTES = {
+    "personalized": "each client's personalised model (the algorithm's own `personalize`: the "
+    "global model for FedAvg and FedProx, the fine-tuned model for FedAvg-FT, own head for FedPer)",
+    "local": "each client's model right after its local update (the released FedLoG protocol)",
+    "global": "the server's global model",
+}
 CONDENSE_LABELS = {"syn_acc": "Condensed", "random_acc": "Random real"}
 FIGURE_FIELDS = ("plot", "series")  # fields of a config's `table` that choose the figure
 ROW_LABELS = {"protocol.num_clients": "K", "protocol.alpha": "alpha", "ipc": "IPC"}
@@ -89,14 +96,25 @@ def accuracy_spec(
     settings: Sequence[str],
     metric: str = "both",
     title: str | None = None,
+    modes: Sequence[str] = ("personalized",),
     **layout: Any,
 ) -> TableSpec:
-    """Spec of a settings table: one column per setting, best-val and last round side by side."""
+    """Spec of a settings table: one column per setting, best-val and last round side by side,
+    for each evaluation mode in `modes` (each mode's best round is chosen on its own validation
+    accuracy)."""
     check_choice("metric set", metric, METRIC_SETS)
+    check(len(modes) >= 1, "an accuracy table needs at least one evaluation mode")
+    for mode in modes:
+        check_choice("evaluation mode", mode, MODE_NOTES)
     metrics = ("best", "last") if metric == "both" else (metric,)
+    prefix = lambda mode: "" if mode == "personalized" else f"modes.{mode}."
+    subs = lambda mode, m: " ".join(
+        ([mode] if len(modes) > 1 else []) + ([m] if metric == "both" else [])
+    )
     columns = tuple(
-        Column(f"{m}.{s}", SETTING_LABELS.get(s, s), m if metric == "both" else "")
+        Column(f"{prefix(mode)}{m}.{s}", SETTING_LABELS.get(s, s), subs(mode, m))
         for s in settings
+        for mode in modes
         for m in metrics
     )
     note = {
@@ -104,6 +122,13 @@ def accuracy_spec(
         "last": "Numbers are at the last round.",
         "both": "best = round of best validation accuracy; last = final round.",
     }[metric]
+    note += (
+        " Scored with "
+        + "; ".join(
+            f"{mode}: {MODE_NOTES[mode]}" if len(modes) > 1 else MODE_NOTES[mode] for mode in modes
+        )
+        + "."
+    )
     return TableSpec(
         name=name,
         title=title or f"{', '.join(SETTING_LABELS.get(s, s) for s in settings)} accuracy",
@@ -164,6 +189,7 @@ _JSON_KEYS = {
     "rows",
     "settings",
     "metric",
+    "modes",
     "metrics",
     "expected_rows",
     "seeds",
@@ -202,6 +228,8 @@ def spec_from_dict(obj: Mapping[str, Any]) -> TableSpec:
         layout["expected_rows"] = _expected_rows(obj["expected_rows"], rows)
     if kind == "accuracy":
         extra = {"title": obj["title"]} if "title" in obj else {}
+        if "modes" in obj:
+            extra["modes"] = tuple(obj["modes"])
         return accuracy_spec(
             name,
             obj.get("filters", {}),
