@@ -9,7 +9,7 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from experiments.configs import digits_table
+from experiments.configs import digits_table, graph_seen
 from fedjax_syn.core.errors import UserError
 from fedjax_syn.runs import validate
 from fedjax_syn.runs.config import default_config
@@ -46,10 +46,23 @@ def test_seed_override_narrows_the_grid_to_that_seed():
 
 
 def test_nested_override_narrows_a_nested_axis():
-    config = default_config()
-    config.grid = {"fedlog": {"beta": (0.1, 1.0)}, "seed": (0, 1)}
+    config = graph_seen.get_config()
+    config.grid = {"algorithm": ("fedlog",), "fedlog": {"beta": (0.1, 1.0)}, "seed": (0, 1)}
+    config.dataset = "cora"
     runs = _runs(config, {"fedlog.beta": 0.1})
     assert [(r.fedlog.beta, r.seed) for r in runs] == [(0.1, 0), (0.1, 1)]
+
+
+def test_options_of_other_algorithms_do_not_multiply_runs():
+    config = graph_seen.get_config()
+    config.grid = {"algorithm": ("fedavg", "fedlog"), "fedlog": {"beta": (0.1, 1.0)}, "seed": (0,)}
+    config.dataset = "cora"
+    runs = _runs(config, {})
+    assert [(r.algorithm, r.fedlog.get("beta")) for r in runs] == [
+        ("fedavg", None),
+        ("fedlog", 0.1),
+        ("fedlog", 1.0),
+    ]
 
 
 def test_override_and_grid_on_one_axis_is_an_error():

@@ -61,7 +61,7 @@ def test_run_id_ignores_how_a_run_executes_but_not_what_it_computes():
 
 
 def test_grid_reaches_nested_options_and_applies_variants():
-    config = _config(variant=("full", "no_cd"), fedlog={"beta": (0.1,)})
+    config = _config(variant=("full", "no_cd"), fedlog={"beta": (0.1,)}, algorithm=("fedlog",))
     config.variants = {"full": {}, "no_cd": {"fedlog": {"cd_weight": 0.0}, "lr": 0.5}}
     full, no_cd = grid_configs(config)
     assert full.variant == "full" and dict(full.fedlog) == {"beta": 0.1}

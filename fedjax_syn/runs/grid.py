@@ -2,7 +2,8 @@
 
 A config may carry `grid` (field -> tuple of values, nested like the config itself, so
 {"fedlog": {"beta": (0.1, 1.0)}} sweeps an option of FedLoG) and `variants` (name -> field
-values) selected by a grid axis named `variant`; every combination is one run.
+values) selected by a grid axis named `variant`; every combination is one run. A run leaves out
+the option groups of algorithms it does not use, so equal runs of a grid are run once.
 """
 
 import ast
@@ -12,7 +13,9 @@ from typing import Any
 
 import ml_collections
 
+from fedjax_syn.algorithms.registry import OPTION_PARSERS
 from fedjax_syn.core.errors import UserError, check
+from fedjax_syn.runs.ledger import run_id
 
 SWEEP_FIELDS = ("grid", "table", "variants")  # describe a sweep, not a run: dropped from runs
 
@@ -82,8 +85,21 @@ def grid_configs(config: ml_collections.ConfigDict) -> list[ml_collections.Confi
                     set_field(point, field, v)
             else:
                 set_field(point, name, value)
+        _drop_unread_options(point)
         points.append(point)
-    return points
+    unique = {run_id(point.to_dict()): point for point in reversed(points)}
+    return list(reversed(unique.values()))
+
+
+def _drop_unread_options(point: ml_collections.ConfigDict) -> None:
+    """Empties the option groups the point's algorithm does not read, in place: a FedAvg point of
+    a grid that also sweeps `fedlog.beta` is one run, not one per beta (`grid_configs` keeps the
+    first of equal points)."""
+    read = OPTION_PARSERS.get(point.get("algorithm"), (None,))[0]
+    with point.unlocked():
+        for group in {group for group, _ in OPTION_PARSERS.values()} - {read}:
+            if point.get(group):
+                point[group] = ml_collections.ConfigDict()
 
 
 def _literal(text: str) -> Any:
