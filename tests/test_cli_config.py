@@ -12,7 +12,6 @@ from ml_collections import config_flags
 from experiments.configs import digits_table, graph_seen
 from fedjax_syn.core.errors import UserError
 from fedjax_syn.runs import validate
-from fedjax_syn.runs.config import default_config
 from fedjax_syn.runs.grid import apply_command_line
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

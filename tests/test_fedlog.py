@@ -417,6 +417,26 @@ def test_unknown_or_bad_options_are_user_errors():
         from_dict({"global_synthetic": "all"})
 
 
+def test_released_preset_sets_the_released_choices_and_refuses_contradictions():
+    released = from_dict({"preset": "released", "beta": 0.1})
+    assert (released.prompt, released.synthetic_graph, released.restore_best) == (
+        "random",
+        "self_loop",
+        False,
+    )
+    assert released.beta == 0.1
+    faithful = from_dict({})
+    assert (faithful.preset, faithful.prompt, faithful.synthetic_graph) == (
+        "faithful",
+        "trained",
+        "isolated",
+    )
+    with pytest.raises(UserError, match="preset 'released' sets prompt='random'"):
+        from_dict({"preset": "released", "prompt": "trained"})
+    with pytest.raises(UserError, match="unknown fedlog preset 'paper'"):
+        from_dict({"preset": "paper"})
+
+
 # ---------------------------------------------------------------------------------------------
 # The algorithm on the engine.
 

@@ -37,7 +37,7 @@ VARIANTS = {
     "fresh_networks": {"fedlog": {"gen_fixed_networks": False}},
     "self_loop": {"fedlog": {"synthetic_graph": "self_loop"}},
     "random_prompt": {"fedlog": {"prompt": "random"}},
-    "released": {"fedlog": NAMED["released"]},
+    "released": {"fedlog": fedlog_options(**NAMED["released"])},
 }
 
 

@@ -17,20 +17,18 @@ Named variants (the config argument after the colon):
 import dataclasses
 
 from experiments.configs.graph_seen import graph_base
-from fedjax_syn.algorithms.fedlog import FedLoGConfig
+from fedjax_syn.algorithms.fedlog.config import from_dict
 from fedjax_syn.core.errors import check_choice
 
-VARIANTS = {
-    "default": {},
-    "released": {"prompt": "random", "synthetic_graph": "self_loop", "restore_best": False},
-}
+VARIANTS = {"default": {}, "released": {"preset": "released"}}
 
 
 def fedlog_options(**overrides) -> dict:
     """Every FedLoG option (so each can be set from the command line, e.g.
     --config.fedlog.beta=0.1), with `overrides`. `gen_nodes` stays 0: the run reads exactly
     the largest client's training nodes (`experiment.build_algorithm`)."""
-    return {**dataclasses.asdict(FedLoGConfig()), **overrides}
+    options = dataclasses.asdict(from_dict(overrides))
+    return {**options, "gen_hidden": list(options["gen_hidden"])}
 
 
 def get_config(variant: str = "default"):

@@ -24,10 +24,19 @@ from fedjax_syn.models.gnn import GNN
 PROMPTS = ("trained", "random", "none")
 GLOBAL_SYNTHETIC = ("head", "tail", "both")
 SYNTHETIC_GRAPHS = ("isolated", "self_loop")
+# Named sets of option defaults. "faithful": the method as documented (docs/fedlog.md);
+# "released": the released code's choices that change numbers (random prompt generators with
+# dropout, synthetic nodes with the identity adjacency, pretraining continued from its last epoch).
+# A preset fixes its fields: giving one of them another value is an error.
+PRESETS = {
+    "faithful": {},
+    "released": {"prompt": "random", "synthetic_graph": "self_loop", "restore_best": False},
+}
 
 
 @dataclasses.dataclass(frozen=True)
 class FedLoGConfig:
+    preset: str = "faithful"  # a key of PRESETS: the defaults the other fields start from
     # Synthetic nodes and losses.
     syn_per_class: int = 20  # s: synthetic nodes per class and branch
     beta: float = 1.0  # weight of L_norm
@@ -65,6 +74,7 @@ class FedLoGConfig:
     gen_nodes: int = 0
 
     def __post_init__(self):
+        check_choice("fedlog preset", self.preset, PRESETS)
         check_choice("fedlog prompt", self.prompt, PROMPTS)
         check_choice("fedlog aggregate", self.aggregate, AGGREGATES)
         check_choice("fedlog weights", self.weights, BLEND_WEIGHTS)
@@ -100,6 +110,15 @@ class FedLoGConfig:
 def from_dict(options: Mapping[str, Any] | None) -> FedLoGConfig:
     """Defaults overridden by `options` (e.g. `cfg.fedlog`); an unknown key is a `UserError`."""
     options = dict(options or {})
+    preset = options.get("preset", "faithful")
+    check_choice("fedlog preset", preset, PRESETS)
+    for name, value in PRESETS[preset].items():
+        given = options.setdefault(name, value)
+        check(
+            given == value,
+            f"fedlog preset {preset!r} sets {name}={value!r}, got {name}={given!r}; "
+            "use preset 'faithful' to combine options freely",
+        )
     if "gen_hidden" in options:
         options["gen_hidden"] = tuple(options["gen_hidden"])
     return parse_options(FedLoGConfig, "fedlog", options)
