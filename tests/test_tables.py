@@ -265,3 +265,53 @@ def test_plots_refuse_empty_selection_and_bad_suffix(tmp_path):
         plots.plot_best_last_gap([], SETTINGS)
     with pytest.raises(UserError, match="must end in"):
         plots.plot_best_last_gap(make_records()[:3], SETTINGS, paths=[tmp_path / "x.jpg"])
+
+
+def test_select_on_picks_per_row_and_mode_the_value_with_the_best_mean_validation():
+    """Two betas per (dataset, algorithm): the table shows, per evaluation mode, the beta whose mean
+    best-round validation accuracy is highest, and the other mode may choose differently."""
+    records = []
+    for alg, beta, seed in itertools.product(("fedlog",), (0.1, 1.0), SEEDS):
+        local_val = {0.1: 0.8, 1.0: 0.6}[beta] + 0.01 * seed
+        global_val = {0.1: 0.5, 1.0: 0.7}[beta]
+        records.append(
+            {
+                "run_id": f"{alg}-{beta}-{seed}",
+                "track": "vision",
+                "dataset": "mnist",
+                "algorithm": alg,
+                "seed": seed,
+                "config": {"fedlog": {"beta": beta}},
+                "best": {"val": 0.0, "seen": 0.0},
+                "last": {"val": 0.0, "seen": 0.0},
+                "modes": {
+                    "local": {
+                        "best": {"val": local_val, "seen": beta},
+                        "last": {"val": 0.0, "seen": beta},
+                    },
+                    "global": {
+                        "best": {"val": global_val, "seen": beta},
+                        "last": {"val": 0.0, "seen": beta},
+                    },
+                },
+            }
+        )
+    table = tables.build_table(
+        records,
+        tables.accuracy_spec(
+            "t",
+            {"track": "vision"},
+            ("dataset", "algorithm"),
+            ("seen",),
+            "best",
+            modes=("local", "global"),
+            select_on=("config.fedlog.beta",),
+        ),
+    )
+    key = ("mnist", "fedlog")
+    assert table.cells[key, 0].mean == pytest.approx(10.0)  # local: beta 0.1 (val 0.8 > 0.6)
+    assert table.cells[key, 1].mean == pytest.approx(100.0)  # global: beta 1.0 (val 0.7 > 0.5)
+    assert table.seeds_found[key] == SEEDS
+    markdown = tables.to_markdown(table)
+    assert "local: beta=0.1; global: beta=1" in markdown
+    assert "the server's global model" in markdown

@@ -75,6 +75,9 @@ class TableSpec:
     digits: int = 2
     quantity: str = "Accuracy (%)"
     note: str = ""
+    # Record paths (e.g. config.fedlog.beta) tuned on validation: each row and evaluation mode
+    # shows the value whose mean best-round validation accuracy over seeds is highest.
+    select_on: tuple[str, ...] = ()
 
     def __post_init__(self):
         check(len(self.rows) > 0, f"table {self.name!r} needs at least one row key")
@@ -196,6 +199,7 @@ _JSON_KEYS = {
     "compare_within",
     "scale",
     "digits",
+    "select_on",
 }
 
 
@@ -212,7 +216,7 @@ def spec_from_dict(obj: Mapping[str, Any]) -> TableSpec:
     check_choice("table kind", kind, ("accuracy", "condense"))
     name = obj.get("name", "table")
     layout: dict[str, Any] = {}
-    for key in ("compare_within", "seeds"):
+    for key in ("compare_within", "seeds", "select_on"):
         if key in obj:
             layout[key] = tuple(obj[key])
     for key in ("scale", "digits"):
@@ -283,6 +287,29 @@ class Table:
     cells: dict[tuple[tuple, int], Stats]
     bold: frozenset[tuple[tuple, int]]
     query: str
+    selected: dict[tuple[tuple, str], tuple] = dataclasses.field(default_factory=dict)
+
+
+def _validation_path(column_path: str) -> str:
+    """The best-round validation accuracy of a column's evaluation mode: modes.local.last.seen ->
+    modes.local.best.val."""
+    return ".".join([*column_path.split(".")[:-2], "best", "val"])
+
+
+def _select(runs: list[tuple[tuple, list[dict]]], n: int, column: str) -> tuple[tuple, list]:
+    """(selected values, their runs): of the runs grouped by their last `n` key values (the
+    `select_on` paths), those with the highest mean validation accuracy for `column`."""
+    candidates: dict[tuple, list[dict]] = {}
+    for key, members in runs:
+        candidates.setdefault(key[len(key) - n :], []).extend(members)
+
+    def score(values: tuple) -> float:
+        vals = [lookup(r, _validation_path(column), None) for r in candidates[values]]
+        vals = [v for v in vals if v is not None]
+        return sum(vals) / len(vals) if vals else float("-inf")
+
+    best = max(candidates, key=score)
+    return best, candidates[best]
 
 
 def build_table(records: Iterable[dict], spec: TableSpec, source: str = "ledger") -> Table:
@@ -291,14 +318,25 @@ def build_table(records: Iterable[dict], spec: TableSpec, source: str = "ledger"
     if spec.seeds is not None:
         filters["seed"] = list(spec.seeds)
     matched = select(records, **filters)
-    groups = group_runs(matched, spec.rows)
+    n_select = len(spec.select_on)
+    by_key = group_runs(matched, spec.rows + spec.select_on)
+    groups: dict[tuple, list] = {}
+    for key, runs in by_key.items():
+        groups.setdefault(key[: len(spec.rows)], []).append((key, runs))
     expected = list(dict.fromkeys(spec.expected_rows or ()))
     extra = sorted((k for k in groups if k not in set(expected)), key=_sort_key)
     row_keys = tuple(expected + extra)
     cells: dict[tuple[tuple, int], Stats] = {}
+    selected: dict[tuple[tuple, str], tuple] = {}
+    seeds_found: dict[tuple, tuple] = {}
     for key in row_keys:
-        runs = groups.get(key, [])
         for j, column in enumerate(spec.columns):
+            chosen, runs = (
+                _select(groups[key], n_select, column.path) if key in groups else ((), [])
+            )
+            if n_select and runs:
+                selected[key, _validation_path(column.path)] = chosen
+            seeds_found.setdefault(key, tuple(sorted(r.get("seed") for r in runs)))
             values = [lookup(r, column.path, None) for r in runs]
             stats = seed_stats([v * spec.scale for v in values if v is not None])
             if stats is not None:
@@ -311,10 +349,11 @@ def build_table(records: Iterable[dict], spec: TableSpec, source: str = "ledger"
     return Table(
         spec=spec,
         row_keys=row_keys,
-        seeds_found={k: tuple(sorted(r.get("seed") for r in groups.get(k, []))) for k in row_keys},
+        seeds_found=seeds_found,
         cells=cells,
         bold=_bold_cells(spec, row_keys, cells),
         query=query,
+        selected=selected,
     )
 
 
@@ -394,6 +433,25 @@ def _missing_lines(table: Table) -> list[str]:
     return lines
 
 
+def _selected_lines(table: Table) -> list[str]:
+    """One line per row whose `select_on` values were chosen on validation, per mode."""
+    spec, lines = table.spec, []
+    for key in table.row_keys:
+        picks = [(path, v) for (k, path), v in table.selected.items() if k == key]
+        if not picks:
+            continue
+        where = ", ".join(f"{r}={_fmt_value(v)}" for r, v in zip(spec.rows, key, strict=True))
+        described = [
+            f"{path.removesuffix('.best.val').removeprefix('modes.') or 'personalized'}: "
+            + ", ".join(
+                f"{_row_label(p)}={_fmt_value(x)}" for p, x in zip(spec.select_on, v, strict=True)
+            )
+            for path, v in picks
+        ]
+        lines.append(f"{where}: {'; '.join(described)}")
+    return lines
+
+
 def _caption(table: Table, pm: str) -> str:
     spec = table.spec
     within = [_row_label(k) for k in _compare_keys(spec)]
@@ -422,6 +480,9 @@ def to_markdown(table: Table) -> str:
     missing = _missing_lines(table)
     if missing:
         lines += ["", "Missing runs:", *(f"- {_md_escape(m)}" for m in missing)]
+    chosen = _selected_lines(table)
+    if chosen:
+        lines += ["", "Selected on validation:", *(f"- {_md_escape(c)}" for c in chosen)]
     lines += ["", f"Query: `{table.query}`", ""]
     return "\n".join(lines)
 
@@ -501,6 +562,9 @@ def to_latex(table: Table) -> str:
     missing = _missing_lines(table)
     if missing:
         lines += ["% Missing runs:", *(f"%   {m}" for m in missing)]
+    chosen = _selected_lines(table)
+    if chosen:
+        lines += ["% Selected on validation:", *(f"%   {c}" for c in chosen)]
     lines += [f"% Query: {table.query}", ""]
     return "\n".join(lines)
 
