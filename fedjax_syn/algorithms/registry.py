@@ -10,6 +10,7 @@ from fedjax_syn.algorithms import common
 from fedjax_syn.algorithms.fedavg import fedavg, fedprox
 from fedjax_syn.algorithms.fedavg_ft import fedavg_ft
 from fedjax_syn.algorithms.fedlog.algorithm import build as build_fedlog
+from fedjax_syn.algorithms.fedlog.algorithm import build_released, released_options
 from fedjax_syn.algorithms.fedlog.config import from_dict
 from fedjax_syn.algorithms.fedlog.vision import build as build_fedlog_vision
 from fedjax_syn.algorithms.fedlog.vision import vision_options
@@ -52,6 +53,7 @@ BUILDERS: dict[str, Builder] = {
         task, common.optimizer(cfg), common.local_schedule(cfg), weighted=cfg.weighted
     ),
     "fedlog": build_fedlog,
+    "fedlog_released": build_released,
     "fedlog_vision": build_fedlog_vision,
 }
 
@@ -65,6 +67,7 @@ TRACKS: dict[str, tuple[str, ...]] = {
     "fedprox": _ANY,
     "fedper": _ANY,
     "fedlog": ("graph",),
+    "fedlog_released": ("graph",),
     "fedlog_vision": ("vision",),
 }
 
@@ -73,6 +76,7 @@ TRACKS: dict[str, tuple[str, ...]] = {
 # parser: cheap, no data needed, so a config's options are checked before any run starts.
 OPTION_PARSERS: dict[str, tuple[str, Callable[[dict], object]]] = {
     "fedlog": ("fedlog", from_dict),
+    "fedlog_released": ("fedlog", released_options),
     "fedlog_vision": ("fedlog", vision_options),
 }
 

@@ -51,7 +51,7 @@ def shrink(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
             if axis in grid:
                 grid[axis] = tuple(grid[axis][:1])
         algorithms = set(grid.get("algorithm", ())) | {config.get("algorithm")}
-        if "fedlog" in algorithms:
+        if algorithms & {"fedlog", "fedlog_released"}:
             for field, cap in QUICK_FEDLOG.items():
                 config.fedlog[field] = min(config.fedlog.get(field, cap), cap)
     return config

@@ -319,7 +319,7 @@ def build_table(records: Iterable[dict], spec: TableSpec, source: str = "ledger"
         filters["seed"] = list(spec.seeds)
     matched = select(records, **filters)
     n_select = len(spec.select_on)
-    by_key = group_runs(matched, spec.rows + spec.select_on)
+    by_key = group_runs(matched, spec.rows, optional=spec.select_on)
     groups: dict[tuple, list] = {}
     for key, runs in by_key.items():
         groups.setdefault(key[: len(spec.rows)], []).append((key, runs))

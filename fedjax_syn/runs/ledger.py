@@ -284,13 +284,17 @@ def seed_stats(values: Sequence[float]) -> Stats | None:
 
 
 def group_runs(
-    records: Iterable[dict], keys: Sequence[str], seed_key: str = "seed"
+    records: Iterable[dict],
+    keys: Sequence[str],
+    seed_key: str = "seed",
+    optional: Sequence[str] = (),
 ) -> dict[tuple, list[dict]]:
     """Runs grouped by the values of `keys`, in first-seen order, for aggregation over seeds.
 
     A rerun with the same run_id replaces the earlier record. Two different runs with the same seed
     in one group mean the keys do not identify the runs (e.g. an unfiltered learning rate), which
-    would silently mix configurations: that raises a `UserError`.
+    would silently mix configurations: that raises a `UserError`. `optional` keys follow `keys`
+    and are None where a record lacks them (e.g. an option only some algorithms have).
     """
     latest: dict[Any, dict] = {}
     for i, record in enumerate(records):
@@ -299,6 +303,7 @@ def group_runs(
     for record in latest.values():
         try:
             key = tuple(lookup(record, k) for k in keys)
+            key += tuple(lookup(record, k, None) for k in optional)
         except KeyError as e:
             raise UserError(
                 f"run {record.get('run_id')} lacks the field {e.args[0]!r} used to group rows"
@@ -310,7 +315,7 @@ def group_runs(
         if dupes:
             ids = [r.get("run_id") for r in runs if r.get(seed_key) in dupes]
             ids = ids if len(ids) <= 4 else [*ids[:4], f"... {len(ids) - 4} more"]
-            where = dict(zip(keys, key, strict=True))
+            where = dict(zip((*keys, *optional), key, strict=True))
             raise UserError(
                 f"{where} has several runs for seed(s) {dupes} (run_ids {ids}); "
                 "add filters or row keys that tell them apart"

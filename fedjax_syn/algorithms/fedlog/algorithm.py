@@ -57,16 +57,27 @@ def fedlog(task: Task, num_classes: int, config: FedLoGConfig | None = None):
     )
 
 
-def options(cfg, spec: DataSpec | None = None) -> FedLoGConfig:
+def released_options(raw: dict) -> FedLoGConfig:
+    """`cfg.fedlog` under the released code's preset (the `fedlog_released` algorithm)."""
+    return from_dict({**raw, "preset": "released"})
+
+
+def options(cfg, spec: DataSpec | None = None, parse=from_dict) -> FedLoGConfig:
     """FedLoG's options from `cfg.fedlog` over the defaults. With a data spec, the generator's
     node cap `gen_nodes` = 0 becomes the largest client's training-node count, so generator
     pretraining reads exactly the training nodes instead of every padded node slot."""
     raw = common.options(cfg, "fedlog")
     if spec is not None and not raw.get("gen_nodes"):
         raw["gen_nodes"] = max(spec.max_train_examples, 1)
-    return from_dict(raw)
+    return parse(raw)
 
 
 def build(cfg, task: Task, spec: DataSpec) -> base.FederatedAlgorithm:
     """Registry builder: FedLoG with `cfg.fedlog` options, for the classes of `spec`."""
     return fedlog(task, spec.num_classes, options(cfg, spec))
+
+
+def build_released(cfg, task: Task, spec: DataSpec) -> base.FederatedAlgorithm:
+    """Registry builder: FedLoG as released (preset 'released'), with `cfg.fedlog` options."""
+    alg = fedlog(task, spec.num_classes, options(cfg, spec, released_options))
+    return alg._replace(name="fedlog_released")
