@@ -6,7 +6,7 @@ itself; adding an algorithm is one line here.
 
 from collections.abc import Callable
 
-from fedjax_syn.algorithms import common, scaffold
+from fedjax_syn.algorithms import common, ditto, scaffold
 from fedjax_syn.algorithms.fedavg import fedavg, fedprox
 from fedjax_syn.algorithms.fedavg_ft import fedavg_ft
 from fedjax_syn.algorithms.fedlog.algorithm import build as build_fedlog
@@ -54,6 +54,7 @@ BUILDERS: dict[str, Builder] = {
     "fedlog": build_fedlog,
     "fedlog_vision": build_fedlog_vision,
     "scaffold": scaffold.build,
+    "ditto": ditto.build,
 }
 
 
@@ -68,6 +69,7 @@ TRACKS: dict[str, tuple[str, ...]] = {
     "fedlog": ("graph",),
     "fedlog_vision": ("vision",),
     "scaffold": _ANY,
+    "ditto": _ANY,
 }
 
 
@@ -77,6 +79,7 @@ OPTION_PARSERS: dict[str, tuple[str, Callable[[dict], object]]] = {
     "fedlog": ("fedlog", from_dict),
     "fedlog_vision": ("fedlog", vision_options),
     "scaffold": ("scaffold", scaffold.scaffold_options),
+    "ditto": ("ditto", ditto.ditto_options),
 }
 
 
