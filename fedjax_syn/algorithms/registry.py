@@ -6,7 +6,7 @@ itself; adding an algorithm is one line here.
 
 from collections.abc import Callable
 
-from fedjax_syn.algorithms import common
+from fedjax_syn.algorithms import common, ditto, scaffold
 from fedjax_syn.algorithms.fedavg import fedavg, fedprox
 from fedjax_syn.algorithms.fedavg_ft import fedavg_ft
 from fedjax_syn.algorithms.fedlog.algorithm import build as build_fedlog
@@ -55,6 +55,8 @@ BUILDERS: dict[str, Builder] = {
     "fedlog": build_fedlog,
     "fedlog_released": build_released,
     "fedlog_vision": build_fedlog_vision,
+    "scaffold": scaffold.build,
+    "ditto": ditto.build,
 }
 
 
@@ -69,6 +71,8 @@ TRACKS: dict[str, tuple[str, ...]] = {
     "fedlog": ("graph",),
     "fedlog_released": ("graph",),
     "fedlog_vision": ("vision",),
+    "scaffold": _ANY,
+    "ditto": _ANY,
 }
 
 
@@ -78,6 +82,8 @@ OPTION_PARSERS: dict[str, tuple[str, Callable[[dict], object]]] = {
     "fedlog": ("fedlog", from_dict),
     "fedlog_released": ("fedlog", released_options),
     "fedlog_vision": ("fedlog", vision_options),
+    "scaffold": ("scaffold", scaffold.scaffold_options),
+    "ditto": ("ditto", ditto.ditto_options),
 }
 
 
