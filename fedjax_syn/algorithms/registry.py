@@ -15,6 +15,8 @@ from fedjax_syn.algorithms.fedlog.vision import build as build_fedlog_vision
 from fedjax_syn.algorithms.fedlog.vision import vision_options
 from fedjax_syn.algorithms.fedper import fedper
 from fedjax_syn.algorithms.local_only import local_only
+from fedjax_syn.algorithms.moon import build as build_moon
+from fedjax_syn.algorithms.moon import moon_options
 from fedjax_syn.core.errors import check, check_choice
 from fedjax_syn.core.interface import DataSpec, FederatedAlgorithm
 from fedjax_syn.engine.local import Schedule
@@ -53,6 +55,7 @@ BUILDERS: dict[str, Builder] = {
     ),
     "fedlog": build_fedlog,
     "fedlog_vision": build_fedlog_vision,
+    "moon": build_moon,
 }
 
 
@@ -66,6 +69,7 @@ TRACKS: dict[str, tuple[str, ...]] = {
     "fedper": _ANY,
     "fedlog": ("graph",),
     "fedlog_vision": ("vision",),
+    "moon": _ANY,
 }
 
 
@@ -74,6 +78,7 @@ TRACKS: dict[str, tuple[str, ...]] = {
 OPTION_PARSERS: dict[str, tuple[str, Callable[[dict], object]]] = {
     "fedlog": ("fedlog", from_dict),
     "fedlog_vision": ("fedlog", vision_options),
+    "moon": ("moon", moon_options),
 }
 
 
