@@ -14,6 +14,8 @@ from fedjax_syn.algorithms.fedlog.config import from_dict
 from fedjax_syn.algorithms.fedlog.vision import build as build_fedlog_vision
 from fedjax_syn.algorithms.fedlog.vision import vision_options
 from fedjax_syn.algorithms.fedper import fedper
+from fedjax_syn.algorithms.fedproto import build as build_fedproto
+from fedjax_syn.algorithms.fedproto import fedproto_options
 from fedjax_syn.algorithms.local_only import local_only
 from fedjax_syn.algorithms.moon import build as build_moon
 from fedjax_syn.algorithms.moon import moon_options
@@ -56,6 +58,7 @@ BUILDERS: dict[str, Builder] = {
     "fedlog": build_fedlog,
     "fedlog_vision": build_fedlog_vision,
     "moon": build_moon,
+    "fedproto": build_fedproto,
 }
 
 
@@ -70,6 +73,7 @@ TRACKS: dict[str, tuple[str, ...]] = {
     "fedlog": ("graph",),
     "fedlog_vision": ("vision",),
     "moon": _ANY,
+    "fedproto": _ANY,
 }
 
 
@@ -79,6 +83,7 @@ OPTION_PARSERS: dict[str, tuple[str, Callable[[dict], object]]] = {
     "fedlog": ("fedlog", from_dict),
     "fedlog_vision": ("fedlog", vision_options),
     "moon": ("moon", moon_options),
+    "fedproto": ("fedproto", fedproto_options),
 }
 
 
