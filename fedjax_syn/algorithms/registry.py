@@ -15,7 +15,11 @@ from fedjax_syn.algorithms.fedlog.config import from_dict
 from fedjax_syn.algorithms.fedlog.vision import build as build_fedlog_vision
 from fedjax_syn.algorithms.fedlog.vision import vision_options
 from fedjax_syn.algorithms.fedper import fedper
+from fedjax_syn.algorithms.fedproto import build as build_fedproto
+from fedjax_syn.algorithms.fedproto import fedproto_options
 from fedjax_syn.algorithms.local_only import local_only
+from fedjax_syn.algorithms.moon import build as build_moon
+from fedjax_syn.algorithms.moon import moon_options
 from fedjax_syn.core.errors import check, check_choice
 from fedjax_syn.core.interface import DataSpec, FederatedAlgorithm
 from fedjax_syn.engine.local import Schedule
@@ -57,6 +61,8 @@ BUILDERS: dict[str, Builder] = {
     "fedlog_vision": build_fedlog_vision,
     "scaffold": scaffold.build,
     "ditto": ditto.build,
+    "moon": build_moon,
+    "fedproto": build_fedproto,
 }
 
 
@@ -73,6 +79,8 @@ TRACKS: dict[str, tuple[str, ...]] = {
     "fedlog_vision": ("vision",),
     "scaffold": _ANY,
     "ditto": _ANY,
+    "moon": _ANY,
+    "fedproto": _ANY,
 }
 
 
@@ -84,6 +92,8 @@ OPTION_PARSERS: dict[str, tuple[str, Callable[[dict], object]]] = {
     "fedlog_vision": ("fedlog", vision_options),
     "scaffold": ("scaffold", scaffold.scaffold_options),
     "ditto": ("ditto", ditto.ditto_options),
+    "moon": ("moon", moon_options),
+    "fedproto": ("fedproto", fedproto_options),
 }
 
 
