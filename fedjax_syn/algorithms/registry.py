@@ -6,7 +6,7 @@ itself; adding an algorithm is one line here.
 
 from collections.abc import Callable
 
-from fedjax_syn.algorithms import common
+from fedjax_syn.algorithms import apfl, common, fedbabu, fedrep
 from fedjax_syn.algorithms.fedavg import fedavg, fedprox
 from fedjax_syn.algorithms.fedavg_ft import fedavg_ft
 from fedjax_syn.algorithms.fedlog.algorithm import build as build_fedlog
@@ -17,19 +17,18 @@ from fedjax_syn.algorithms.fedper import fedper
 from fedjax_syn.algorithms.local_only import local_only
 from fedjax_syn.core.errors import check, check_choice
 from fedjax_syn.core.interface import DataSpec, FederatedAlgorithm
-from fedjax_syn.engine.local import Schedule
 from fedjax_syn.engine.task import Task
 
 Builder = Callable[..., FederatedAlgorithm]  # (cfg, task, spec) -> algorithm
 
 
 def _fedavg_ft(cfg, task: Task, spec: DataSpec) -> FederatedAlgorithm:
-    check(cfg.finetune_epochs >= 1, f"finetune_epochs must be >= 1, got {cfg.finetune_epochs}")
-    finetune = Schedule(
-        cfg.batch_size, epochs=cfg.finetune_epochs, drop_last=cfg.get("drop_last", False)
-    )
     return fedavg_ft(
-        task, common.optimizer(cfg), common.local_schedule(cfg), finetune, weighted=cfg.weighted
+        task,
+        common.optimizer(cfg),
+        common.local_schedule(cfg),
+        common.finetune_schedule(cfg),
+        weighted=cfg.weighted,
     )
 
 
@@ -53,6 +52,9 @@ BUILDERS: dict[str, Builder] = {
     ),
     "fedlog": build_fedlog,
     "fedlog_vision": build_fedlog_vision,
+    "fedrep": fedrep.build,
+    "fedbabu": fedbabu.build,
+    "apfl": apfl.build,
 }
 
 
@@ -66,6 +68,9 @@ TRACKS: dict[str, tuple[str, ...]] = {
     "fedper": _ANY,
     "fedlog": ("graph",),
     "fedlog_vision": ("vision",),
+    "fedrep": _ANY,
+    "fedbabu": _ANY,
+    "apfl": _ANY,
 }
 
 
@@ -74,6 +79,8 @@ TRACKS: dict[str, tuple[str, ...]] = {
 OPTION_PARSERS: dict[str, tuple[str, Callable[[dict], object]]] = {
     "fedlog": ("fedlog", from_dict),
     "fedlog_vision": ("fedlog", vision_options),
+    "fedrep": ("fedrep", fedrep.options),
+    "apfl": ("apfl", apfl.options),
 }
 
 
