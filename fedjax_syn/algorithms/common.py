@@ -42,6 +42,14 @@ def local_schedule(cfg) -> Schedule:
     )
 
 
+def finetune_schedule(cfg) -> Schedule:
+    """Personalisation by fine-tuning (FedAvg-FT, FedBABU): `finetune_epochs` epochs."""
+    check(cfg.finetune_epochs >= 1, f"finetune_epochs must be >= 1, got {cfg.finetune_epochs}")
+    return Schedule(
+        cfg.batch_size, epochs=cfg.finetune_epochs, drop_last=cfg.get("drop_last", False)
+    )
+
+
 def _unroll(cfg) -> bool | int:
     """`unroll` config: True unrolls local training (much faster ConvNets on XLA:CPU), else 1."""
     return cfg.get("unroll", False) or 1

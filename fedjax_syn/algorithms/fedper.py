@@ -4,25 +4,14 @@ The server averages only the `encoder` parameters; each client keeps its own `he
 and is evaluated with (global encoder, own head).
 """
 
-from typing import Any
-
-import jax.numpy as jnp
 import optax
 
 from fedjax_syn.algorithms.fedavg import train_from
+from fedjax_syn.algorithms.parts import average_encoders, join, split
 from fedjax_syn.core import interface as base
 from fedjax_syn.core.interface import ClientResult
 from fedjax_syn.engine import local
 from fedjax_syn.engine.task import Task
-
-
-def _split(params: Any) -> tuple[Any, Any]:
-    inner = params["params"]
-    return inner["encoder"], inner["head"]
-
-
-def _join(encoder: Any, head: Any) -> Any:
-    return {"params": {"encoder": encoder, "head": head}}
 
 
 def fedper(
@@ -36,23 +25,21 @@ def fedper(
         return task.init(key, data.inputs)
 
     def init_client(server, data, key):
-        return _split(server)[1]
+        return split(server)[1]
 
     def client_update(server, head, data, key):
         params, metrics = train_from(
-            task, _join(_split(server)[0], head), data, key, optimizer, schedule
+            task, join(split(server)[0], head), data, key, optimizer, schedule
         )
-        encoder, head = _split(params)
+        encoder, head = split(params)
         upload = {"encoder": encoder, "size": base.num_examples(data)}
         return ClientResult(head, upload, metrics, model=params)
 
     def server_update(server, uploads, client_mask, key):
-        weights = uploads["size"] if weighted else jnp.ones_like(uploads["size"])
-        encoder = base.weighted_average(uploads["encoder"], weights * client_mask)
-        return _join(encoder, _split(server)[1])
+        return average_encoders(server, uploads, client_mask, weighted)
 
     def personalize(server, head, data, key):
-        return _join(_split(server)[0], head)
+        return join(split(server)[0], head)
 
     return base.FederatedAlgorithm(
         name="fedper",

@@ -6,7 +6,7 @@ itself; adding an algorithm is one line here.
 
 from collections.abc import Callable
 
-from fedjax_syn.algorithms import common, ditto, scaffold
+from fedjax_syn.algorithms import apfl, common, ditto, fedbabu, fedproto, fedrep, moon, scaffold
 from fedjax_syn.algorithms.fedavg import fedavg, fedprox
 from fedjax_syn.algorithms.fedavg_ft import fedavg_ft
 from fedjax_syn.algorithms.fedlog.algorithm import build as build_fedlog
@@ -15,26 +15,21 @@ from fedjax_syn.algorithms.fedlog.config import from_dict
 from fedjax_syn.algorithms.fedlog.vision import build as build_fedlog_vision
 from fedjax_syn.algorithms.fedlog.vision import vision_options
 from fedjax_syn.algorithms.fedper import fedper
-from fedjax_syn.algorithms.fedproto import build as build_fedproto
-from fedjax_syn.algorithms.fedproto import fedproto_options
 from fedjax_syn.algorithms.local_only import local_only
-from fedjax_syn.algorithms.moon import build as build_moon
-from fedjax_syn.algorithms.moon import moon_options
 from fedjax_syn.core.errors import check, check_choice
 from fedjax_syn.core.interface import DataSpec, FederatedAlgorithm
-from fedjax_syn.engine.local import Schedule
 from fedjax_syn.engine.task import Task
 
 Builder = Callable[..., FederatedAlgorithm]  # (cfg, task, spec) -> algorithm
 
 
 def _fedavg_ft(cfg, task: Task, spec: DataSpec) -> FederatedAlgorithm:
-    check(cfg.finetune_epochs >= 1, f"finetune_epochs must be >= 1, got {cfg.finetune_epochs}")
-    finetune = Schedule(
-        cfg.batch_size, epochs=cfg.finetune_epochs, drop_last=cfg.get("drop_last", False)
-    )
     return fedavg_ft(
-        task, common.optimizer(cfg), common.local_schedule(cfg), finetune, weighted=cfg.weighted
+        task,
+        common.optimizer(cfg),
+        common.local_schedule(cfg),
+        common.finetune_schedule(cfg),
+        weighted=cfg.weighted,
     )
 
 
@@ -61,8 +56,11 @@ BUILDERS: dict[str, Builder] = {
     "fedlog_vision": build_fedlog_vision,
     "scaffold": scaffold.build,
     "ditto": ditto.build,
-    "moon": build_moon,
-    "fedproto": build_fedproto,
+    "moon": moon.build,
+    "fedproto": fedproto.build,
+    "fedrep": fedrep.build,
+    "fedbabu": fedbabu.build,
+    "apfl": apfl.build,
 }
 
 
@@ -81,6 +79,9 @@ TRACKS: dict[str, tuple[str, ...]] = {
     "ditto": _ANY,
     "moon": _ANY,
     "fedproto": _ANY,
+    "fedrep": _ANY,
+    "fedbabu": _ANY,
+    "apfl": _ANY,
 }
 
 
@@ -92,8 +93,10 @@ OPTION_PARSERS: dict[str, tuple[str, Callable[[dict], object]]] = {
     "fedlog_vision": ("fedlog", vision_options),
     "scaffold": ("scaffold", scaffold.scaffold_options),
     "ditto": ("ditto", ditto.ditto_options),
-    "moon": ("moon", moon_options),
-    "fedproto": ("fedproto", fedproto_options),
+    "moon": ("moon", moon.moon_options),
+    "fedproto": ("fedproto", fedproto.fedproto_options),
+    "fedrep": ("fedrep", fedrep.options),
+    "apfl": ("apfl", apfl.options),
 }
 
 
