@@ -129,3 +129,10 @@ def test_bad_flag_is_one_line_and_exit_2_before_any_run(command, fragment, tmp_p
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and fragment in lines[0], done.stderr
     assert not (tmp_path / "ledger.jsonl").exists()
+
+
+def test_grid_sets_options_of_algorithms_whose_group_the_config_lacks():
+    runs = _runs(digits_table.get_config(), {}, "algorithm=moon;moon.mu=0.5,5.0;seed=0;alpha=0.1")
+    assert [r.moon.mu for r in runs] == [0.5, 5.0]
+    with pytest.raises(UserError, match="unknown moon option"):
+        _runs(digits_table.get_config(), {}, "algorithm=moon;moon.nu=1.0;seed=0;alpha=0.1")

@@ -21,10 +21,13 @@ SWEEP_FIELDS = ("grid", "table", "variants")  # describe a sweep, not a run: dro
 
 
 def set_field(cfg: ml_collections.ConfigDict, dotted: str, value: Any) -> None:
-    """cfg.a.b = value for dotted = "a.b". The top-level field must exist; nested option groups
-    (e.g. `fedlog`, empty by default) may gain keys, which their algorithm validates."""
+    """cfg.a.b = value for dotted = "a.b". The top-level field must exist, or be an algorithm's
+    option group (`fedlog`, `moon`, ...), which may gain keys that its algorithm validates."""
     parts = dotted.split(".")
     node = cfg
+    if len(parts) > 1 and parts[0] not in cfg and parts[0] in _option_groups():
+        with cfg.unlocked():
+            cfg[parts[0]] = ml_collections.ConfigDict()  # e.g. moon.mu: MOON's option group
     for depth, part in enumerate(parts[:-1]):
         if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
             where = ".".join(parts[: depth + 1])
@@ -91,13 +94,17 @@ def grid_configs(config: ml_collections.ConfigDict) -> list[ml_collections.Confi
     return list(reversed(unique.values()))
 
 
+def _option_groups() -> set[str]:
+    return {group for group, _ in OPTION_PARSERS.values()}
+
+
 def _drop_unread_options(point: ml_collections.ConfigDict) -> None:
     """Empties the option groups the point's algorithm does not read, in place: a FedAvg point of
     a grid that also sweeps `fedlog.beta` is one run, not one per beta (`grid_configs` keeps the
     first of equal points)."""
     read = OPTION_PARSERS.get(point.get("algorithm"), (None,))[0]
     with point.unlocked():
-        for group in {group for group, _ in OPTION_PARSERS.values()} - {read}:
+        for group in _option_groups() - {read}:
             if point.get(group):
                 point[group] = ml_collections.ConfigDict()
 
