@@ -6,7 +6,7 @@ itself; adding an algorithm is one line here.
 
 from collections.abc import Callable
 
-from fedjax_syn.algorithms import common
+from fedjax_syn.algorithms import common, fedpub, gcfl
 from fedjax_syn.algorithms.fedavg import fedavg, fedprox
 from fedjax_syn.algorithms.fedavg_ft import fedavg_ft
 from fedjax_syn.algorithms.fedlog.algorithm import build as build_fedlog
@@ -53,6 +53,8 @@ BUILDERS: dict[str, Builder] = {
     ),
     "fedlog": build_fedlog,
     "fedlog_vision": build_fedlog_vision,
+    "fedpub": fedpub.build,
+    "gcfl_plus": gcfl.build,
 }
 
 
@@ -66,6 +68,8 @@ TRACKS: dict[str, tuple[str, ...]] = {
     "fedper": _ANY,
     "fedlog": ("graph",),
     "fedlog_vision": ("vision",),
+    "fedpub": ("graph",),
+    "gcfl_plus": ("graph",),
 }
 
 
@@ -74,6 +78,8 @@ TRACKS: dict[str, tuple[str, ...]] = {
 OPTION_PARSERS: dict[str, tuple[str, Callable[[dict], object]]] = {
     "fedlog": ("fedlog", from_dict),
     "fedlog_vision": ("fedlog", vision_options),
+    "fedpub": ("fedpub", fedpub.parse_options),
+    "gcfl_plus": ("gcfl_plus", gcfl.parse_options),
 }
 
 
