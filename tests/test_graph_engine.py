@@ -40,7 +40,8 @@ def synthetic_federation(num_clients: int = 3, slots: int | None = None):
     return split, graph_arrays(split, slots)
 
 
-def graph_algorithm(name: str):
+def graph_algorithm(name: str, num_clients: int = 3, **option_groups):
+    """`name` on a small GraphSAGE; `option_groups` are its option groups (e.g. fedpub={...})."""
     task = Task(GNN(CLASSES, kind="sage", hidden=(16, 8), dropout=0.5), graph=True)
     cfg = Cfg(
         algorithm=name,
@@ -55,8 +56,9 @@ def graph_algorithm(name: str):
         weighted=True,
         finetune_epochs=1,
         prox_mu=0.01,
+        **option_groups,
     )
-    spec = DataSpec("graph", CLASSES, (12,), 3, 0, GRAPH_SETTINGS)  # synthetic_federation(3)
+    spec = DataSpec("graph", CLASSES, (12,), num_clients, 0, GRAPH_SETTINGS)
     return BUILDERS[name](cfg, task, spec)
 
 

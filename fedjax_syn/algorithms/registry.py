@@ -6,7 +6,18 @@ itself; adding an algorithm is one line here.
 
 from collections.abc import Callable
 
-from fedjax_syn.algorithms import apfl, common, ditto, fedbabu, fedproto, fedrep, moon, scaffold
+from fedjax_syn.algorithms import (
+    apfl,
+    common,
+    ditto,
+    fedbabu,
+    fedproto,
+    fedpub,
+    fedrep,
+    gcfl,
+    moon,
+    scaffold,
+)
 from fedjax_syn.algorithms.fedavg import fedavg, fedprox
 from fedjax_syn.algorithms.fedavg_ft import fedavg_ft
 from fedjax_syn.algorithms.fedlog.algorithm import build as build_fedlog
@@ -61,6 +72,8 @@ BUILDERS: dict[str, Builder] = {
     "fedrep": fedrep.build,
     "fedbabu": fedbabu.build,
     "apfl": apfl.build,
+    "fedpub": fedpub.build,
+    "gcfl_plus": gcfl.build,
 }
 
 
@@ -82,6 +95,8 @@ TRACKS: dict[str, tuple[str, ...]] = {
     "fedrep": _ANY,
     "fedbabu": _ANY,
     "apfl": _ANY,
+    "fedpub": ("graph",),
+    "gcfl_plus": ("graph",),
 }
 
 
@@ -97,6 +112,8 @@ OPTION_PARSERS: dict[str, tuple[str, Callable[[dict], object]]] = {
     "fedproto": ("fedproto", fedproto.fedproto_options),
     "fedrep": ("fedrep", fedrep.options),
     "apfl": ("apfl", apfl.options),
+    "fedpub": ("fedpub", fedpub.parse_options),
+    "gcfl_plus": ("gcfl_plus", gcfl.parse_options),
 }
 
 
