@@ -20,7 +20,22 @@ from experiments.configs.graph_seen import graph_base
 
 DATASETS = ("cora", "citeseer", "photo", "computers")
 FEDLOG = ("fedlog", "fedlog_released")
-BASELINES = ("local", "fedavg", "fedprox", "fedper", "fedavg_ft")
+BASELINES = (
+    "local",
+    "fedavg",
+    "fedprox",
+    "fedavg_ft",
+    "fedper",
+    "scaffold",
+    "moon",
+    "fedrep",
+    "ditto",
+    "fedbabu",
+    "apfl",
+    "fedproto",
+    "fedpub",
+    "gcfl_plus",
+)
 BETAS = (0.01, 0.1, 1.0)
 SETTINGS = ("seen", "unseen_node", "missing_class", "new_client")
 
@@ -31,7 +46,7 @@ def get_config():
     config.grid = {
         "dataset": DATASETS,
         "num_clients": (3, 5, 10),
-        "algorithm": FEDLOG + BASELINES,
+        "algorithm": BASELINES + FEDLOG,
         "fedlog": {"beta": BETAS},  # read by the FedLoG runs only: each baseline runs once
         "seed": (0, 1, 2),
     }
