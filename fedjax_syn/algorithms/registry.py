@@ -10,6 +10,7 @@ from fedjax_syn.algorithms import (
     apfl,
     common,
     ditto,
+    dp,
     fedbabu,
     fedproto,
     fedpub,
@@ -117,6 +118,12 @@ OPTION_PARSERS: dict[str, tuple[str, Callable[[dict], object]]] = {
 }
 
 
+# Option groups any algorithm may carry, read by a wrapper around it (`dp`: clipping and noise on
+# uploads, `algorithms/dp.py`). A config without the group runs the algorithm unwrapped, so
+# adding a wrapper changes no existing run's id.
+WRAPPER_GROUPS = ("dp",)
+
+
 def check_track(algorithm: str, track: str) -> None:
     """A one-line error when `algorithm` does not run on `track`."""
     check_choice("algorithm", algorithm, BUILDERS)
@@ -132,9 +139,14 @@ def check_options(cfg) -> None:
     if cfg.algorithm in OPTION_PARSERS:
         group, parse = OPTION_PARSERS[cfg.algorithm]
         parse(common.options(cfg, group))
+    raw_dp = common.options(cfg, "dp")
+    if raw_dp:
+        dp.check_supported(cfg.algorithm)
+        dp.dp_options(raw_dp)
 
 
 def build(cfg, task: Task, spec: DataSpec) -> FederatedAlgorithm:
-    """The algorithm `cfg.algorithm` names, for data described by `spec`."""
+    """The algorithm `cfg.algorithm` names, for data described by `spec`, wrapped by the config's
+    `dp` group when it has one."""
     check_track(cfg.algorithm, spec.track)
-    return BUILDERS[cfg.algorithm](cfg, task, spec)
+    return dp.apply(cfg, spec, BUILDERS[cfg.algorithm](cfg, task, spec))

@@ -13,7 +13,7 @@ from typing import Any
 
 import ml_collections
 
-from fedjax_syn.algorithms.registry import OPTION_PARSERS
+from fedjax_syn.algorithms.registry import OPTION_PARSERS, WRAPPER_GROUPS
 from fedjax_syn.core.errors import UserError, check
 from fedjax_syn.runs.ledger import run_id
 
@@ -22,10 +22,12 @@ SWEEP_FIELDS = ("grid", "table", "variants")  # describe a sweep, not a run: dro
 
 def set_field(cfg: ml_collections.ConfigDict, dotted: str, value: Any) -> None:
     """cfg.a.b = value for dotted = "a.b". The top-level field must exist, or be an algorithm's
-    option group (`fedlog`, `moon`, ...), which may gain keys that its algorithm validates."""
+    option group (`fedlog`, `moon`, ...) or a wrapper's (`dp`), which may gain keys that its
+    algorithm or wrapper validates."""
     parts = dotted.split(".")
     node = cfg
-    if len(parts) > 1 and parts[0] not in cfg and parts[0] in _option_groups():
+    groups = _option_groups() | set(WRAPPER_GROUPS)
+    if len(parts) > 1 and parts[0] not in cfg and parts[0] in groups:
         with cfg.unlocked():
             cfg[parts[0]] = ml_collections.ConfigDict()  # e.g. moon.mu: MOON's option group
     for depth, part in enumerate(parts[:-1]):

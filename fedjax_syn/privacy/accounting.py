@@ -1,0 +1,30 @@
+"""(epsilon, delta) of `algorithms.dp`'s per-client Gaussian mechanism over a run's rounds, from
+Google's dp-accounting (RDP accountant).
+
+Every real client uploads in every round (sampling rate 1), so R rounds are R compositions of
+the Gaussian mechanism, without amplification by sampling. A client's upload is clipped to
+clip_norm around a public point, so replacing the client's whole dataset moves it by at most
+2 clip_norm: against noise std noise_multiplier * clip_norm that is a Gaussian mechanism of
+noise multiplier noise_multiplier / 2 at sensitivity 1 (`algorithms/dp.py`).
+"""
+
+import math
+
+import dp_accounting
+from dp_accounting import rdp
+
+from fedjax_syn.core.errors import check
+
+SENSITIVITY = 2.0  # in units of clip_norm: any two datasets of one client (replacement)
+
+
+def epsilon(noise_multiplier: float, rounds: int, delta: float) -> float:
+    """The local epsilon at `delta` of one client's `rounds` uploads; inf without noise."""
+    check(rounds >= 1, f"rounds must be >= 1, got {rounds}")
+    check(0 < delta < 1, f"delta must be in (0, 1), got {delta}")
+    if noise_multiplier <= 0:
+        return math.inf
+    accountant = rdp.RdpAccountant()
+    event = dp_accounting.GaussianDpEvent(noise_multiplier / SENSITIVITY)
+    accountant.compose(event, rounds)
+    return float(accountant.get_epsilon(delta))
