@@ -8,6 +8,7 @@ figures from a results ledger.
     python -m experiments.main --mode=tables --ledger=results/graph/ledger.jsonl --spec=graph
     python -m experiments.main --mode=plots --ledger=runs/ledger.jsonl --plot=alpha
     python -m experiments.main --mode=splits --config=experiments/configs/cora.py
+    python -m experiments.main --mode=privacy --config=experiments/configs/privacy.py
 
 Modes:
   run        every run of the config's grid not yet in --ledger, resumably (runs that differ
@@ -18,7 +19,10 @@ Modes:
              and figures under --out;
   tables     tables from --ledger (--spec: a named spec, inline JSON or a JSON file);
   plots      the local-overfitting figures from --ledger;
-  splits     the per-client, per-class statistics of every split the config's grid trains on.
+  splits     the per-client, per-class statistics of every split the config's grid trains on;
+  privacy    a privacy config's runs at every DP noise level, trained and audited (what their
+             uploads give away), appended to --ledger (default results/privacy/ledger.jsonl),
+             then privacy.md and privacy.png under --out (default results/privacy).
 
 A field the config's grid sweeps, set with --config.FIELD=v, narrows that axis to v (e.g.
 --config.algorithm=fedprox runs FedProx only); --grid replaces axes. Every run is validated before
@@ -38,6 +42,7 @@ from ml_collections import config_flags
 
 from experiments import cli, configs
 from fedjax_syn.core.errors import UserError, check
+from fedjax_syn.privacy import benchmark
 from fedjax_syn.report import plots, reproduce, tables
 from fedjax_syn.runs import grid, sweep, validate
 from fedjax_syn.runs.ledger import (
@@ -48,7 +53,8 @@ from fedjax_syn.runs.ledger import (
     write_atomic,
 )
 
-MODES = ("run", "reproduce", "tables", "plots", "splits")
+MODES = ("run", "reproduce", "tables", "plots", "splits", "privacy")
+_PRIVACY_OUT = "results/privacy"
 _DEFAULT_CONFIG = str(pathlib.Path(__file__).parent / "configs" / "digits_table.py")
 
 _MODE = flags.DEFINE_enum("mode", "run", MODES, "What to do (see the module docstring).")
@@ -68,7 +74,8 @@ _CACHE_DIR = flags.DEFINE_string(
 _OUT = flags.DEFINE_string(
     "out",
     None,
-    "Output folder (reproduce: runs/reproduce/TABLE; tables: print only; plots: figures).",
+    "Output folder (reproduce: runs/reproduce/TABLE; tables: print only; plots: figures; "
+    "privacy: results/privacy).",
 )
 # run and reproduce
 _CHECKPOINT_DIR = flags.DEFINE_string(
@@ -215,6 +222,13 @@ def splits_mode() -> None:
         print(f"{name}\n{text}")
 
 
+def privacy_mode() -> None:
+    ledger = _LEDGER.value if flags.FLAGS["ledger"].present else f"{_PRIVACY_OUT}/ledger.jsonl"
+    for path in benchmark.run_benchmark(_CONFIG.value, ledger, _OUT.value or _PRIVACY_OUT):
+        print(f"wrote {path}")
+    print(f"ledger: {ledger}")
+
+
 def main(argv: list[str]) -> None:
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
@@ -227,6 +241,7 @@ def main(argv: list[str]) -> None:
         "tables": tables_mode,
         "plots": plots_mode,
         "splits": splits_mode,
+        "privacy": privacy_mode,
     }
     modes[_MODE.value]()
 

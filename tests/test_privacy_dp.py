@@ -36,27 +36,29 @@ def test_clipping_bounds_the_change_exactly_and_leaves_small_ones_alone():
     jax.tree.map(np.testing.assert_array_equal, kept, near)
 
 
-def test_all_private_parts_together_stay_within_clip_norm_and_public_parts_pass():
+def test_model_and_data_parts_get_their_own_bounds_and_public_parts_pass():
     upload = {
         "params": _tree(jax.random.key(3), 5.0),
         "x_head": 5.0 * jnp.ones((4, 6)),
         "size": jnp.float32(12.0),
     }
-    options = dp.DPOptions(clip_norm=2.0, noise_multiplier=0.0)
+    options = dp.DPOptions(clip_norm=2.0, data_clip_norm=3.0)
     out = dp.privatize(upload, {}, dp.PUBLIC, options, jax.random.key(0))
-    total = dp.global_norm({k: out[k] for k in ("params", "x_head")})
-    np.testing.assert_allclose(total, 2.0, rtol=1e-5)  # each part at 2 / sqrt(2)
+    np.testing.assert_allclose(dp.global_norm(out["params"]), 2.0, rtol=1e-5)
+    np.testing.assert_allclose(dp.global_norm(out["x_head"]), 3.0, rtol=1e-5)
     assert out["size"] == upload["size"]
+    assert dp.private_parts(upload) == ["params", "x_head"]
     with pytest.raises(UserError, match="not floating point"):
         dp.privatize({"count": jnp.int32(3)}, {}, (), options, jax.random.key(0))
 
 
-def test_noise_std_is_noise_multiplier_times_clip_norm():
-    upload = {"params": jnp.zeros((200, 100))}
-    options = dp.DPOptions(clip_norm=0.5, noise_multiplier=2.0)
+def test_noise_std_is_noise_multiplier_times_the_parts_bound():
+    upload = {"params": jnp.zeros((200, 100)), "syn": jnp.zeros((200, 100))}
+    options = dp.DPOptions(clip_norm=0.5, data_clip_norm=2.0, noise_multiplier=2.0)
     out = dp.privatize(upload, {}, dp.PUBLIC, options, jax.random.key(5))
     np.testing.assert_allclose(np.std(out["params"]), 1.0, rtol=0.02)
     np.testing.assert_allclose(np.mean(out["params"]), 0.0, atol=0.02)
+    np.testing.assert_allclose(np.std(out["syn"]), 4.0, rtol=0.02)
 
 
 def _one_round(alg, fed):
@@ -101,3 +103,8 @@ def test_epsilon_falls_with_noise_and_is_dp_accountings():
     direct = rdp.RdpAccountant()
     direct.compose(dp_accounting.GaussianDpEvent(1.0), 20)  # multiplier 2 at sensitivity 2
     assert eps[2] == pytest.approx(direct.get_epsilon(1e-5), rel=1e-12)
+    three_parts = rdp.RdpAccountant()
+    three_parts.compose(dp_accounting.GaussianDpEvent(1.0), 60)
+    assert accounting.epsilon(2.0, 20, 1e-5, parts=3) == pytest.approx(
+        three_parts.get_epsilon(1e-5), rel=1e-12
+    )

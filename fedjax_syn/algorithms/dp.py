@@ -1,26 +1,27 @@
 """Differential privacy on what clients share: per-client clipping and Gaussian noise on every
 upload, as a wrapper over any `FederatedAlgorithm` whose upload parts are described here.
 
-`with_dp(alg, references, public, clip_norm, noise_multiplier)` returns the same algorithm with
-every client's upload replaced, inside the client's own update, by a clipped and noised one:
+`with_dp(alg, references, options)` returns the same algorithm with every client's upload
+replaced, inside the client's own update, by a clipped and noised one:
 
 - An upload is split into parts (its top-level keys). `public` parts (example counts, class
   shares, class masks, client ids) are sent in the clear: they are outside the guarantee.
 - Every other part is private. A part that is a model (FedAvg's `params`, FedPer's `encoder`) is
   clipped as its change from the public reference the server holds (`references(server)`, e.g.
-  the global model it sent): upload - reference. A part that is data (FedLoG's synthetic nodes
-  `x_head`, `x_tail`, fedlog_vision's condensed images `syn`) or already a change (SCAFFOLD's
-  `delta`) has no reference: the data themselves are clipped, i.e. reference zero. FedLoG's
-  trained prompt generator is clipped as its change from the common initialisation every client
-  draws from the server's key.
-- With P private parts each is clipped to L2 norm clip_norm / sqrt(P), so the whole private
-  upload, as one vector, has norm <= clip_norm around its reference; then every coordinate gets
-  independent N(0, (noise_multiplier * clip_norm)^2) noise, drawn by the client.
+  the global model it sent): upload - reference, to L2 norm `clip_norm`. FedLoG's trained prompt
+  generator is clipped as its change from the common initialisation every client draws from the
+  server's key; SCAFFOLD's uploads are changes already (reference zero).
+- A part that is data (`DATA_PARTS`: FedLoG's synthetic nodes `x_head`, `x_tail`, fedlog_vision's
+  condensed images `syn`) has no public reference: the whole synthetic set, as one vector, is
+  clipped to `data_clip_norm`. Data are far larger than one round's model change (digits'
+  condensed images: norm ~50; a model change: ~0.2), so the two get their own bounds.
+- Every coordinate of a part clipped to C gets independent N(0, (noise_multiplier * C)^2) noise,
+  drawn by the client.
 
-Guarantee (local, per client): in every round, each client's upload is the Gaussian mechanism on
-a vector within clip_norm of a public point. Two datasets of that client give vectors at most
-2 clip_norm apart, so one round is (alpha, alpha / (2 (noise_multiplier / 2)^2))-RDP for any
-replacement of the client's whole data, and R rounds compose (adaptively) to R times that.
+Guarantee (local, per client): each private part of each upload is a Gaussian mechanism on a
+vector within C of a public point. Two datasets of that client give vectors at most 2C apart, so
+one part of one round is (alpha, alpha / (2 (noise_multiplier / 2)^2))-RDP for any replacement of
+the client's whole data; the P private parts of R rounds compose (adaptively) to P R times that.
 `fedjax_syn.privacy.accounting` turns it into (epsilon, delta). Nothing bounds the public parts,
 and a client's personalised model, which it never sends, is not covered (nor needs to be).
 
@@ -30,7 +31,6 @@ key it would get unwrapped (the noise key is folded from it).
 """
 
 import dataclasses
-import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -49,22 +49,34 @@ PyTree = Any
 References = Callable[[PyTree], dict[str, PyTree]]  # server state -> {upload part: reference}
 
 PUBLIC = ("size", "shares", "class_mask", "id")  # upload metadata, sent in the clear
+DATA_PARTS = ("x_head", "x_tail", "syn")  # synthetic data: clipped to data_clip_norm
 _NOISE_STREAM = 0x0D9  # folded into a client's key to draw its noise
 
 
 @dataclasses.dataclass(frozen=True)
 class DPOptions:
-    """The `dp` option group: the L2 bound on one client's upload and the noise multiplier."""
+    """The `dp` option group: L2 bounds on one upload's model changes and on its synthetic data
+    (0: `clip_norm`), and the noise multiplier."""
 
     clip_norm: float = 1.0
+    data_clip_norm: float = 0.0
     noise_multiplier: float = 0.0
 
     def __post_init__(self):
         check(self.clip_norm > 0, f"dp clip_norm must be > 0, got {self.clip_norm}")
         check(
+            self.data_clip_norm >= 0, f"dp data_clip_norm must be >= 0, got {self.data_clip_norm}"
+        )
+        check(
             self.noise_multiplier >= 0,
             f"dp noise_multiplier must be >= 0, got {self.noise_multiplier}",
         )
+
+    def bound(self, part: str) -> float:
+        """The L2 bound of upload part `part`."""
+        if part in DATA_PARTS:
+            return self.data_clip_norm or self.clip_norm
+        return self.clip_norm
 
 
 def dp_options(raw: Mapping[str, Any] | None) -> DPOptions:
@@ -102,6 +114,11 @@ def add_noise(part: PyTree, std: float, key: jax.Array) -> PyTree:
     return jax.tree.unflatten(treedef, noisy)
 
 
+def private_parts(upload: dict, public: tuple[str, ...] = PUBLIC) -> list[str]:
+    """The parts of `upload` the guarantee covers (each a Gaussian mechanism per round)."""
+    return sorted(name for name in upload if name not in public)
+
+
 def privatize(
     upload: dict,
     reference: dict,
@@ -109,20 +126,18 @@ def privatize(
     options: DPOptions,
     key: jax.Array,
 ) -> dict:
-    """The upload with every private part clipped to clip_norm / sqrt(P) around its reference
-    and noised with std noise_multiplier * clip_norm (module docstring)."""
-    private = sorted(name for name in upload if name not in public)
-    for name in private:
+    """The upload with every private part clipped to its bound C around its reference and
+    noised with std noise_multiplier * C (module docstring)."""
+    out = dict(upload)
+    for i, name in enumerate(private_parts(upload, public)):
         for leaf in jax.tree.leaves(upload[name]):
             check(
                 jnp.issubdtype(leaf.dtype, jnp.floating),
                 f"dp: upload part {name!r} is not floating point; declare it public or clip it",
             )
-    bound = options.clip_norm / math.sqrt(max(len(private), 1))
-    std = options.noise_multiplier * options.clip_norm
-    out = dict(upload)
-    for i, name in enumerate(private):
+        bound = options.bound(name)
         part = clip_part(upload[name], reference.get(name), bound)
+        std = options.noise_multiplier * bound
         out[name] = add_noise(part, std, jax.random.fold_in(key, i)) if std > 0 else part
     return out
 
