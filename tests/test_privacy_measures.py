@@ -16,6 +16,9 @@ def test_an_exact_copy_has_dcr_ratio_zero_and_counts_as_closer():
     assert result.ratio[3:].min() > 10
     np.testing.assert_array_equal(result.closer, [True] * 3 + [False] * 2)
     assert result.share_closer == 0.6
+    holdout = rng.normal(size=(20, 6))
+    assert memorisation.train_share(real[:10], real, holdout) == 1.0
+    assert memorisation.train_share(real[:10], real, real) == 0.5  # the same records: ties
 
 
 def test_auc_of_a_perfect_separator_is_one_and_of_one_distribution_a_half():

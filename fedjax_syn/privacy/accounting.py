@@ -10,9 +10,6 @@ multiplier noise_multiplier / 2 at sensitivity 1 (`algorithms/dp.py`).
 
 import math
 
-import dp_accounting
-from dp_accounting import rdp
-
 from fedjax_syn.core.errors import check
 
 SENSITIVITY = 2.0  # in units of clip_norm: any two datasets of one client (replacement)
@@ -26,6 +23,9 @@ def epsilon(noise_multiplier: float, rounds: int, delta: float, parts: int = 1) 
     check(0 < delta < 1, f"delta must be in (0, 1), got {delta}")
     if noise_multiplier <= 0:
         return math.inf
+    import dp_accounting  # seconds to import: only where an epsilon is asked for
+    from dp_accounting import rdp
+
     accountant = rdp.RdpAccountant()
     event = dp_accounting.GaussianDpEvent(noise_multiplier / SENSITIVITY)
     accountant.compose(event, rounds * parts)

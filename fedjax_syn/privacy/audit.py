@@ -10,12 +10,14 @@ were training targets (validation and test records, and on graphs the unseen nod
 - `lira_auc`: offline LiRA on that model where it is the task's classifier: shadow models trained
   like the client (the run's optimiser and local schedule) from the model the server sent, each on a
   random half of the client's records.
-- `distance_auc`, `dcr_median`, `dcr_closer`: against shared synthetic data (FedLoG's synthetic
-  nodes, fedlog_vision's condensed images): distance attack and distance to closest record.
-- images only: `inversion_ssim` (gradient inversion of one client's parameter update, each dummy's
-  SSIM with its most similar training image, averaged), `shared_ssim` (the same for the uploaded
-  synthetic images), and `real_ssim`, the reference: a held-out image of the client against its
-  most similar training image.
+- `distance_auc`, `dcr_median`, `dcr_closer`, `dcr_train_share`: against shared synthetic data
+  (FedLoG's synthetic nodes, fedlog_vision's condensed images): distance attack, distance to
+  closest record, and the share of synthetic examples nearer the training than the held-out
+  records (`memorisation.py`).
+- images only: `inversion_ssim` and `inversion_ssim_max` (gradient inversion of one client's
+  parameter update: each dummy's SSIM with its most similar training image, averaged and at
+  its best), `shared_ssim` (the average for the uploaded synthetic images), and `real_ssim`, the
+  reference: a held-out image of the client against its most similar training image.
 """
 
 import dataclasses
@@ -155,8 +157,8 @@ def _lira_confidences(cfg, task, start, fed: Federation, pool: np.ndarray, optio
 
 
 def _inversion(task, start, upload_params, fed: Federation, client: int, options: AuditOptions):
-    """(mean SSIM of the reconstructed dummies, mean SSIM of held-out images), each against its
-    most similar training image of the client."""
+    """SSIMs with the client's most similar training image: of the reconstructed dummies
+    (mean, best) and of its held-out images (mean)."""
     images = np.asarray(fed.train.inputs[client])
     train = np.asarray(fed.train.mask[client])
     held_out = _nonmembers(fed)[client]
@@ -176,7 +178,7 @@ def _inversion(task, start, upload_params, fed: Federation, client: int, options
     dummies, _ = invert(gradient, target, x0, options.inversion_steps, options.inversion_lr)
     recon = inversion.best_match_ssim(np.asarray(dummies), images[train], low, high)
     real = inversion.best_match_ssim(images[held_out], images[train], low, high)
-    return float(recon.mean()), float(real.mean())
+    return float(recon.mean()), float(recon.max()), float(real.mean())
 
 
 def measure(cfg, alg: FederatedAlgorithm, program: Program, server, uploads, options: AuditOptions):
@@ -217,7 +219,7 @@ def measure(cfg, alg: FederatedAlgorithm, program: Program, server, uploads, opt
     synthetic = shared_synthetic(cfg.algorithm, uploads, fed.num_classes)
     if synthetic is not None:
         x, syn_labels, valid = (np.asarray(a) for a in synthetic)
-        aucs, ratios, closer, shared_ssim = [], [], [], []
+        aucs, ratios, closer, shares, shared_ssim = [], [], [], [], []
         for k in np.flatnonzero(real):
             keep = valid[k]
             score = membership.distance_scores(records[k], labels[k], x[k][keep], syn_labels[keep])
@@ -225,6 +227,11 @@ def measure(cfg, alg: FederatedAlgorithm, program: Program, server, uploads, opt
             result = memorisation.dcr(x[k][keep], records[k][members[k]])
             ratios.append(result.median_ratio)
             closer.append(result.share_closer)
+            shares.append(
+                memorisation.train_share(
+                    x[k][keep], records[k][members[k]], records[k][nonmembers[k]], options.seed
+                )
+            )
             if cfg.track == "vision":
                 train_images = records[k][members[k]]
                 low, high = float(train_images.min()), float(train_images.max())
@@ -234,6 +241,7 @@ def measure(cfg, alg: FederatedAlgorithm, program: Program, server, uploads, opt
             "distance_auc": _mean(aucs),
             "dcr_median": _mean(ratios),
             "dcr_closer": _mean(closer),
+            "dcr_train_share": _mean(shares),
         }
         if shared_ssim:
             out["shared_ssim"] = _mean(shared_ssim)

@@ -3,7 +3,10 @@ client's real training records, measured against how close real records lie to e
 
 A synthetic example that sits nearer to some record than any other real record does is, as far
 as distance can tell, a copy of that record: condensation that starts from real images and moves
-them little shares exactly that.
+them little shares exactly that. Both summaries read distances on the records' own scale, so
+synthetic data far from the data manifold can still come out "closer" (a vector near the
+origin is nearer a sparse bag-of-words row than that row is to its neighbour); `train_share`
+controls for that with held-out records of the same distribution.
 """
 
 from typing import NamedTuple
@@ -48,3 +51,14 @@ def dcr(synthetic: np.ndarray, real: np.ndarray) -> DCR:
     real_to_real, _ = nearest(real, real, exclude_self=True)
     scale = max(float(np.median(real_to_real)), 1e-12)
     return DCR(to_real / scale, to_real < real_to_real[index])
+
+
+def train_share(synthetic: np.ndarray, train: np.ndarray, holdout: np.ndarray, seed: int = 0):
+    """The share of synthetic examples nearer the training records than the held-out ones, with
+    both sets subsampled to the same size (nearest distances shrink as a set grows): 0.5 when
+    the synthetic data know no more of the training records than of others of their kind."""
+    n = min(len(train), len(holdout))
+    rng = np.random.default_rng(seed)
+    to_train, _ = nearest(synthetic, train[rng.permutation(len(train))[:n]])
+    to_holdout, _ = nearest(synthetic, holdout[rng.permutation(len(holdout))[:n]])
+    return float(np.mean(to_train < to_holdout) + 0.5 * np.mean(to_train == to_holdout))

@@ -14,7 +14,9 @@ MEASURES = (
     ("distance_auc", "MIA dist."),
     ("dcr_median", "DCR ratio"),
     ("dcr_closer", "closer"),
+    ("dcr_train_share", "train share"),
     ("inversion_ssim", "inv. SSIM"),
+    ("inversion_ssim_max", "inv. SSIM max"),
     ("shared_ssim", "syn. SSIM"),
     ("real_ssim", "real SSIM"),
 )
@@ -146,9 +148,11 @@ def write(records: Sequence[dict], out: pathlib.Path, source: str) -> list[pathl
         "best-validation round. MIA: membership AUC (0.5 = chance); DCR ratio: median "
         "distance of a shared synthetic example to its closest training record over the "
         "median real-to-real nearest distance; closer: share of synthetic examples nearer "
-        "their closest record than any other real record is; SSIM: images' similarity to "
-        "their most similar training image (real SSIM: a held-out image's, the reference).\n\n"
-        + to_markdown(records)
+        "their closest record than any other real record is; train share: share of synthetic "
+        "examples nearer the training than the held-out records (equal-size subsamples; 0.5: "
+        "no memorisation); SSIM: images' similarity to their most similar training image (inv.: "
+        "gradient inversion of client 0's update, mean and best dummy; syn.: the shared "
+        "synthetic images; real: a held-out image's, the reference).\n\n" + to_markdown(records)
     )
     md, png = out / "privacy.md", out / "privacy.png"
     write_atomic(md, text)
