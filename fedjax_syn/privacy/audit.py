@@ -84,8 +84,8 @@ def _one_run(tree: Any) -> Any:
     return jax.tree.map(lambda leaf: leaf[0], tree)
 
 
-def audit_uploads(alg: FederatedAlgorithm, program: Program, state: State) -> Any:
-    """Every client's upload in the round after the run's last (uploads [K, ...])."""
+def audit_uploads(alg: FederatedAlgorithm, program: Program, state: State) -> tuple[Any, Any]:
+    """(the server state, every client's upload [K, ...] in the round after the run's last)."""
     cfg, fed = program.cfgs[0], program.fed
     server, clients = _one_run(state.server), _one_run(state.clients)
     key = jax.random.fold_in(_one_run(state.key), program.last_round + 1)
@@ -213,8 +213,8 @@ def measure(cfg, alg: FederatedAlgorithm, program: Program, server, uploads, opt
             if cfg.track == "vision":
                 client = int(np.flatnonzero(real)[0])
                 upload_params = _one_client(model, client)
-                recon, ref = _inversion(task, start, upload_params, fed, client, options)
-                out |= {"inversion_ssim": recon, "real_ssim": ref}
+                recon, best, ref = _inversion(task, start, upload_params, fed, client, options)
+                out |= {"inversion_ssim": recon, "inversion_ssim_max": best, "real_ssim": ref}
 
     synthetic = shared_synthetic(cfg.algorithm, uploads, fed.num_classes)
     if synthetic is not None:
