@@ -29,6 +29,7 @@ def _record(algorithm: str, noise: float | None, epsilon: float | None) -> dict:
         "config": {"rounds": 20},
         "settings": ["seen", "global"],
         "best": {"seen": 0.9, "global": 0.8},
+        "last": {"seen": 0.7, "global": None},
         "privacy": {
             "noise_multiplier": noise,
             "epsilon": epsilon,
@@ -42,6 +43,6 @@ def test_the_table_has_a_row_per_run_in_noise_order():
     records = [_record("fedavg", 2.0, 12.3), _record("fedavg", None, None)]
     text = report.to_markdown(records)
     rows = [line for line in text.splitlines() if line.startswith("| fedavg")]
-    assert rows[0].startswith("| fedavg | none | inf | 0.90 | 0.80 | 0.61 | - | - | 0.00 |")
+    assert rows[0] == "| fedavg | none | inf | 0.90 / 0.70 | 0.80 / - | 0.61 | 0.00 |"
     assert rows[1].startswith("| fedavg | 2.0 | 12.3 |")
     assert report.max_membership_auc(records[0]["privacy"]) == 0.61

@@ -16,7 +16,8 @@ were training targets (validation and test records, and on graphs the unseen nod
   records (`memorisation.py`).
 - images only: `inversion_ssim` and `inversion_ssim_max` (gradient inversion of one client's
   parameter update: each dummy's SSIM with its most similar training image, averaged and at
-  its best), `shared_ssim` (the average for the uploaded synthetic images), and `real_ssim`, the
+  its best), `inversion_train_share` (the dummies' share nearer the training than the held-out
+  images: does a reconstruction resemble the client's records, or just digits?), `shared_ssim` (the average for the uploaded synthetic images), and `real_ssim`, the
   reference: a held-out image of the client against its most similar training image.
 """
 
@@ -157,8 +158,9 @@ def _lira_confidences(cfg, task, start, fed: Federation, pool: np.ndarray, optio
 
 
 def _inversion(task, start, upload_params, fed: Federation, client: int, options: AuditOptions):
-    """SSIMs with the client's most similar training image: of the reconstructed dummies
-    (mean, best) and of its held-out images (mean)."""
+    """SSIMs with the client's most similar training image of the reconstructed dummies (mean,
+    best) and of its held-out images (mean), and the dummies' share nearer the training images
+    than the held-out ones."""
     images = np.asarray(fed.train.inputs[client])
     train = np.asarray(fed.train.mask[client])
     held_out = _nonmembers(fed)[client]
@@ -178,7 +180,13 @@ def _inversion(task, start, upload_params, fed: Federation, client: int, options
     dummies, _ = invert(gradient, target, x0, options.inversion_steps, options.inversion_lr)
     recon = inversion.best_match_ssim(np.asarray(dummies), images[train], low, high)
     real = inversion.best_match_ssim(images[held_out], images[train], low, high)
-    return float(recon.mean()), float(recon.max()), float(real.mean())
+    share = memorisation.train_share(np.asarray(dummies), images[train], images[held_out])
+    return {
+        "inversion_ssim": float(recon.mean()),
+        "inversion_ssim_max": float(recon.max()),
+        "inversion_train_share": share,
+        "real_ssim": float(real.mean()),
+    }
 
 
 def measure(cfg, alg: FederatedAlgorithm, program: Program, server, uploads, options: AuditOptions):
@@ -213,8 +221,7 @@ def measure(cfg, alg: FederatedAlgorithm, program: Program, server, uploads, opt
             if cfg.track == "vision":
                 client = int(np.flatnonzero(real)[0])
                 upload_params = _one_client(model, client)
-                recon, best, ref = _inversion(task, start, upload_params, fed, client, options)
-                out |= {"inversion_ssim": recon, "inversion_ssim_max": best, "real_ssim": ref}
+                out |= _inversion(task, start, upload_params, fed, client, options)
 
     synthetic = shared_synthetic(cfg.algorithm, uploads, fed.num_classes)
     if synthetic is not None:

@@ -56,7 +56,9 @@ def dcr(synthetic: np.ndarray, real: np.ndarray) -> DCR:
 def train_share(synthetic: np.ndarray, train: np.ndarray, holdout: np.ndarray, seed: int = 0):
     """The share of synthetic examples nearer the training records than the held-out ones, with
     both sets subsampled to the same size (nearest distances shrink as a set grows): 0.5 when
-    the synthetic data know no more of the training records than of others of their kind."""
+    the synthetic data know no more of the training records than of others of their kind. Exact
+    copies of training records score n/n_train + (1 - n/n_train)/2: a copied record may fall
+    outside the subsample."""
     n = min(len(train), len(holdout))
     rng = np.random.default_rng(seed)
     to_train, _ = nearest(synthetic, train[rng.permutation(len(train))[:n]])

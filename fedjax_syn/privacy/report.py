@@ -17,6 +17,7 @@ MEASURES = (
     ("dcr_train_share", "train share"),
     ("inversion_ssim", "inv. SSIM"),
     ("inversion_ssim_max", "inv. SSIM max"),
+    ("inversion_train_share", "inv. train share"),
     ("shared_ssim", "syn. SSIM"),
     ("real_ssim", "real SSIM"),
 )
@@ -57,19 +58,26 @@ def max_membership_auc(privacy: dict) -> float | None:
     return max(values) if values else None
 
 
+def _accuracy(record: dict, setting: str) -> str:
+    """Best-validation / last-round accuracy. Both matter under DP: the best round can be an
+    early one (graph FedLoG's round 0 is local training, before any noised upload is read)."""
+    return f"{_number(record['best'].get(setting))} / {_number(record['last'].get(setting))}"
+
+
 def to_markdown(records: Sequence[dict]) -> str:
-    """One table per dataset: accuracy at the best-validation round (personalised models) and
-    the privacy measures of the audited upload."""
+    """One table per dataset: accuracy of the personalised models (best-validation / last
+    round) and the privacy measures of the audited upload."""
     out = []
     for dataset in dict.fromkeys(r["dataset"] for r in records):
         rows = [r for r in ordered(records) if r["dataset"] == dataset]
         settings = rows[0]["settings"]
+        measures = [m for m in MEASURES if any(r["privacy"].get(m[0]) is not None for r in rows)]
         header = [
             "algorithm",
             "sigma",
             "epsilon",
             *(SETTING_LABELS.get(s, s) for s in settings),
-            *(title for _, title in MEASURES),
+            *(title for _, title in measures),
         ]
         lines = [
             f"### {dataset} (K = {rows[0]['protocol']['num_clients']}, "
@@ -84,8 +92,8 @@ def to_markdown(records: Sequence[dict]) -> str:
                 r["algorithm"],
                 _number(_noise(r), 1) if p["noise_multiplier"] is not None else "none",
                 _epsilon(p["epsilon"]),
-                *(_number(r["best"].get(s)) for s in settings),
-                *(_number(p.get(key)) for key, _ in MEASURES),
+                *(_accuracy(r, s) for s in settings),
+                *(_number(p.get(key)) for key, _ in measures),
             ]
             lines.append("| " + " | ".join(cells) + " |")
         out.append("\n".join(lines))
@@ -93,8 +101,9 @@ def to_markdown(records: Sequence[dict]) -> str:
 
 
 def plot(records: Sequence[dict], path: pathlib.Path) -> None:
-    """Accuracy in each setting (columns) against the strongest membership attack's AUC, one row
-    per dataset; a line per algorithm through its noise levels, each point labelled by sigma."""
+    """Last-round accuracy in each setting (columns) against the strongest membership attack's
+    AUC, one row per dataset; a line per algorithm through its noise levels, each point labelled
+    by sigma."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -113,7 +122,7 @@ def plot(records: Sequence[dict], path: pathlib.Path) -> None:
             ax = axes[row, col]
             for algorithm in algorithms:
                 points = [
-                    (max_membership_auc(r["privacy"]), r["best"].get(setting), _noise(r))
+                    (max_membership_auc(r["privacy"]), r["last"].get(setting), _noise(r))
                     for r in rows
                     if r["algorithm"] == algorithm
                 ]
@@ -130,7 +139,7 @@ def plot(records: Sequence[dict], path: pathlib.Path) -> None:
             ax.set_title(f"{dataset}: {SETTING_LABELS.get(setting, setting)}", fontsize=9)
             ax.set_xlabel("best membership AUC", fontsize=8)
             if col == 0:
-                ax.set_ylabel("accuracy (best val.)", fontsize=8)
+                ax.set_ylabel("accuracy (last round)", fontsize=8)
         axes[row, 0].legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -144,15 +153,17 @@ def write(records: Sequence[dict], out: pathlib.Path, source: str) -> list[pathl
         "# What clients share: privacy audit\n\n"
         f"Generated from `{source}` by `python -m experiments.main --mode=privacy`.\n"
         "sigma: DP noise multiplier (none: the algorithm without DP); epsilon at the records' "
-        "delta over every upload the attacker saw. Accuracies: personalised models at the "
-        "best-validation round. MIA: membership AUC (0.5 = chance); DCR ratio: median "
+        "delta over every upload the attacker saw. Accuracies: personalised models, "
+        "best-validation round / last round. MIA: membership AUC (0.5 = chance); DCR ratio: median "
         "distance of a shared synthetic example to its closest training record over the "
         "median real-to-real nearest distance; closer: share of synthetic examples nearer "
         "their closest record than any other real record is; train share: share of synthetic "
         "examples nearer the training than the held-out records (equal-size subsamples; 0.5: "
         "no memorisation); SSIM: images' similarity to their most similar training image (inv.: "
-        "gradient inversion of client 0's update, mean and best dummy; syn.: the shared "
-        "synthetic images; real: a held-out image's, the reference).\n\n" + to_markdown(records)
+        "gradient inversion of client 0's update, mean and best dummy, and the dummies' train "
+        "share; syn.: the shared synthetic images; real: a held-out image's, the reference). "
+        "A measure that applies to no run of a dataset is left out of its table.\n\n"
+        + to_markdown(records)
     )
     md, png = out / "privacy.md", out / "privacy.png"
     write_atomic(md, text)
