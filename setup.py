@@ -29,7 +29,7 @@ setuptools.setup(
         "networkx>=3.2,<3.7",
         "matplotlib>=3.8,<3.12",
         "tqdm>=4.66,<5",
-        "dp-accounting>=0.4,<0.7",
+        "dp-accounting>=0.6,<0.7",
     ],
     extras_require={
         "test": [
