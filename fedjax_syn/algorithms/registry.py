@@ -138,3 +138,13 @@ def build(cfg, task: Task, spec: DataSpec) -> FederatedAlgorithm:
     """The algorithm `cfg.algorithm` names, for data described by `spec`."""
     check_track(cfg.algorithm, spec.track)
     return BUILDERS[cfg.algorithm](cfg, task, spec)
+
+
+def tracks_table() -> str:
+    """The Markdown table of algorithms x tracks (and option groups) that README.md shows."""
+    rows = ["| algorithm | vision | graph | options |", "| --- | :---: | :---: | --- |"]
+    for name, tracks in TRACKS.items():
+        marks = ["✓" if track in tracks else "" for track in ("vision", "graph")]
+        group = f"`cfg.{OPTION_PARSERS[name][0]}`" if name in OPTION_PARSERS else ""
+        rows.append(f"| `{name}` | {marks[0]} | {marks[1]} | {group} |")
+    return "\n".join(rows)
