@@ -9,11 +9,15 @@ from collections.abc import Callable
 from fedjax_syn.algorithms import common
 from fedjax_syn.algorithms.fedavg import fedavg, fedprox
 from fedjax_syn.algorithms.fedavg_ft import fedavg_ft
+from fedjax_syn.algorithms.fedgta import build as build_fedgta
+from fedjax_syn.algorithms.fedgta import options as fedgta_options
 from fedjax_syn.algorithms.fedlog.algorithm import build as build_fedlog
 from fedjax_syn.algorithms.fedlog.config import from_dict
 from fedjax_syn.algorithms.fedlog.vision import build as build_fedlog_vision
 from fedjax_syn.algorithms.fedlog.vision import vision_options
 from fedjax_syn.algorithms.fedper import fedper
+from fedjax_syn.algorithms.fedtad import build as build_fedtad
+from fedjax_syn.algorithms.fedtad import options as fedtad_options
 from fedjax_syn.algorithms.local_only import local_only
 from fedjax_syn.core.errors import check, check_choice
 from fedjax_syn.core.interface import DataSpec, FederatedAlgorithm
@@ -53,6 +57,8 @@ BUILDERS: dict[str, Builder] = {
     ),
     "fedlog": build_fedlog,
     "fedlog_vision": build_fedlog_vision,
+    "fedgta": build_fedgta,
+    "fedtad": build_fedtad,
 }
 
 
@@ -66,6 +72,8 @@ TRACKS: dict[str, tuple[str, ...]] = {
     "fedper": _ANY,
     "fedlog": ("graph",),
     "fedlog_vision": ("vision",),
+    "fedgta": ("graph",),
+    "fedtad": ("graph",),
 }
 
 
@@ -74,6 +82,8 @@ TRACKS: dict[str, tuple[str, ...]] = {
 OPTION_PARSERS: dict[str, tuple[str, Callable[[dict], object]]] = {
     "fedlog": ("fedlog", from_dict),
     "fedlog_vision": ("fedlog", vision_options),
+    "fedgta": ("fedgta", fedgta_options),
+    "fedtad": ("fedtad", fedtad_options),
 }
 
 
