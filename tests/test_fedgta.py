@@ -7,8 +7,16 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from fedjax_syn.algorithms.fedgta import FedGTAOptions, aggregation_weights, topology_signature
+from fedjax_syn.algorithms import registry
+from fedjax_syn.algorithms.fedgta import (
+    FedGTAOptions,
+    aggregation_weights,
+    options,
+    topology_signature,
+)
+from fedjax_syn.core.errors import UserError
 from fedjax_syn.core.graph import Graph
 from fedjax_syn.engine.round import EngineConfig, init_states, make_round
 from tests.engine_fixtures import loop_round
@@ -16,18 +24,19 @@ from tests.test_graph_engine import assert_trees_close, graph_algorithm, synthet
 
 
 def path_graph() -> tuple[Graph, np.ndarray]:
-    """Nodes 0-1-2-3 on a path, node 4 padding (with one padded edge); and the 4x4 adjacency."""
+    """Nodes 0-1-2-3 on a path, node 4 isolated, node 5 padding (with one padded edge); and the
+    5x5 adjacency of the real nodes."""
     pairs = [(0, 1), (1, 2), (2, 3)]
-    senders = [s for a, b in pairs for s in (a, b)] + [4]
+    senders = [s for a, b in pairs for s in (a, b)] + [5]
     receivers = [r for a, b in pairs for r in (b, a)] + [0]
     graph = Graph(
-        x=jnp.zeros((5, 1)),
+        x=jnp.zeros((6, 1)),
         senders=jnp.array(senders),
         receivers=jnp.array(receivers),
         edge_mask=jnp.array([True] * 6 + [False]),
-        node_mask=jnp.array([True] * 4 + [False]),
+        node_mask=jnp.array([True] * 5 + [False]),
     )
-    adj = np.zeros((4, 4))
+    adj = np.zeros((5, 5))
     for a, b in pairs:
         adj[a, b] = adj[b, a] = 1.0
     return graph, adj
@@ -40,27 +49,29 @@ def softmax(x):
 
 def test_signature_is_the_moments_of_propagated_soft_labels():
     graph, adj = path_graph()
-    logits = np.array([[2.0, 0.0], [1.0, 0.5], [0.0, 1.0], [-1.0, 2.0], [9.0, 9.0]])
-    labels = np.array([1, 0, 0, 1, 0])
-    train = np.array([True, False, False, False, False])
+    logits = np.array([[2.0, 0.0], [1.0, 0.5], [0.0, 1.0], [-1.0, 2.0], [3.0, -1.0], [9.0, 9.0]])
+    labels = np.array([1, 0, 0, 1, 0, 0])
+    train = np.array([True, False, False, False, False, False])
     opts = FedGTAOptions(prop_steps=2, alpha=0.6, temperature=3.0, moment_order=3)
     signature, confidence = topology_signature(
         jnp.asarray(logits), graph, jnp.asarray(labels), jnp.asarray(train), opts
     )
 
-    # By hand, on the 4 real nodes: Y0 = soft labels, node 0's replaced by its one-hot label.
-    onehot = np.eye(2)[labels[:4]]
-    y0 = softmax(logits[:4])
+    # By hand, on the 5 real nodes: Y0 = soft labels, node 0's replaced by its one-hot label.
+    onehot = np.eye(2)[labels[:5]]
+    y0 = softmax(logits[:5])
     y0[0] = onehot[0]
     deg = adj.sum(1) + 1
-    a_hat = (adj + np.eye(4)) / np.sqrt(np.outer(deg, deg))
+    a_hat = (adj + np.eye(5)) / np.sqrt(np.outer(deg, deg))
     y = y0
     for _ in range(2):
         y = 0.6 * a_hat @ y + 0.4 * y0
     smoothed, softened = softmax(y), softmax(y / 3.0)
     smoothed[0] = softened[0] = onehot[0]
-    raw = [np.mean(smoothed**p, axis=0) for p in (1, 2, 3)]
-    central = [np.mean((smoothed - smoothed.mean(0)) ** p, axis=0) for p in (1, 2, 3)]
+    # Moments over the connected nodes 0..3 (node 4 is isolated and does not train).
+    connected = smoothed[:4]
+    raw = [np.mean(connected**p, axis=0) for p in (1, 2, 3)]
+    central = [np.mean((connected - connected.mean(0)) ** p, axis=0) for p in (1, 2, 3)]
     expected = np.concatenate(raw + central)
     np.testing.assert_allclose(signature, expected, rtol=1e-5, atol=1e-6)
     neg_entropy = np.sum(softened * np.log(np.maximum(softened, 1e-30)), axis=1)
@@ -111,3 +122,13 @@ def test_vmapped_round_equals_per_client_loop_with_a_padded_client():
     assert np.asarray(server["present"]).tolist() == [True, True, True, False]
     confidence = np.asarray(server["confidence"])
     assert (confidence[:3] > 0).all() and confidence[3] == 0
+
+
+def test_options_are_checked_and_the_method_is_graph_only():
+    assert options(None) == FedGTAOptions()
+    with pytest.raises(UserError, match="threshold must be in"):
+        options({"threshold": 1.0})
+    with pytest.raises(UserError, match="unknown fedgta option"):
+        options({"moments": 3})
+    with pytest.raises(UserError, match="vision track"):
+        registry.check_track("fedgta", "vision")

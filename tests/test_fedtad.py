@@ -6,16 +6,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
+from fedjax_syn.algorithms import registry
 from fedjax_syn.algorithms.fedtad import (
+    FedTADOptions,
     Generator,
     class_reliability,
     distill,
     kd_loss,
     knn_graph,
+    options,
     pseudo_classes,
     reliability_weights,
 )
+from fedjax_syn.core.errors import UserError
 from fedjax_syn.engine.round import EngineConfig, init_states, make_round
 from fedjax_syn.engine.task import Task
 from fedjax_syn.models.gnn import GNN
@@ -42,19 +47,20 @@ TINY = {
 
 def test_class_reliability_and_its_weights_follow_the_formula():
     graph, adj = path_graph()
-    x = np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [-1.0, 0.5], [7.0, 7.0]], np.float32)
+    x = np.array([[1, 0], [1, 1], [0, 1], [-1, 0.5], [2, 2], [7, 7]], np.float32)
     graph = graph._replace(x=jnp.asarray(x))
-    labels = np.array([0, 1, 1, 2, 0])
-    train = np.array([True, True, True, False, True])  # node 4 is padding: no weight anyway
+    labels = np.array([0, 1, 1, 2, 2, 0])
+    train = np.array([True, True, True, False, True, True])  # node 5 is padding
     ckr = class_reliability(graph, jnp.asarray(labels), jnp.asarray(train), 3, walk_length=1)
 
     # By hand: embedding [X, (X + A X) / (deg + 1)]; reliability (1 + sum cos) / (deg + 1).
     deg = adj.sum(1)
-    emb = np.concatenate([x[:4], (x[:4] + adj @ x[:4]) / (deg + 1)[:, None]], axis=1)
+    emb = np.concatenate([x[:5], (x[:5] + adj @ x[:5]) / (deg + 1)[:, None]], axis=1)
     unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
     node = np.maximum((1 + (adj * (unit @ unit.T)).sum(1)) / (deg + 1), 0)
-    expected = [node[0], node[1] + node[2], 0.0]  # node 3 (class 2) does not train
-    np.testing.assert_allclose(ckr, expected, rtol=1e-5)
+    # Node 3 (class 2) does not train; the isolated node 4 (class 2) counts 1.
+    assert node[4] == 1.0
+    np.testing.assert_allclose(ckr, [node[0], node[1] + node[2], node[4]], rtol=1e-5)
 
     # Normalised over the real clients per class: client 0 lacks class 1, only client 0 holds
     # class 2, client 2 holds nothing, and the padded client 3 has weight 0 everywhere.
@@ -141,3 +147,13 @@ def test_vmapped_round_equals_per_client_loop_with_a_padded_client():
     assert not np.allclose(
         jax.tree.leaves(v_server["model"])[0], jax.tree.leaves(server["model"])[0]
     )
+
+
+def test_options_are_checked_and_the_method_is_graph_only():
+    assert options({"generator_hidden": [4, 4]}) == FedTADOptions(generator_hidden=(4, 4))
+    with pytest.raises(UserError, match="topk must be < num_gen"):
+        options({"num_gen": 5, "topk": 5})
+    with pytest.raises(UserError, match="num_gen must be >= the number of classes"):
+        graph_algorithm("fedtad", fedtad={**TINY, "num_gen": CLASSES - 1, "topk": 1})
+    with pytest.raises(UserError, match="vision track"):
+        registry.check_track("fedtad", "vision")

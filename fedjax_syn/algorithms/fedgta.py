@@ -24,15 +24,19 @@ Deviations and choices:
   shared state, so this is exactly the average the paper's server sends to client i.
 - The next round's local training starts from that personalised model, as in the paper. There is
   no single server model: `global_model` is None (no "global" evaluation mode).
-- Propagation follows the paper's formula; the authors' first release also re-adds the labelled
-  nodes' one-hot labels at every step, and OpenFGL propagates only the training nodes' rows; we
-  propagate every node's soft label, training rows replaced by their one-hot labels.
-- Degrees are counted over the client's training graph without self-loops; nodes without edges
-  add nothing to the confidence (as in the reference code).
+- Propagation is label propagation with an initial residual, started from every node's soft
+  label (training rows: their one-hot labels). The authors' release also re-adds the labelled
+  nodes' one-hot labels at every step; OpenFGL's propagates only the training rows.
+- The moments are taken over the training nodes and every node with an edge in the client's
+  training graph; the reference code takes every node of the subgraph. Isolated nodes carry no
+  topology, and here the nodes held out for the unseen-node setting are isolated in the training
+  graph, so including them would let held-out features steer training. Degrees are counted
+  without self-loops; nodes without edges add nothing to the confidence (as in the reference).
 - Fallbacks the paper leaves open: if every accepted client has zero confidence (no edges) the
   accepted models are averaged uniformly; before the first upload (round 1) every slot holds the
   initial model, which is what every client starts from.
-- Aggregation weights are the confidences only (no client sizes), as in the paper.
+- Aggregation weights are the confidences only (no client sizes; `cfg.weighted` is not read),
+  as in both reference implementations.
 """
 
 import dataclasses
@@ -128,9 +132,13 @@ def topology_signature(
     y = propagate_labels(graph, y0, opts.prop_steps, opts.alpha)
     smoothed = jnp.where(train, onehot, jax.nn.softmax(y))
     softened = jnp.where(train, onehot, jax.nn.softmax(y / opts.temperature))
-    signature = moments(smoothed, graph.node_mask, opts.moment_order, opts.moment_type)
+    deg = in_degree(graph)
+    # Isolated nodes are left out: nothing smooths their labels, and the nodes held out as unseen
+    # are isolated in the training graph (their features must not inform training).
+    support = graph.node_mask & (train_mask | (deg > 0))
+    signature = moments(smoothed, support, opts.moment_order, opts.moment_type)
     neg_entropy = jnp.sum(jax.scipy.special.xlogy(softened, softened), axis=-1)
-    confidence = jnp.sum(in_degree(graph) * (num_classes / math.e + neg_entropy))
+    confidence = jnp.sum(deg * (num_classes / math.e + neg_entropy))
     return signature, confidence
 
 
