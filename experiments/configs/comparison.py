@@ -35,6 +35,8 @@ BASELINES = (
     "fedproto",
     "fedpub",
     "gcfl_plus",
+    "fedgta",
+    "fedtad",
 )
 BETAS = (0.01, 0.1, 1.0)
 SETTINGS = ("seen", "unseen_node", "missing_class", "new_client")

@@ -11,9 +11,11 @@ from fedjax_syn.algorithms import (
     common,
     ditto,
     fedbabu,
+    fedgta,
     fedproto,
     fedpub,
     fedrep,
+    fedtad,
     gcfl,
     moon,
     scaffold,
@@ -74,6 +76,8 @@ BUILDERS: dict[str, Builder] = {
     "apfl": apfl.build,
     "fedpub": fedpub.build,
     "gcfl_plus": gcfl.build,
+    "fedgta": fedgta.build,
+    "fedtad": fedtad.build,
 }
 
 
@@ -97,6 +101,8 @@ TRACKS: dict[str, tuple[str, ...]] = {
     "apfl": _ANY,
     "fedpub": ("graph",),
     "gcfl_plus": ("graph",),
+    "fedgta": ("graph",),
+    "fedtad": ("graph",),
 }
 
 
@@ -114,6 +120,8 @@ OPTION_PARSERS: dict[str, tuple[str, Callable[[dict], object]]] = {
     "apfl": ("apfl", apfl.options),
     "fedpub": ("fedpub", fedpub.parse_options),
     "gcfl_plus": ("gcfl_plus", gcfl.parse_options),
+    "fedgta": ("fedgta", fedgta.options),
+    "fedtad": ("fedtad", fedtad.options),
 }
 
 
