@@ -34,7 +34,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import scipy.sparse as sp
 
-from fedjax_syn.core.errors import UserError, check_choice
+from fedjax_syn.core.errors import UserError, check, check_choice
 from fedjax_syn.data.files import check_dense_fits, read_npz
 from fedjax_syn.data.unpickle import load_pickle
 
@@ -255,7 +255,7 @@ def _as_csr(obj: object, source: str) -> sp.csr_matrix:
 
 
 def _as_onehot(obj: object, source: str) -> np.ndarray:
-    if not isinstance(obj, np.ndarray) or obj.ndim != 2:
+    if not isinstance(obj, np.ndarray) or obj.ndim != 2 or obj.dtype.kind not in "biuf":
         raise UserError(f"{source} holds {type(obj).__name__}, expected a 2-D one-hot array")
     return obj
 
@@ -274,36 +274,43 @@ def _undirected(src: np.ndarray, dst: np.ndarray, num_nodes: int, source: str) -
 
 def _planetoid(name: str, paths: dict[str, pathlib.Path]) -> GraphDataset:
     """Rebuilds a Planetoid graph in Kipf's / PyG's node order (see the module docstring)."""
-    prefix = f"ind.{name}."
-    allx = _as_csr(load_pickle(paths[prefix + "allx"]), prefix + "allx")
-    tx = _as_csr(load_pickle(paths[prefix + "tx"]), prefix + "tx")
-    ally = _as_onehot(load_pickle(paths[prefix + "ally"]), prefix + "ally")
-    ty = _as_onehot(load_pickle(paths[prefix + "ty"]), prefix + "ty")
-    graph = load_pickle(paths[prefix + "graph"])
-    lines = paths[prefix + "test.index"].read_text().split()
-    test_index = _node_ids((int(line) for line in lines), prefix + "test.index")
+    file = {p.name.removeprefix(f"ind.{name}."): p for p in paths.values()}  # "allx" -> path
+    allx = _as_csr(load_pickle(file["allx"]), str(file["allx"]))
+    tx = _as_csr(load_pickle(file["tx"]), str(file["tx"]))
+    ally = _as_onehot(load_pickle(file["ally"]), str(file["ally"]))
+    ty = _as_onehot(load_pickle(file["ty"]), str(file["ty"]))
+    graph = load_pickle(file["graph"])
+    lines = file["test.index"].read_bytes().split()
+    test_index = _node_ids((int(line) for line in lines), str(file["test.index"]))
 
     n_all = allx.shape[0]
     if not isinstance(graph, dict):
-        raise UserError(f"{prefix}graph holds {type(graph).__name__}, expected a dict")
-    if (
-        len(test_index) == 0
-        or len(test_index) != tx.shape[0]
-        or len(np.unique(test_index)) != len(test_index)
-        or test_index.min() < n_all
-        or ally.shape[0] != n_all
-        or ty.shape[0] != tx.shape[0]
-        or tx.shape[1] != allx.shape[1]
-        or ty.shape[1] != ally.shape[1]
-    ):
-        raise UserError(f"{prefix}* files are inconsistent (row counts or test.index)")
+        raise UserError(f"{file['graph']} holds {type(graph).__name__}, expected a dict")
+    index = file["test.index"]
+    check(len(test_index) > 0, f"{index} lists no test nodes")
+    check(
+        len(test_index) == tx.shape[0],
+        f"{index} lists {len(test_index)} test nodes, {file['tx']} {tx.shape[0]} rows",
+    )
+    check(len(np.unique(test_index)) == len(test_index), f"{index} lists a node twice")
+    check(test_index.min() >= n_all, f"{index} lists a node below {n_all} (a training node)")
+    check(ally.shape[0] == n_all, f"{file['ally']} has {ally.shape[0]} rows, allx {n_all}")
+    check(ty.shape[0] == tx.shape[0], f"{file['ty']} has {ty.shape[0]} rows, tx {tx.shape[0]}")
+    check(
+        tx.shape[1] == allx.shape[1],
+        f"{file['tx']} has {tx.shape[1]} columns, allx {allx.shape[1]}",
+    )
+    check(
+        ty.shape[1] == ally.shape[1],
+        f"{file['ty']} has {ty.shape[1]} classes, ally {ally.shape[1]}",
+    )
     num_nodes = int(test_index.max()) + 1
     if num_nodes > n_all + 2 * len(test_index):  # CiteSeer: 15 ids without a row per 1000
         raise UserError(
-            f"{prefix}test.index reaches node {num_nodes - 1}, leaving more node ids without a "
+            f"{file['test.index']} reaches node {num_nodes - 1}, leaving more node ids without a "
             f"row ({num_nodes - n_all - len(test_index)}) than there are test rows"
         )
-    check_dense_fits((num_nodes, allx.shape[1]), np.float32, prefix + "allx")
+    check_dense_fits((num_nodes, allx.shape[1]), np.float32, str(file["allx"]))
 
     x = np.zeros((num_nodes, allx.shape[1]), np.float32)
     x[:n_all] = allx.toarray()
@@ -314,11 +321,11 @@ def _planetoid(name: str, paths: dict[str, pathlib.Path]) -> GraphDataset:
     y = np.argmax(onehot, axis=1).astype(np.int32)
 
     try:
-        src = np.repeat(_node_ids(graph, prefix + "graph"), [len(v) for v in graph.values()])
-        dst = _node_ids((v for nbrs in graph.values() for v in nbrs), prefix + "graph")
+        src = np.repeat(_node_ids(graph, str(file["graph"])), [len(v) for v in graph.values()])
+        dst = _node_ids((v for nbrs in graph.values() for v in nbrs), str(file["graph"]))
     except TypeError as e:
-        raise UserError(f"{prefix}graph is not an adjacency list ({_one_line(e)})") from None
-    edges = _undirected(src, dst, num_nodes, prefix + "graph")
+        raise UserError(f"{file['graph']} is not an adjacency list ({_one_line(e)})") from None
+    edges = _undirected(src, dst, num_nodes, str(file["graph"]))
     return GraphDataset(name, x, y, edges, int(ally.shape[1]))
 
 
