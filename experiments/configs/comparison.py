@@ -59,5 +59,6 @@ def get_config():
         "metric": "both",
         "modes": ("local", "global"),
         "select_on": ("config.fedlog.beta",),
+        "verdict_for": FEDLOG,
     }
     return config

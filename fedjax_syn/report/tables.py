@@ -78,6 +78,9 @@ class TableSpec:
     # Record paths (e.g. config.fedlog.beta) tuned on validation: each row and evaluation mode
     # shows the value whose mean best-round validation accuracy over seeds is highest.
     select_on: tuple[str, ...] = ()
+    # Values of the last row key (e.g. fedlog) whose every cell is judged against the best other
+    # row of its comparison group: win / tie / loss, a tie meaning within the larger std.
+    verdict_for: tuple[str, ...] = ()
 
     def __post_init__(self):
         check(len(self.rows) > 0, f"table {self.name!r} needs at least one row key")
@@ -200,6 +203,7 @@ _JSON_KEYS = {
     "scale",
     "digits",
     "select_on",
+    "verdict_for",
 }
 
 
@@ -216,7 +220,7 @@ def spec_from_dict(obj: Mapping[str, Any]) -> TableSpec:
     check_choice("table kind", kind, ("accuracy", "condense"))
     name = obj.get("name", "table")
     layout: dict[str, Any] = {}
-    for key in ("compare_within", "seeds", "select_on"):
+    for key in ("compare_within", "seeds", "select_on", "verdict_for"):
         if key in obj:
             layout[key] = tuple(obj[key])
     for key in ("scale", "digits"):
@@ -433,6 +437,47 @@ def _missing_lines(table: Table) -> list[str]:
     return lines
 
 
+def verdict(table: Table, key: tuple, j: int) -> str | None:
+    """`key`'s cell j against the best mean of the other rows of its group that are not judged
+    themselves: 'win +d', 'tie +d' (|d| within the larger std) or 'loss -d (<best row>)'."""
+    spec, idx = table.spec, _compare_indices(table.spec)
+    mine = table.cells.get((key, j))
+    others = [
+        (table.cells[k, j], k[-1])
+        for k in table.row_keys
+        if [k[i] for i in idx] == [key[i] for i in idx]
+        and k[-1] not in spec.verdict_for
+        and (k, j) in table.cells
+    ]
+    if mine is None or not others:
+        return None
+    best, name = max(others, key=lambda other: other[0].mean)
+    diff = mine.mean - best.mean
+    word = "tie" if abs(diff) <= max(mine.std, best.std) else "win" if diff > 0 else "loss"
+    return f"{word} {diff:+.{spec.digits}f}" + ("" if word == "win" else f" ({name})")
+
+
+def _verdict_lines(table: Table) -> list[str]:
+    """A Markdown table of `verdict` for every judged row and column."""
+    spec = table.spec
+    judged = [k for k in table.row_keys if k[-1] in spec.verdict_for]
+    if not judged:
+        return []
+    heads = [_row_label(r) for r in spec.rows]
+    heads += [f"{c.group} ({c.sub})" if c.sub else c.group for c in spec.columns]
+    lines = [
+        f"Verdict for {', '.join(spec.verdict_for)} against the best other row (win or loss: "
+        "the difference exceeds the larger of the two stds; tie otherwise):",
+        "",
+        _md_row(heads),
+        _md_row(["---"] * len(heads)),
+    ]
+    for key in judged:
+        cells = [verdict(table, key, j) or "—" for j in range(len(spec.columns))]
+        lines.append(_md_row([_fmt_value(v) for v in key] + cells))
+    return lines
+
+
 def _selected_lines(table: Table) -> list[str]:
     """One line per row whose `select_on` values were chosen on validation, per mode."""
     spec, lines = table.spec, []
@@ -483,6 +528,9 @@ def to_markdown(table: Table) -> str:
     chosen = _selected_lines(table)
     if chosen:
         lines += ["", "Selected on validation:", *(f"- {_md_escape(c)}" for c in chosen)]
+    verdicts = _verdict_lines(table)
+    if verdicts:
+        lines += ["", *verdicts]
     lines += ["", f"Query: `{table.query}`", ""]
     return "\n".join(lines)
 
