@@ -338,7 +338,7 @@ def build_table(records: Iterable[dict], spec: TableSpec, source: str = "ledger"
             chosen, runs = (
                 _select(groups[key], n_select, column.path) if key in groups else ((), [])
             )
-            if n_select and runs:
+            if runs and any(v is not None for v in chosen):
                 selected[key, _validation_path(column.path)] = chosen
             seeds_found.setdefault(key, tuple(sorted(r.get("seed") for r in runs)))
             values = [lookup(r, column.path, None) for r in runs]
