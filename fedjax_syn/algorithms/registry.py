@@ -14,6 +14,8 @@ from fedjax_syn.algorithms.fedlog.config import from_dict
 from fedjax_syn.algorithms.fedlog.vision import build as build_fedlog_vision
 from fedjax_syn.algorithms.fedlog.vision import vision_options
 from fedjax_syn.algorithms.fedper import fedper
+from fedjax_syn.algorithms.fedsage import build as build_fedsage
+from fedjax_syn.algorithms.fedsage import fedsage_options
 from fedjax_syn.algorithms.local_only import local_only
 from fedjax_syn.core.errors import check, check_choice
 from fedjax_syn.core.interface import DataSpec, FederatedAlgorithm
@@ -53,6 +55,7 @@ BUILDERS: dict[str, Builder] = {
     ),
     "fedlog": build_fedlog,
     "fedlog_vision": build_fedlog_vision,
+    "fedsage": build_fedsage,
 }
 
 
@@ -66,6 +69,7 @@ TRACKS: dict[str, tuple[str, ...]] = {
     "fedper": _ANY,
     "fedlog": ("graph",),
     "fedlog_vision": ("vision",),
+    "fedsage": ("graph",),
 }
 
 
@@ -74,6 +78,7 @@ TRACKS: dict[str, tuple[str, ...]] = {
 OPTION_PARSERS: dict[str, tuple[str, Callable[[dict], object]]] = {
     "fedlog": ("fedlog", from_dict),
     "fedlog_vision": ("fedlog", vision_options),
+    "fedsage": ("fedsage", fedsage_options),
 }
 
 
