@@ -18,6 +18,7 @@ graph mended with generated neighbours:
 - Rounds >= 1: FedAvg of the classifier, each client training on its graph mended by the server's
   generator. A model is {classifier, generator}: `predict` mends the graph it is given with the
   model's generator, then classifies, so every evaluation is on mended graphs as in FedSage+.
+  With num_pred = 0 nothing is generated and the algorithm is FedSage (FedAvg of GraphSAGE).
 
 Mending with fixed shapes: node v gets num_pred extra node slots (index N + v * num_pred + p) with
 an edge to and from v; slot p is real iff p < round(clip(dGen(v), 0, num_pred)). This is exactly
@@ -37,8 +38,12 @@ Deviations from the paper and its released code (zkhku/fedsage):
   slots only. The released code also caps the true neighbours at num_pred.
 - The encoder is GraphSAGE (as the paper says; the released code uses a GCN); the noise and
   dropout are on in training only, so `predict` is deterministic.
+- The released code evaluates the global classifier on the whole global graph, which misses no
+  neighbours; here every evaluation graph is a client subgraph (or the new client's), so `predict`
+  mends it first.
 - Nodes are hidden among all of a client's nodes (the released code hides half of the nodes outside
-  its train/test split, about 10%); `hide_frac` defaults to 0.15.
+  its train/test split, about 10%); `hide_frac` defaults to 0.15, a value not checked against
+  the paper's text.
 """
 
 import dataclasses
@@ -203,7 +208,12 @@ def neighgen_loss(
 
 
 def train_neighgen(
-    net: NeighGen, gen_params: Any, graph: Graph, hidden: jax.Array, key: jax.Array, opts
+    net: NeighGen,
+    gen_params: Any,
+    graph: Graph,
+    hidden: jax.Array,
+    key: jax.Array,
+    opts: FedSageOptions,
 ) -> tuple[Any, jax.Array]:
     """`gen_steps` full-batch Adam steps on the graph impaired by `hidden`; (params, mean loss)."""
     impaired = impair(graph, hidden)
