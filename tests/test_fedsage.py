@@ -167,7 +167,7 @@ def test_with_no_generated_neighbours_fedsage_is_fedavg():
 
 def test_setup_trains_and_averages_the_generator_then_rounds_train_the_classifier():
     """Round 0 (setup) moves only the generator, later rounds only the classifier; both
-    programs, vmapped, equal one client at a time."""
+    programs, vmapped, equal one client at a time (padded client included)."""
     _, fed = synthetic_federation(3, slots=4)
     alg = fedsage_algorithm(**TINY)
     server = alg.init_server(jax.random.key(3), jax.tree.map(lambda a: a[0], fed.train))
@@ -188,6 +188,9 @@ def test_setup_trains_and_averages_the_generator_then_rounds_train_the_classifie
         assert not np.allclose(
             jax.tree.leaves(v_server[moves])[0], jax.tree.leaves(server[moves])[0]
         )
+        # dGen's bias at 2: the classifier round trains on graphs with generated neighbours.
+        dgen = v_server["generator"]["params"]["dgen"]
+        dgen["bias"] = jnp.full_like(dgen["bias"], 2.0)
         server = v_server
 
 
