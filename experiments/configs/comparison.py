@@ -37,6 +37,7 @@ BASELINES = (
     "gcfl_plus",
     "fedgta",
     "fedtad",
+    "fedsage",
 )
 BETAS = (0.01, 0.1, 1.0)
 SETTINGS = ("seen", "unseen_node", "missing_class", "new_client")

@@ -15,6 +15,7 @@ from fedjax_syn.algorithms import (
     fedproto,
     fedpub,
     fedrep,
+    fedsage,
     fedtad,
     gcfl,
     moon,
@@ -78,6 +79,7 @@ BUILDERS: dict[str, Builder] = {
     "gcfl_plus": gcfl.build,
     "fedgta": fedgta.build,
     "fedtad": fedtad.build,
+    "fedsage": fedsage.build,
 }
 
 
@@ -103,6 +105,7 @@ TRACKS: dict[str, tuple[str, ...]] = {
     "gcfl_plus": ("graph",),
     "fedgta": ("graph",),
     "fedtad": ("graph",),
+    "fedsage": ("graph",),
 }
 
 
@@ -122,6 +125,7 @@ OPTION_PARSERS: dict[str, tuple[str, Callable[[dict], object]]] = {
     "gcfl_plus": ("gcfl_plus", gcfl.parse_options),
     "fedgta": ("fedgta", fedgta.options),
     "fedtad": ("fedtad", fedtad.options),
+    "fedsage": ("fedsage", fedsage.fedsage_options),
 }
 
 
