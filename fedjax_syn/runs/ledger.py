@@ -13,6 +13,8 @@ Record schema (written by the training launcher; accuracies are fractions in [0,
      "config": {...},            # the full run configuration, verbatim
      "settings": [str, ...],     # evaluated settings, in table order
      "eval_rounds": [int, ...],  # the round number of each curve entry
+     "dropped": [[int, int], ...],  # [round, client] of each non-finite update left out
+                                 # (config "on_nonfinite": "drop"); absent from older records
      "curves": {"val": [...], <setting>: [...], "train_loss": [...]},
                                  # one entry per evaluated round; null where a setting had no
                                  # examples (JSON has no NaN)
