@@ -59,12 +59,7 @@ class CondenseConfig:
 
     def __post_init__(self):
         check_choice("condensation method", self.method, METHODS)
-        check_choice("synthetic init", self.init, INITS)
-        check_choice("gradient distance", self.distance, DISTANCES)
-        check_choice("class batching", self.class_batching, CLASS_BATCHING)
-        check(self.ipc >= 1, f"ipc must be >= 1, got {self.ipc}")
-        check(self.iterations >= 0, f"iterations must be >= 0, got {self.iterations}")
-        check(self.num_nets >= 0, f"num_nets must be >= 0, got {self.num_nets}")
+        check_fields(self)
         check(self.batch_real >= 1, f"batch_real must be >= 1, got {self.batch_real}")
         check(self.batch_train >= 1, f"batch_train must be >= 1, got {self.batch_train}")
         if self.method == "gm":
@@ -87,6 +82,27 @@ class CondenseConfig:
     @property
     def image_lr(self) -> float:
         return self.lr_img if self.lr_img is not None else DEFAULT_IMAGE_LR[self.method]
+
+
+def check_fields(config) -> None:
+    """The checks the image and the graph condensation configs share."""
+    check_choice("synthetic init", config.init, INITS)
+    check_choice("gradient distance", config.distance, DISTANCES)
+    check_choice("class batching", config.class_batching, CLASS_BATCHING)
+    check(config.ipc >= 1, f"ipc must be >= 1, got {config.ipc}")
+    check(config.iterations >= 0, f"iterations must be >= 0, got {config.iterations}")
+    check(config.num_nets >= 0, f"num_nets must be >= 0, got {config.num_nets}")
+
+
+def run_iterations(step: Callable, syn: jax.Array, opt_state, key: jax.Array, iterations: int):
+    """syn after `iterations` calls of step(syn, opt_state, fold_in(key, i)) -> (syn, opt_state,
+    loss) in one compiled loop: pure and jittable, for vmapping over clients."""
+
+    def body(i, carry):
+        syn, opt_state, _ = step(*carry, jax.random.fold_in(key, i))
+        return syn, opt_state
+
+    return jax.lax.fori_loop(0, iterations, body, (syn, opt_state))[0]
 
 
 def image_optimizer(config: CondenseConfig) -> optax.GradientTransformation:
