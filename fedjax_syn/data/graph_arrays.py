@@ -75,6 +75,10 @@ def _client_graph(
     return arrays
 
 
+def _graph(t: dict, edge_mask: str = "edge_mask", mean: str = "neighbour_mean") -> Graph:
+    return Graph(t["x"], t["senders"], t["receivers"], t[edge_mask], t["node_mask"], t[mean])
+
+
 def graph_arrays(
     fed: GraphFederation, num_clients: int | None = None, normalize: bool = True
 ) -> Federation:
@@ -93,28 +97,12 @@ def graph_arrays(
     if num_clients is not None and num_clients > k:
         tree = pad_clients(tree, num_clients)
     t = to_device(tree)
-    train_graph = Graph(
-        t["x"],
-        t["senders"],
-        t["receivers"],
-        t["train_edge_mask"],
-        t["node_mask"],
-        t["train_neighbour_mean"],
-    )
-    full_graph = train_graph._replace(edge_mask=t["edge_mask"], neighbour_mean=t["neighbour_mean"])
+    train_graph = _graph(t, "train_edge_mask", "train_neighbour_mean")
     masks = {name: t[name] for name in ("val", "seen", "unseen_node", "missing_class")}
     shared = to_device(new_graph)
-    new_inputs = Graph(
-        shared["x"],
-        shared["senders"],
-        shared["receivers"],
-        shared["edge_mask"],
-        shared["node_mask"],
-        shared["neighbour_mean"],
-    )
     groups = {
-        "local": EvalGroup(full_graph, t["y"], masks),
-        "new": EvalGroup(new_inputs, shared["y"], {"new_client": t["new_client"]}, shared=True),
+        "local": EvalGroup(_graph(t), t["y"], masks),
+        "new": EvalGroup(_graph(shared), shared["y"], {"new_client": t["new_client"]}, shared=True),
     }
     train = ClientData(inputs=train_graph, labels=t["y"], mask=t["train"], val_mask=t["val"])
     return Federation(train, groups, t["client_mask"], num_classes=fed.dataset.num_classes)

@@ -294,18 +294,9 @@ def build_graph_federation(
         edges = _local_edges(data.edges, part_of, k, parts[k])
         clients.append(GraphClient(parts[k], y, edges, train, val, test, unseen, missing[k]))
 
-    nodes, y = parts[-1], labels[-1]
-    none = np.zeros(len(nodes), bool)
-    new_client = GraphClient(
-        nodes,
-        y,
-        _local_edges(data.edges, part_of, num_clients, nodes),
-        none,
-        none,
-        np.ones(len(nodes), bool),
-        none,
-        np.zeros(data.num_classes, bool),
-    )
+    nodes, no_class = parts[-1], np.zeros(data.num_classes, bool)
+    none, edges = np.zeros(len(nodes), bool), _local_edges(data.edges, part_of, num_clients, nodes)
+    new_client = GraphClient(nodes, labels[-1], edges, none, none, ~none, none, no_class)
     protocol = {
         "dataset": data.name,
         "num_clients": num_clients,
@@ -339,14 +330,8 @@ def split_table(fed: GraphFederation) -> str:
     ]
     named = [(str(k), c) for k, c in enumerate(fed.clients)] + [("new", fed.new_client)]
     for name, client in named:
-        columns = (
-            np.ones(client.num_nodes, bool),
-            client.train,
-            client.val,
-            client.test,
-            client.unseen,
-            client.missing_eval,
-        )
+        every = np.ones(client.num_nodes, bool)
+        columns = (every, client.train, client.val, client.test, client.unseen, client.missing_eval)
         num_classes = fed.dataset.num_classes
         counts = np.stack([np.bincount(client.y[m], minlength=num_classes) for m in columns])
         for c in np.flatnonzero(counts[0]):

@@ -63,14 +63,11 @@ def partition(
     )
     check(labels.size == 0 or labels.min() >= 0, "labels must be non-negative")
     num_examples = labels.size
-    check(
-        isinstance(num_parts, int | np.integer) and num_parts >= 1,
-        f"num_parts must be an integer >= 1, got {num_parts!r}",
-    )
-    check(
-        isinstance(min_class_size, int | np.integer) and min_class_size >= 1,
-        f"min_class_size must be an integer >= 1, got {min_class_size!r}",
-    )
+    for name, value, low in (("num_parts", num_parts, 1), ("min_class_size", min_class_size, 1)):
+        check(
+            isinstance(value, int | np.integer) and value >= low,
+            f"{name} must be an integer >= {low}, got {value!r}",
+        )
     check(
         num_parts * min_class_size <= num_examples,
         f"num_parts={num_parts} is too many for {num_examples} examples: every part needs "
