@@ -20,6 +20,7 @@ Variants (fields of `cfg.fedlog`, see fedjax_syn/algorithms/fedlog/config.py):
         --grid='variant=default,released;seed=0'
 """
 
+from experiments.configs.ablations import VARIANT_TABLE
 from experiments.configs.fedlog_cora import VARIANTS as NAMED
 from experiments.configs.fedlog_cora import fedlog_options
 from experiments.configs.graph_seen import graph_base
@@ -51,10 +52,6 @@ def get_config():
     config.grid = {"variant": tuple(VARIANTS), "seed": (0, 1, 2)}
     config.table = {
         "title": "FedLoG sensitivity and released-code behaviours (Cora, K = 3, closeset)",
-        "rows": ("dataset", "config.variant"),
-        "settings": ("seen", "unseen_node", "missing_class", "new_client"),
-        "metric": "both",
-        "plot": "gap",
-        "series": "config.variant",
+        **VARIANT_TABLE,
     }
     return config
