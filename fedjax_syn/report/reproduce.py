@@ -71,10 +71,6 @@ class Outputs:
     markdown: str
 
 
-# ---------------------------------------------------------------------------------------------
-# Data and splits.
-
-
 def _load(cfg, cache: dict) -> Any:
     key = (cfg.track, cfg.dataset, cfg.data_dir)
     if key not in cache:
@@ -154,10 +150,6 @@ def write_splits(
     return paths
 
 
-# ---------------------------------------------------------------------------------------------
-# Figures.
-
-
 def _facets(records: Sequence[dict], keys: Sequence[str]) -> dict[tuple, list[dict]]:
     groups: dict[tuple, list[dict]] = {}
     for record in records:
@@ -196,10 +188,6 @@ def draw_figures(
             plots.plot_best_last_gap(members, settings, series_key=series, paths=targets)
         paths += targets
     return paths
-
-
-# ---------------------------------------------------------------------------------------------
-# The whole pipeline.
 
 
 def reproduce(

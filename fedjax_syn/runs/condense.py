@@ -136,23 +136,17 @@ def run(
         np.random.default_rng(cfg.seed), data.train_x, data.train_y, data.num_classes, cfg.ipc
     )
     test = slice(cfg.test_size or None)
-    accuracy = {}
-    for name, (x, y) in {"syn_acc": (syn_x, syn_y), "random_acc": (real_x, real_y)}.items():
-        accuracy[name] = evaluate_synthetic(
-            eval_key,
-            model,
-            x,
-            y,
-            data.test_x[test],
-            data.test_y[test],
-            num_nets=cfg.eval_nets,
-            epochs=cfg.eval_epochs,
-            batch_size=cfg.eval_batch_size,
-            lr=cfg.eval_lr,
-            dsa=dsa,
-        )
+    evaluation = dict(
+        num_nets=cfg.eval_nets,
+        epochs=cfg.eval_epochs,
+        batch_size=cfg.eval_batch_size,
+        lr=cfg.eval_lr,
+        dsa=dsa,
+    )
     metrics = {}
-    for name, acc in accuracy.items():
+    for name, (x, y) in {"syn_acc": (syn_x, syn_y), "random_acc": (real_x, real_y)}.items():
+        test_x, test_y = data.test_x[test], data.test_y[test]
+        acc = evaluate_synthetic(eval_key, model, x, y, test_x, test_y, **evaluation)
         metrics |= {name: float(np.mean(acc)), f"{name}_std": float(np.std(acc))}
         metrics[f"{name}_per_net"] = [float(a) for a in acc]
     config = cfg.to_dict()
