@@ -238,10 +238,11 @@ def _local_edges(edges: np.ndarray, part_of: np.ndarray, part: int, nodes: np.nd
 def _check_inputs(data, num_clients, partitioner, setting, unseen_frac, missing_frac, split, seed):
     check_choice("partitioner", partitioner, PARTITIONERS)
     check_choice("setting", setting, SETTINGS)
-    check(
-        isinstance(num_clients, int) and not isinstance(num_clients, bool) and num_clients >= 1,
-        f"num_clients must be an integer >= 1, got {num_clients!r}",
-    )
+    for name, value, low in (("num_clients", num_clients, 1), ("seed", seed, 0)):
+        check(
+            isinstance(value, int) and not isinstance(value, bool) and value >= low,
+            f"{name} must be an integer >= {low}, got {value!r}",
+        )
     check(
         num_clients + 1 <= data.num_nodes,
         f"num_clients={num_clients} needs {num_clients + 1} parts but {data.name} has "
@@ -258,10 +259,6 @@ def _check_inputs(data, num_clients, partitioner, setting, unseen_frac, missing_
         and split[0] > 0
         and abs(sum(split) - 1) < 1e-6,
         f"split must be three fractions >= 0 (train > 0) summing to 1, got {split!r}",
-    )
-    check(
-        isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0,
-        f"seed must be an integer >= 0, got {seed!r}",
     )
 
 

@@ -73,7 +73,6 @@ class TableSpec:
     compare_within: tuple[str, ...] | None = None
     scale: float = 100.0
     digits: int = 2
-    quantity: str = "Accuracy (%)"
     note: str = ""
     # Record paths (e.g. config.fedlog.beta) tuned on validation: each row and evaluation mode
     # shows the value whose mean best-round validation accuracy over seeds is highest.
@@ -360,9 +359,7 @@ def _bold_cells(spec: TableSpec, row_keys: Sequence[tuple], cells: Mapping) -> f
 
 
 def _fmt_value(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _row_label(path: str) -> str:
@@ -374,14 +371,14 @@ def _n_text(table: Table, key: tuple) -> str:
     return f"{found}/{len(table.spec.seeds)}" if table.spec.seeds is not None else str(found)
 
 
-def _cell_text(table: Table, key: tuple, j: int, pm: str) -> str:
+def _cell_text(table: Table, key: tuple, j: int) -> str:
     stats = table.cells.get((key, j))
     if not table.seeds_found[key]:
         return "missing"
     if stats is None:
         return "—"
     d = table.spec.digits
-    text = f"{stats.mean:.{d}f} {pm} {stats.std:.{d}f}"
+    text = f"{stats.mean:.{d}f} ± {stats.std:.{d}f}"
     if stats.n != len(table.seeds_found[key]):
         text += f" (n={stats.n})"
     return text
@@ -414,12 +411,12 @@ def _notes(table: Table) -> list[tuple[str, list[str]]]:
     return [(heading, lines) for heading, lines in notes if lines]
 
 
-def _caption(table: Table, pm: str) -> str:
+def _caption(table: Table) -> str:
     spec = table.spec
     within = [_row_label(k) for k in _compare_keys(spec)]
     scope = f"within each ({', '.join(within)})" if within else "over all rows"
     return (
-        f"{spec.quantity}: mean {pm} population std (numpy std, ddof=0) over seeds; "
+        f"Accuracy (%): mean ± population std (numpy std, ddof=0) over seeds; "
         f"n = seeds per row{' (found/expected)' if spec.seeds is not None else ''}. "
         f"Bold: best mean of the column {scope}. {spec.note}"
     ).strip()
@@ -435,10 +432,10 @@ def to_markdown(table: Table) -> str:
     for key in table.row_keys:
         cells = [_fmt_value(v) for v in key] + [_n_text(table, key)]
         for j in range(len(spec.columns)):
-            text = _cell_text(table, key, j, "±")
+            text = _cell_text(table, key, j)
             cells.append(f"**{text}**" if (key, j) in table.bold else text)
         lines.append(_md_row([_md_escape(c) for c in cells]))
-    lines += ["", _md_escape(_caption(table, "±"))]
+    lines += ["", _md_escape(_caption(table))]
     for heading, notes in _notes(table):
         lines += ["", f"{heading}:", *(f"- {_md_escape(n)}" for n in notes)]
     lines += ["", f"Query: `{table.query}`", ""]
@@ -477,20 +474,20 @@ def to_latex(table: Table) -> str:
     """The table as a booktabs LaTeX float; missing runs and the query follow as comments."""
     spec = table.spec
     n_keys = len(spec.rows) + 1
+    caption = latex_escape(f"{spec.title}. {_caption(table)}").replace("±", r"$\pm$")
     lines = [
         f"% Table {spec.name!r}, generated from the results ledger; do not edit by hand.",
         r"\begin{table}[t]",
         r"\centering",
-        rf"\caption{{{latex_escape(spec.title)}. {latex_escape(_caption(table, '±'))}}}".replace(
-            "±", r"$\pm$"
-        ),
+        rf"\caption{{{caption}}}",
         rf"\label{{tab:{latex_escape(spec.name)}}}",
         r"\begin{tabular}{" + "l" * len(spec.rows) + "r" + "c" * len(spec.columns) + "}",
         r"\toprule",
     ]
     row_labels = [latex_escape(_row_label(r)) for r in spec.rows] + ["$n$"]
     spans = [(g, len(list(cols))) for g, cols in itertools.groupby(spec.columns, lambda c: c.group)]
-    if any(c.sub for c in spec.columns):
+    two_levels = any(c.sub for c in spec.columns)
+    if two_levels:
         top, rules, start = [""] * n_keys, [], n_keys + 1
         for group, width in spans:
             top.append(rf"\multicolumn{{{width}}}{{c}}{{{latex_escape(group)}}}")
@@ -498,12 +495,8 @@ def to_latex(table: Table) -> str:
                 rules.append(rf"\cmidrule(lr){{{start}-{start + width - 1}}}")
             start += width
         lines += [" & ".join(top) + r" \\", "".join(rules)]
-        lines.append(" & ".join(row_labels + [latex_escape(c.sub) for c in spec.columns]) + r" \\")
-    else:
-        lines.append(
-            " & ".join(row_labels + [latex_escape(c.group) for c in spec.columns]) + r" \\"
-        )
-    lines.append(r"\midrule")
+    headers = [latex_escape(c.sub if two_levels else c.group) for c in spec.columns]
+    lines += [" & ".join(row_labels + headers) + r" \\", r"\midrule"]
     idx = _compare_indices(spec)
     previous = None
     for key in table.row_keys:
@@ -513,7 +506,7 @@ def to_latex(table: Table) -> str:
         previous = group
         cells = [latex_escape(_fmt_value(v)) for v in key] + [_n_text(table, key)]
         for j in range(len(spec.columns)):
-            text = latex_escape(_cell_text(table, key, j, "±")).replace("±", r"$\pm$")
+            text = latex_escape(_cell_text(table, key, j)).replace("±", r"$\pm$")
             cells.append(rf"\textbf{{{text}}}" if (key, j) in table.bold else text)
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]

@@ -103,6 +103,10 @@ def run(
     dsa = _dsa_config(cfg)
     condense_key, eval_key = jax.random.split(jax.random.key(cfg.seed))
     options = dict(
+        method=cfg.method,
+        ipc=cfg.ipc,
+        iterations=cfg.iterations,
+        dsa=cfg.dsa,
         num_nets=cfg.num_nets,
         batch_real=cfg.batch_real,
         init=cfg.init,
@@ -121,12 +125,8 @@ def run(
         data.train_x,
         data.train_y,
         data.num_classes,
-        method=cfg.method,
-        ipc=cfg.ipc,
         key=condense_key,
         model=model,
-        iterations=cfg.iterations,
-        dsa=cfg.dsa,
         on_iteration=on_step,
         **options,
         **({"dsa_config": dsa} if dsa else {}),
@@ -157,7 +157,7 @@ def run(
         "method": cfg.method,
         "ipc": cfg.ipc,
         "seed": cfg.seed,
-        "loops": CondenseConfig(ipc=cfg.ipc, **options).loops if cfg.method == "gm" else None,
+        "loops": CondenseConfig(**options).loops if cfg.method == "gm" else None,
         "metrics": metrics,
         "config": config,
         "seconds_per_iteration": statistics.median(steps[1:]) if len(steps) > 1 else None,

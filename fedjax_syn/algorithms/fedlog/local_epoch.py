@@ -120,13 +120,8 @@ def local_epoch(
             scales = update_scales(scales, accuracy, c.scale_threshold, c.scale_step)
         return Trainable(params, x_head, x_tail), model_state, syn_state, scales, total + loss
 
-    start = (
-        trainable,
-        model_opt.init(trainable.params),
-        syn_opt.init(synthetic(trainable)),
-        scales,
-        jnp.float32(0.0),
-    )
+    states = model_opt.init(trainable.params), syn_opt.init(synthetic(trainable))
+    start = (trainable, *states, scales, jnp.float32(0.0))
     (trainable, _, _, scales, total), steps = run_steps(
         step, start, data.mask, key, epoch_schedule(c)
     )

@@ -68,13 +68,10 @@ def prompt_pairs(x: jax.Array, prompts: jax.Array) -> Graph:
     )
 
 
-def _rngs(rng: jax.Array | None) -> dict:
-    return {} if rng is None else {"dropout": rng}
-
-
 def embed(net: FedLoGNet, params, graph: Graph, rng: jax.Array | None = None) -> jax.Array:
     """phi(graph) [N, D]; dropout on when `rng` is given."""
-    return net.apply(params, graph, rng is not None, rngs=_rngs(rng), method=FedLoGNet.embed)
+    rngs = {} if rng is None else {"dropout": rng}
+    return net.apply(params, graph, rng is not None, rngs=rngs, method=FedLoGNet.embed)
 
 
 def prototypes(

@@ -89,13 +89,8 @@ def server_update(spec: Spec, server_state: dict, uploads: dict, client_mask, ke
         for name, kk in zip(sources, keys)
     ]
     x_global = jnp.concatenate(blended, axis=1).reshape(num_classes * config.global_slots, -1)
-    new = {
-        **server_state,
-        "params": S.average_params(
-            uploads["params"], client_mask, uploads["size"], config.aggregate
-        ),
-        "x_global": x_global,
-    }
+    params = S.average_params(uploads["params"], client_mask, uploads["size"], config.aggregate)
+    new = {**server_state, "params": params, "x_global": x_global}
     if config.prompt == "trained":
         new["gens"] = blend_generators(uploads["gen"], weights)
     return new
