@@ -33,11 +33,9 @@ class CondenseConfig:
     """Everything that defines an image condensation run (frozen and hashable: a static jit arg).
 
     One iteration draws fresh networks. Gradient matching ("gm") then alternates, per network,
-    `outer_loop` matching steps (each updates the synthetic images once) with `inner_loop` epochs
-    of network training on the current synthetic set in between (none after the last match),
-    exactly as the released code does; when the synthetic set fits in one batch of `batch_train`
-    (C * ipc <= 256 by default) an epoch is one SGD step. Distribution matching ("dm") makes one
-    update per iteration and trains no network.
+    `outer_loop` matching steps with `inner_loop` epochs of network training on the current
+    synthetic set in between (none after the last match), exactly as the released code does.
+    Distribution matching ("dm") makes one update per iteration and trains no network.
     """
 
     method: str = "gm"

@@ -3,13 +3,9 @@ Zhao & Bilen, ICML 2021).
 
 Synthetic images S_c of class c are learned so that, for networks met along a training
 trajectory, the gradient of the loss on S_c points where the gradient on real images of class c
-points: min_S sum_c D(grad L(real_c), grad L(S_c)). One iteration (one jitted function):
-
-    networks <- fresh initialisations (plus given params, e.g. the current global model)
-    repeat outer_loop times:
-        per class c (vmapped): D(stop_gradient(grad on a real batch of c), grad on S_c)
-        one SGD-momentum step on S (loss summed over classes, averaged over networks)
-        unless last: train the networks inner_loop epochs on S (SGD, lr_net)
+points: min_S sum_c D(grad L(real_c), grad L(S_c)). One iteration is one jitted function of fresh
+networks, `outer_loop` matching steps and `inner_loop` training epochs between them
+(`CondenseConfig`; docs/condense.md, "Loops").
 """
 
 import flax.linen as nn

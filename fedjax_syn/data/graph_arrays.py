@@ -35,12 +35,7 @@ def neighbour_mean(x: np.ndarray, senders, receivers, edge_mask: np.ndarray) -> 
 
 
 def _client_graph(
-    fed: GraphFederation,
-    client: GraphClient,
-    features: np.ndarray,
-    n_pad: int,
-    e_pad: int,
-    trains: bool = True,
+    client: GraphClient, features: np.ndarray, n_pad: int, e_pad: int, trains: bool = True
 ):
     """Padded arrays of one client; `trains=False` (the new client, only ever evaluated) leaves
     out the training-edge neighbour mean, which no model would read."""
@@ -51,7 +46,7 @@ def _client_graph(
     real_edge = np.ones(len(senders), bool)
     train_edge = ~client.unseen[senders] & ~client.unseen[receivers]
     node_mask = np.ones(n, bool)
-    y = fed.dataset.y[client.nodes].astype(np.int32)
+    y = client.y.astype(np.int32)
     x = features[client.nodes]
     arrays = {
         "x": pad_to(x, n_pad),
@@ -86,13 +81,13 @@ def graph_arrays(
     features = normalize_rows(fed.dataset.x) if normalize else fed.dataset.x.astype(np.float32)
     n_pad = max(len(c.nodes) for c in fed.clients)
     e_pad = max(2 * c.edges.shape[1] for c in fed.clients)
-    per_client = [_client_graph(fed, c, features, n_pad, e_pad) for c in fed.clients]
+    per_client = [_client_graph(c, features, n_pad, e_pad) for c in fed.clients]
     tree = {key: np.stack([c[key] for c in per_client]) for key in per_client[0]}
     k = len(per_client)
     tree["client_mask"] = np.ones((k,), bool)
     new = fed.new_client
     new_n, new_e = len(new.nodes), 2 * new.edges.shape[1]
-    new_graph = _client_graph(fed, new, features, new_n, new_e, trains=False)
+    new_graph = _client_graph(new, features, new_n, new_e, trains=False)
     tree["new_client"] = np.ones((k, new_n), bool)
     if num_clients is not None and num_clients > k:
         tree = pad_clients(tree, num_clients)

@@ -177,23 +177,12 @@ NAMED_SPECS = {
     "condense": condense_spec(),
 }
 
-_JSON_KEYS = {
-    "name",
-    "title",
-    "kind",
-    "filters",
-    "rows",
-    "settings",
-    "metric",
-    "modes",
-    "metrics",
-    "expected_rows",
-    "seeds",
-    "compare_within",
-    "scale",
-    "digits",
-    "select_on",
-}
+# The fields of a JSON spec: layout fields taken as tuples, layout fields taken as they are, and
+# the rest, which say what the table holds.
+_AS_TUPLES = ("compare_within", "seeds", "select_on")
+_AS_IS = ("title", "scale", "digits")
+_JSON_KEYS = {"name", "kind", "filters", "rows", "expected_rows", "settings", "metric", "modes"}
+_JSON_KEYS |= {"metrics", *_AS_TUPLES, *_AS_IS}
 
 
 def spec_from_dict(obj: Mapping[str, Any]) -> TableSpec:
@@ -212,8 +201,8 @@ def spec_from_dict(obj: Mapping[str, Any]) -> TableSpec:
         check(key in obj, f"accuracy table spec {name!r} needs {key!r}")
     rows = tuple(obj.get("rows", ("dataset", "method", "ipc")))
     own = "modes" if accuracy else "metrics"  # the other kind's fields are ignored
-    layout = {k: tuple(obj[k]) for k in ("compare_within", "seeds", "select_on", own) if k in obj}
-    layout |= {k: obj[k] for k in ("title", "scale", "digits") if k in obj}
+    layout = {k: tuple(obj[k]) for k in (*_AS_TUPLES, own) if k in obj}
+    layout |= {k: obj[k] for k in _AS_IS if k in obj}
     if "expected_rows" in obj:
         layout["expected_rows"] = _expected_rows(obj["expected_rows"], rows)
     if accuracy:
