@@ -93,8 +93,7 @@ def condense(
         f"model has {_num_classes(model)} classes but num_classes={num_classes}",
     )
     _check_networks(config.num_nets, params)
-    x = jnp.asarray(x, jnp.float32)
-    y = jnp.asarray(y, jnp.int32)
+    x, y = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.int32)
     mask = jnp.ones(y.shape, bool)
     start = jax.jit(functools.partial(_start, config=config, model=model))
     syn, opt_state, class_mask, k_iter = start(x, y, mask, key)

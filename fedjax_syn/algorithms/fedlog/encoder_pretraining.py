@@ -28,11 +28,6 @@ class Pretrained(NamedTuple):
     epochs: jax.Array  # epochs run
 
 
-def val_accuracy(task: Task, params, data: ClientData) -> jax.Array:
-    correct = jnp.argmax(task.logits(params, data.inputs), axis=-1) == data.labels
-    return jnp.sum(correct & data.val_mask) / jnp.maximum(jnp.sum(data.val_mask), 1)
-
-
 def pretrain_encoder(
     task: Task, params, data: ClientData, key: jax.Array, config: FedLoGConfig
 ) -> Pretrained:
@@ -50,7 +45,8 @@ def pretrain_encoder(
         i, params, opt_state, best, best_val, wait = state
         k = jax.random.fold_in(key, i)
         (params, opt_state), _ = run_steps(step, (params, opt_state), data.mask, k, schedule)
-        acc = val_accuracy(task, params, data)
+        correct = jnp.argmax(task.logits(params, data.inputs), axis=-1) == data.labels
+        acc = jnp.sum(correct & data.val_mask) / jnp.maximum(jnp.sum(data.val_mask), 1)
         better = acc >= best_val
         best = jax.tree.map(lambda new, old: jnp.where(better, new, old), params, best)
         wait = jnp.where(better, 0, wait + 1)

@@ -16,11 +16,6 @@ from fedjax_syn.core.arrays import ClientData
 _SOURCES = {"head": ("x_head",), "tail": ("x_tail",), "both": ("x_head", "x_tail")}
 
 
-def global_labels(num_classes: int, slots: int) -> jax.Array:
-    """Class-major labels of the global synthetic nodes: c repeated `slots` times."""
-    return jnp.repeat(jnp.arange(num_classes, dtype=jnp.int32), slots)
-
-
 def init_server(spec: Spec, key: jax.Array, data: ClientData) -> dict:
     """The common model, empty global synthetic nodes, the key every client derives its shared
     draws from, and the generators."""
@@ -43,13 +38,8 @@ def init_server(spec: Spec, key: jax.Array, data: ClientData) -> dict:
 def upload(spec: Spec, state: dict, data: ClientData) -> dict:
     """What a client sends: its model, both synthetic sets, class shares, size (and trained
     generator)."""
-    sent = {
-        "params": state["params"],
-        "x_head": state["x_head"],
-        "x_tail": state["x_tail"],
-        "shares": S.class_shares(data.labels, data.mask, spec.num_classes),
-        "size": base.num_examples(data),
-    }
+    shares = S.class_shares(data.labels, data.mask, spec.num_classes)
+    sent = {**own_model(state), "shares": shares, "size": base.num_examples(data)}
     if spec.config.prompt == "trained":
         sent["gen"] = state["gen"]
     return sent

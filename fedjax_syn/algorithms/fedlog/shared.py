@@ -17,10 +17,6 @@ AGGREGATES = ("uniform", "weighted")
 BLEND_WEIGHTS = ("class_share", "uniform")
 
 
-# ---------------------------------------------------------------------------------------------
-# Server blend.
-
-
 def class_shares(labels: jax.Array, mask: jax.Array, num_classes: int) -> jax.Array:
     """r [C]: the share of each class among one client's training examples (zeros when none)."""
     counts = jnp.sum(
@@ -62,10 +58,6 @@ def average_params(params, client_mask: jax.Array, sizes: jax.Array, mode: str =
     return weighted_average(params, weights)
 
 
-# ---------------------------------------------------------------------------------------------
-# Adaptive feature scaling of the global synthetic data, and what it reads.
-
-
 def nll(log_probs: jax.Array, labels: jax.Array, weights: jax.Array | None = None) -> jax.Array:
     """Weighted mean negative log-likelihood (0 when every weight is 0)."""
     picked = jnp.take_along_axis(log_probs, labels[:, None], axis=1)[:, 0]
@@ -104,10 +96,6 @@ def scale_features(
     mean = jnp.sum(x * w, axis=0, keepdims=True) / jnp.maximum(jnp.sum(w), 1.0)
     lam = scales[labels].reshape(w.shape)
     return x + lam * (mean - x)
-
-
-# ---------------------------------------------------------------------------------------------
-# The minibatch loop: only a client's own steps run.
 
 
 def run_steps(
