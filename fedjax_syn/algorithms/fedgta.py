@@ -217,16 +217,13 @@ def fedgta(
             "present": client_mask,
         }
 
-    def personalize(server, state, data, key):
-        return personalised(server, state)
-
     return base.FederatedAlgorithm(
         name="fedgta",
         init_server=init_server,
         init_client=init_client,
         client_update=client_update,
         server_update=server_update,
-        personalize=personalize,
+        personalize=lambda server, state, data, key: personalised(server, state),
         predict=lambda params, inputs: task.logits(params, inputs),
     )
 
