@@ -2,13 +2,14 @@
 private heads, local training's silence, FedAvg-FT's fine-tuning of the current global model."""
 
 import functools
+import pathlib
 from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 import pytest
 
-from fedjax_syn.algorithms import common
+from fedjax_syn.algorithms import common, registry
 from fedjax_syn.algorithms.fedavg import train_from
 from fedjax_syn.core.interface import weighted_average
 from fedjax_syn.engine.local import Schedule
@@ -202,3 +203,10 @@ def test_global_model_algorithms_evaluate_the_global_model(name):
     run = baseline_run(name)
     for k in range(K):
         assert_trees_equal(client(run.models, k), run.server)
+
+
+def test_readme_lists_every_algorithm_and_track_from_the_registry():
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = readme.index("<!-- algorithms:")
+    section = readme[readme.index("\n", start) + 1 : readme.index("<!-- /algorithms -->")]
+    assert section.strip() == registry.tracks_table()

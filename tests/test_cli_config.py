@@ -41,7 +41,7 @@ def test_algorithm_override_narrows_the_grid_to_that_algorithm():
 def test_seed_override_narrows_the_grid_to_that_seed():
     runs = _runs(digits_table.get_config(), {"seed": 1})
     assert {r.seed for r in runs} == {1}
-    assert len(runs) == 8  # 4 algorithms x 2 alphas
+    assert len(runs) == 10  # 5 algorithms x 2 alphas
 
 
 def test_nested_override_narrows_a_nested_axis():

@@ -40,8 +40,9 @@ def synthetic_federation(num_clients: int = 3, slots: int | None = None):
     return split, graph_arrays(split, slots)
 
 
-def graph_algorithm(name: str, num_clients: int = 3, **option_groups):
-    """`name` on a small GraphSAGE; `option_groups` are its option groups (e.g. fedpub={...})."""
+def graph_algorithm(name: str, num_clients: int = 3, **groups):
+    """`name` on a small GraphSAGE; `num_clients` is the clients axis (padded clients included),
+    `groups` are option groups (e.g. fedtad={...})."""
     task = Task(GNN(CLASSES, kind="sage", hidden=(16, 8), dropout=0.5), graph=True)
     cfg = Cfg(
         algorithm=name,
@@ -56,7 +57,7 @@ def graph_algorithm(name: str, num_clients: int = 3, **option_groups):
         weighted=True,
         finetune_epochs=1,
         prox_mu=0.01,
-        **option_groups,
+        **groups,
     )
     spec = DataSpec("graph", CLASSES, (12,), num_clients, 0, GRAPH_SETTINGS)
     return BUILDERS[name](cfg, task, spec)

@@ -8,7 +8,7 @@ import pytest
 import fedjax_syn.runs.ledger as ledger_lib
 from fedjax_syn.core.errors import UserError
 from fedjax_syn.runs import program
-from fedjax_syn.runs.config import default_config, group_runs
+from fedjax_syn.runs.config import default_config, group_runs, run_id
 from tests.engine_fixtures import make_federation
 
 
@@ -80,7 +80,7 @@ def test_batched_two_seed_run_equals_the_two_single_runs(batch):
     for overrides, got in zip(CONFIGS, together):
         cfg = _config(**overrides)
         single = program.run([cfg])[0]
-        assert got["run_id"] == single["run_id"] == ledger_lib.run_id(cfg.to_dict())
+        assert got["run_id"] == single["run_id"] == run_id(cfg)
         assert set(got) == set(single)
         assert got["eval_rounds"] == single["eval_rounds"] == [1, 2, 3]
         assert got["runs_in_program"] == 2 and single["runs_in_program"] == 1

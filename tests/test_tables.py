@@ -315,3 +315,40 @@ def test_select_on_picks_per_row_and_mode_the_value_with_the_best_mean_validatio
     markdown = tables.to_markdown(table)
     assert "local: beta=0.1; global: beta=1" in markdown
     assert "the server's global model" in markdown
+
+
+def test_verdict_judges_each_cell_against_the_best_other_row_within_one_std():
+    """fedlog vs the best baseline per (dataset) and column: a win beyond the larger std, a tie
+    within it, a loss beyond it naming the baseline."""
+    means = {  # algorithm -> (seen, global) per seed 0, 1
+        "fedlog": ((0.80, 0.82), (0.50, 0.60)),
+        "fedavg": ((0.60, 0.62), (0.52, 0.56)),
+        "local": ((0.70, 0.72), (0.90, 0.92)),
+    }
+    records = []
+    for alg, (seen, glob) in means.items():
+        for seed in (0, 1):
+            row = {"val": 0.5, "seen": seen[seed], "global": glob[seed]}
+            records.append(
+                {
+                    "run_id": f"{alg}-{seed}",
+                    "track": "vision",
+                    "dataset": "mnist",
+                    "algorithm": alg,
+                    "seed": seed,
+                    "best": row,
+                    "last": row,
+                }
+            )
+    table = tables.build_table(records, spec(verdict_for=("fedlog",)))
+    key = ("mnist", "fedlog")  # columns: seen best, seen last, global best, global last
+    assert tables.verdict(table, key, 0) == "win +10.00"  # 81 vs local 71, stds 1
+    assert tables.verdict(table, key, 2) == "loss -36.00 (local)"  # 55 vs 91
+    assert tables.verdict(table, ("mnist", "fedavg"), 0) == "loss -10.00 (local)"
+    records[4]["best"] = {"val": 0.5, "seen": 0.60, "global": 0.9}  # local seen: 66 +- 6
+    table = tables.build_table(records, spec(verdict_for=("fedlog",)))
+    assert tables.verdict(table, key, 0) == "win +15.00"
+    records[5]["best"] = {"val": 0.5, "seen": 0.92, "global": 0.92}  # local seen: 76 +- 16
+    table = tables.build_table(records, spec(verdict_for=("fedlog",)))
+    assert tables.verdict(table, key, 0) == "tie +5.00 (local)"
+    assert "Verdict for fedlog" in tables.to_markdown(table)

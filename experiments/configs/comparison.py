@@ -35,6 +35,9 @@ BASELINES = (
     "fedproto",
     "fedpub",
     "gcfl_plus",
+    "fedgta",
+    "fedtad",
+    "fedsage",
 )
 BETAS = (0.01, 0.1, 1.0)
 SETTINGS = ("seen", "unseen_node", "missing_class", "new_client")
@@ -57,5 +60,6 @@ def get_config():
         "metric": "both",
         "modes": ("local", "global"),
         "select_on": ("config.fedlog.beta",),
+        "verdict_for": FEDLOG,
     }
     return config

@@ -14,14 +14,8 @@ from fedjax_syn.runs.condense import default_config
 
 
 def get_config():
-    config = default_config()
+    config = default_config()  # the papers' protocol: ConvNet, 1000 iterations, 5 x 300 epochs
     config.dataset = "fashion_mnist"
-    config.model = "convnet"
-    config.width = 128
-    config.iterations = 1000
-    config.num_nets = 1
-    config.eval_nets = 5
-    config.eval_epochs = 300
     config.grid = {
         "dataset": ("digits", "fashion_mnist"),
         "method": ("gm", "dm"),

@@ -1,5 +1,6 @@
-"""The main job: local / fedavg / fedavg_ft / fedprox on scikit-learn's digits, alpha in {0.1, 1.0},
-two seeds. Embedded data, no download; a few minutes on a 2-core CPU.
+"""The main job: FedLoG's image recipe (fedlog_vision) beside local / fedavg / fedavg_ft / fedprox on
+scikit-learn's digits, alpha in {0.1, 1.0}, two seeds. Embedded data, no download; about two
+minutes on a 2-core CPU.
 
     python -m experiments.main --config=experiments/configs/digits_table.py
 """
@@ -21,7 +22,7 @@ def get_config():
     config.finetune_epochs = 5
     config.prox_mu = 0.1
     config.grid = {
-        "algorithm": ["local", "fedavg", "fedavg_ft", "fedprox"],
+        "algorithm": ["local", "fedavg", "fedavg_ft", "fedprox", "fedlog_vision"],
         "alpha": [0.1, 1.0],
         "seed": [0, 1],
     }

@@ -20,9 +20,8 @@ Variants (fields of `cfg.fedlog`, see fedjax_syn/algorithms/fedlog/config.py):
         --grid='variant=default,released;seed=0'
 """
 
-from experiments.configs.fedlog_cora import VARIANTS as NAMED
-from experiments.configs.fedlog_cora import fedlog_options
-from experiments.configs.graph_seen import graph_base
+from experiments.configs import fedlog_cora
+from experiments.configs.ablations import VARIANT_TABLE
 
 VARIANTS = {
     "default": {},
@@ -37,24 +36,16 @@ VARIANTS = {
     "fresh_networks": {"fedlog": {"gen_fixed_networks": False}},
     "self_loop": {"fedlog": {"synthetic_graph": "self_loop"}},
     "random_prompt": {"fedlog": {"prompt": "random"}},
-    "released": {"fedlog": fedlog_options(**NAMED["released"])},
+    "released": {"fedlog": fedlog_cora.fedlog_options(**fedlog_cora.VARIANTS["released"])},
 }
 
 
 def get_config():
-    config = graph_base()
-    config.dataset = "cora"
-    config.num_clients = 3
-    config.algorithm = "fedlog"
-    config.fedlog = fedlog_options()
+    config = fedlog_cora.get_config()
     config.variants = VARIANTS
     config.grid = {"variant": tuple(VARIANTS), "seed": (0, 1, 2)}
     config.table = {
         "title": "FedLoG sensitivity and released-code behaviours (Cora, K = 3, closeset)",
-        "rows": ("dataset", "config.variant"),
-        "settings": ("seen", "unseen_node", "missing_class", "new_client"),
-        "metric": "both",
-        "plot": "gap",
-        "series": "config.variant",
+        **VARIANT_TABLE,
     }
     return config

@@ -16,7 +16,7 @@ Named variants (the config argument after the colon):
 
 import dataclasses
 
-from experiments.configs.graph_seen import graph_base
+from experiments.configs import cora
 from fedjax_syn.algorithms.fedlog.config import from_dict
 from fedjax_syn.core.errors import check_choice
 
@@ -33,10 +33,7 @@ def fedlog_options(**overrides) -> dict:
 
 def get_config(variant: str = "default"):
     check_choice("fedlog_cora variant", variant, VARIANTS)
-    config = graph_base()
-    config.dataset = "cora"
-    config.num_clients = 3
+    config = cora.get_config()  # Cora, K = 3, the graph recipe's 100 rounds
     config.algorithm = "fedlog"
-    config.rounds = 100
     config.fedlog = fedlog_options(**VARIANTS[variant])
     return config

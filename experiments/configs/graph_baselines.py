@@ -13,8 +13,6 @@ ALGORITHMS = ("local", "fedavg", "fedavg_ft", "fedprox", "fedper")
 
 def get_config():
     config = cora.get_config()
-    config.finetune_epochs = 5
-    config.prox_mu = 0.01
     config.grid = {"algorithm": ALGORITHMS, "seed": (0, 1, 2)}
     config.table = {"rows": ("algorithm",)}
     return config

@@ -262,16 +262,13 @@ def gcfl_plus(
         )
         return server | {"models": models}
 
-    def personalize(server, state, data, key):
-        return cluster_model(server, state)
-
     return base.FederatedAlgorithm(
         name="gcfl_plus",
         init_server=init_server,
         init_client=init_client,
         client_update=client_update,
         server_update=server_update,
-        personalize=personalize,
+        personalize=lambda server, state, data, key: cluster_model(server, state),
         predict=lambda params, inputs: task.logits(params, inputs),
     )
 

@@ -12,9 +12,12 @@ from fedjax_syn.algorithms import (
     ditto,
     dp,
     fedbabu,
+    fedgta,
     fedproto,
     fedpub,
     fedrep,
+    fedsage,
+    fedtad,
     gcfl,
     moon,
     scaffold,
@@ -75,6 +78,9 @@ BUILDERS: dict[str, Builder] = {
     "apfl": apfl.build,
     "fedpub": fedpub.build,
     "gcfl_plus": gcfl.build,
+    "fedgta": fedgta.build,
+    "fedtad": fedtad.build,
+    "fedsage": fedsage.build,
 }
 
 
@@ -98,6 +104,9 @@ TRACKS: dict[str, tuple[str, ...]] = {
     "apfl": _ANY,
     "fedpub": ("graph",),
     "gcfl_plus": ("graph",),
+    "fedgta": ("graph",),
+    "fedtad": ("graph",),
+    "fedsage": ("graph",),
 }
 
 
@@ -115,6 +124,9 @@ OPTION_PARSERS: dict[str, tuple[str, Callable[[dict], object]]] = {
     "apfl": ("apfl", apfl.options),
     "fedpub": ("fedpub", fedpub.parse_options),
     "gcfl_plus": ("gcfl_plus", gcfl.parse_options),
+    "fedgta": ("fedgta", fedgta.options),
+    "fedtad": ("fedtad", fedtad.options),
+    "fedsage": ("fedsage", fedsage.fedsage_options),
 }
 
 
@@ -150,3 +162,13 @@ def build(cfg, task: Task, spec: DataSpec) -> FederatedAlgorithm:
     `dp` group when it has one."""
     check_track(cfg.algorithm, spec.track)
     return dp.apply(cfg, spec, BUILDERS[cfg.algorithm](cfg, task, spec))
+
+
+def tracks_table() -> str:
+    """The Markdown table of algorithms x tracks (and option groups) that README.md shows."""
+    rows = ["| algorithm | vision | graph | options |", "| --- | :---: | :---: | --- |"]
+    for name, tracks in TRACKS.items():
+        marks = ["✓" if track in tracks else "" for track in ("vision", "graph")]
+        group = f"`cfg.{OPTION_PARSERS[name][0]}`" if name in OPTION_PARSERS else ""
+        rows.append(f"| `{name}` | {marks[0]} | {marks[1]} | {group} |")
+    return "\n".join(rows)

@@ -3,8 +3,6 @@
 Images: `condense` (standalone, numpy in and out) and `condense_client` (pure, jittable,
 vmappable over clients), configured by a frozen `CondenseConfig`. Graphs: `condense_graph`,
 configured by `GraphCondenseConfig`.
-
-Imports the engine, models, data and core; never `algorithms/`, `runs/` or `report/`.
 """
 
 from fedjax_syn.condense.api import condense, condense_client

@@ -12,11 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fedjax_syn.condense.core import (
-    CondenseConfig,
-    image_optimizer,
-    init_synthetic,
-)
+from fedjax_syn.condense.core import CondenseConfig, image_optimizer, init_synthetic, run_iterations
 from fedjax_syn.condense.distribution_matching import dm_iteration
 from fedjax_syn.condense.gradient_matching import gm_iteration
 from fedjax_syn.core.errors import check
@@ -63,16 +59,10 @@ def condense_client(
     """
     _check_networks(config.num_nets, params)
     syn, opt_state, class_mask, k_iter = _start(x, y, mask, key, config, model)
-    step = functools.partial(_ITERATION[config.method], config=config, model=model, params=params)
-
-    def body(i, carry):
-        syn, opt_state = carry
-        k = jax.random.fold_in(k_iter, i)
-        syn, opt_state, _ = step(syn, opt_state, x, y, mask, class_mask, k)
-        return syn, opt_state
-
-    syn, _ = jax.lax.fori_loop(0, config.iterations, body, (syn, opt_state))
-    return syn, class_mask
+    step = lambda syn, opt_state, k: _ITERATION[config.method](
+        syn, opt_state, x, y, mask, class_mask, k, config=config, model=model, params=params
+    )
+    return run_iterations(step, syn, opt_state, k_iter, config.iterations), class_mask
 
 
 def condense(
@@ -103,8 +93,7 @@ def condense(
         f"model has {_num_classes(model)} classes but num_classes={num_classes}",
     )
     _check_networks(config.num_nets, params)
-    x = jnp.asarray(x, jnp.float32)
-    y = jnp.asarray(y, jnp.int32)
+    x, y = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.int32)
     mask = jnp.ones(y.shape, bool)
     start = jax.jit(functools.partial(_start, config=config, model=model))
     syn, opt_state, class_mask, k_iter = start(x, y, mask, key)

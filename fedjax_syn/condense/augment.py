@@ -87,12 +87,8 @@ def sample_params(key: jax.Array, height: int, width: int, config: DSAConfig) ->
     matrix = rotation @ jnp.diag(scales) @ jnp.diag(jnp.array([1.0, col_sign]))
 
     size = _cutout_size(height, width, config)
-    centre = jnp.stack(
-        [
-            jax.random.randint(keys[8], (), 0, height + (1 - size[0] % 2)),
-            jax.random.randint(keys[9], (), 0, width + (1 - size[1] % 2)),
-        ]
-    )
+    row = jax.random.randint(keys[8], (), 0, height + (1 - size[0] % 2))
+    centre = jnp.stack([row, jax.random.randint(keys[9], (), 0, width + (1 - size[1] % 2))])
     return AugParams(brightness, saturation, contrast, matrix, shift, centre, on("cutout"))
 
 

@@ -33,11 +33,9 @@ class CondenseConfig:
     """Everything that defines an image condensation run (frozen and hashable: a static jit arg).
 
     One iteration draws fresh networks. Gradient matching ("gm") then alternates, per network,
-    `outer_loop` matching steps (each updates the synthetic images once) with `inner_loop` epochs
-    of network training on the current synthetic set in between (none after the last match),
-    exactly as the released code does; when the synthetic set fits in one batch of `batch_train`
-    (C * ipc <= 256 by default) an epoch is one SGD step. Distribution matching ("dm") makes one
-    update per iteration and trains no network.
+    `outer_loop` matching steps with `inner_loop` epochs of network training on the current
+    synthetic set in between (none after the last match), exactly as the released code does.
+    Distribution matching ("dm") makes one update per iteration and trains no network.
     """
 
     method: str = "gm"
@@ -59,12 +57,7 @@ class CondenseConfig:
 
     def __post_init__(self):
         check_choice("condensation method", self.method, METHODS)
-        check_choice("synthetic init", self.init, INITS)
-        check_choice("gradient distance", self.distance, DISTANCES)
-        check_choice("class batching", self.class_batching, CLASS_BATCHING)
-        check(self.ipc >= 1, f"ipc must be >= 1, got {self.ipc}")
-        check(self.iterations >= 0, f"iterations must be >= 0, got {self.iterations}")
-        check(self.num_nets >= 0, f"num_nets must be >= 0, got {self.num_nets}")
+        check_fields(self)
         check(self.batch_real >= 1, f"batch_real must be >= 1, got {self.batch_real}")
         check(self.batch_train >= 1, f"batch_train must be >= 1, got {self.batch_train}")
         if self.method == "gm":
@@ -87,6 +80,27 @@ class CondenseConfig:
     @property
     def image_lr(self) -> float:
         return self.lr_img if self.lr_img is not None else DEFAULT_IMAGE_LR[self.method]
+
+
+def check_fields(config) -> None:
+    """The checks the image and the graph condensation configs share."""
+    check_choice("synthetic init", config.init, INITS)
+    check_choice("gradient distance", config.distance, DISTANCES)
+    check_choice("class batching", config.class_batching, CLASS_BATCHING)
+    check(config.ipc >= 1, f"ipc must be >= 1, got {config.ipc}")
+    check(config.iterations >= 0, f"iterations must be >= 0, got {config.iterations}")
+    check(config.num_nets >= 0, f"num_nets must be >= 0, got {config.num_nets}")
+
+
+def run_iterations(step: Callable, syn: jax.Array, opt_state, key: jax.Array, iterations: int):
+    """syn after `iterations` calls of step(syn, opt_state, fold_in(key, i)) -> (syn, opt_state,
+    loss) in one compiled loop: pure and jittable, for vmapping over clients."""
+
+    def body(i, carry):
+        syn, opt_state, _ = step(*carry, jax.random.fold_in(key, i))
+        return syn, opt_state
+
+    return jax.lax.fori_loop(0, iterations, body, (syn, opt_state))[0]
 
 
 def image_optimizer(config: CondenseConfig) -> optax.GradientTransformation:

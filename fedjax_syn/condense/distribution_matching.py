@@ -60,29 +60,14 @@ def dm_match_loss(
     return jnp.mean(jax.vmap(one_net)(nets, net_keys))
 
 
-def _loss_with_key(syn, x, y, mask, class_mask, key, *, config, model, params) -> jax.Array:
+def dm_iteration(syn, opt_state, x, y, mask, class_mask, key, *, config, model, params=None):
+    """One distribution-matching iteration, on the arguments of `gm_iteration`; returns (syn,
+    opt_state, loss before the update)."""
     k_nets, k_real, k_aug = jax.random.split(key, 3)
     nets = init_nets(k_nets, model, x[:1], config.num_nets, params)
     real_x, real_w = real_batch(k_real, x, y, mask, syn.shape[0], config.batch_real)
-    return dm_match_loss(syn, nets, real_x, real_w, class_mask, k_aug, config=config, model=model)
-
-
-def dm_iteration(
-    syn: jax.Array,
-    opt_state,
-    x: jax.Array,
-    y: jax.Array,
-    mask: jax.Array,
-    class_mask: jax.Array,
-    key: jax.Array,
-    *,
-    config: CondenseConfig,
-    model: nn.Module,
-    params=None,
-):
-    """One distribution-matching iteration; returns (syn, opt_state, loss before the update)."""
-    loss, grads = jax.value_and_grad(_loss_with_key)(
-        syn, x, y, mask, class_mask, key, config=config, model=model, params=params
+    loss, grads = jax.value_and_grad(dm_match_loss)(
+        syn, nets, real_x, real_w, class_mask, k_aug, config=config, model=model
     )
     updates, opt_state = image_optimizer(config).update(grads, opt_state, syn)
     return optax.apply_updates(syn, updates), opt_state, loss

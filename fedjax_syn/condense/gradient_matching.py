@@ -3,13 +3,9 @@ Zhao & Bilen, ICML 2021).
 
 Synthetic images S_c of class c are learned so that, for networks met along a training
 trajectory, the gradient of the loss on S_c points where the gradient on real images of class c
-points: min_S sum_c D(grad L(real_c), grad L(S_c)). One iteration (one jitted function):
-
-    networks <- fresh initialisations (plus given params, e.g. the current global model)
-    repeat outer_loop times:
-        per class c (vmapped): D(stop_gradient(grad on a real batch of c), grad on S_c)
-        one SGD-momentum step on S (loss summed over classes, averaged over networks)
-        unless last: train the networks inner_loop epochs on S (SGD, lr_net)
+points: min_S sum_c D(grad L(real_c), grad L(S_c)). One iteration is one jitted function of fresh
+networks, `outer_loop` matching steps and `inner_loop` training epochs between them
+(`CondenseConfig`; docs/condense.md, "Loops").
 """
 
 import flax.linen as nn
@@ -108,13 +104,6 @@ def _loss_on_fresh_batch(syn, nets, key, x, y, mask, class_mask, *, config, mode
     return match_loss(syn, nets, real_x, real_w, class_mask, k_aug, config=config, model=model)
 
 
-def _keys(key: jax.Array, outer: int) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """(network-init key, per-outer-step training keys [outer], matching keys [outer])."""
-    k_nets, k_steps = jax.random.split(key)
-    steps = jax.vmap(jax.random.split)(jax.random.split(k_steps, outer))
-    return k_nets, steps[:, 0], steps[:, 1]
-
-
 def gm_iteration(
     syn: jax.Array,
     opt_state,
@@ -132,7 +121,8 @@ def gm_iteration(
     iteration's outer steps, each measured before its update)."""
     outer, _ = config.loops
     optimizer = image_optimizer(config)
-    k_nets, k_train, k_match = _keys(key, outer)
+    k_nets, k_steps = jax.random.split(key)
+    steps = jax.vmap(jax.random.split)(jax.random.split(k_steps, outer))  # [outer, (train, match)]
     nets = init_nets(k_nets, model, x[:1], config.num_nets, params)
 
     def outer_step(carry, step):
@@ -153,6 +143,6 @@ def gm_iteration(
         return (optax.apply_updates(syn, updates), opt_state, nets), loss
 
     (syn, opt_state, _), losses = jax.lax.scan(
-        outer_step, (syn, opt_state, nets), (jnp.arange(outer), k_train, k_match)
+        outer_step, (syn, opt_state, nets), (jnp.arange(outer), steps[:, 0], steps[:, 1])
     )
     return syn, opt_state, jnp.mean(losses)

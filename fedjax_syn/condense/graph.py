@@ -18,15 +18,15 @@ import jax.numpy as jnp
 import optax
 
 from fedjax_syn.condense.core import (
-    CLASS_BATCHING,
-    INITS,
+    check_fields,
     class_counts,
     init_nets,
     init_synthetic,
     map_classes,
+    run_iterations,
 )
-from fedjax_syn.condense.distance import DISTANCES, gradient_distance
-from fedjax_syn.core.errors import check, check_choice
+from fedjax_syn.condense.distance import gradient_distance
+from fedjax_syn.core.errors import check
 from fedjax_syn.core.graph import Graph, isolated_nodes
 
 
@@ -49,14 +49,9 @@ class GraphCondenseConfig:
     class_batching: str = "vmap"
 
     def __post_init__(self):
-        check(self.ipc >= 1, f"ipc must be >= 1, got {self.ipc}")
-        check(self.iterations >= 0, f"iterations must be >= 0, got {self.iterations}")
+        check_fields(self)
         check(self.outer_loop >= 1, f"outer_loop must be >= 1, got {self.outer_loop}")
         check(self.inner_loop >= 0, f"inner_loop must be >= 0, got {self.inner_loop}")
-        check(self.num_nets >= 0, f"num_nets must be >= 0, got {self.num_nets}")
-        check_choice("gradient distance", self.distance, DISTANCES)
-        check_choice("synthetic init", self.init, INITS)
-        check_choice("class batching", self.class_batching, CLASS_BATCHING)
 
     @property
     def loops(self) -> tuple[int, int]:
@@ -174,25 +169,10 @@ def condense_graph(
     k_init, k_iter = jax.random.split(key)
     syn, class_mask = init_synthetic(k_init, graph.x, y, mask, num_classes, config.ipc, config.init)
     opt_state = optax.adam(config.lr_feat).init(syn)
-
-    def body(i, carry):
-        syn, opt_state = carry
-        syn, opt_state, _ = _graph_iteration(
-            syn,
-            opt_state,
-            graph,
-            y,
-            mask,
-            class_mask,
-            jax.random.fold_in(k_iter, i),
-            config=config,
-            model=model,
-            params=params,
-        )
-        return syn, opt_state
-
-    syn, _ = jax.lax.fori_loop(0, config.iterations, body, (syn, opt_state))
-    return syn, class_mask
+    step = lambda syn, opt_state, k: _graph_iteration(
+        syn, opt_state, graph, y, mask, class_mask, k, config=config, model=model, params=params
+    )
+    return run_iterations(step, syn, opt_state, k_iter, config.iterations), class_mask
 
 
 def graph_matching_loss(

@@ -20,3 +20,10 @@ def check_choice(what: str, value: object, allowed) -> None:
     allowed = sorted(allowed)
     if value not in allowed:
         raise UserError(f"unknown {what} {value!r}; allowed: {', '.join(map(str, allowed))}")
+
+
+class NonFiniteError(UserError):
+    """A run's update became NaN or Inf and its config says to stop (`on_nonfinite="stop"`).
+
+    A `UserError`: the cure is in the config (a smaller learning rate, clean data, or
+    `on_nonfinite="drop"`), so entry points report it in one line like any bad input."""

@@ -35,12 +35,7 @@ def neighbour_mean(x: np.ndarray, senders, receivers, edge_mask: np.ndarray) -> 
 
 
 def _client_graph(
-    fed: GraphFederation,
-    client: GraphClient,
-    features: np.ndarray,
-    n_pad: int,
-    e_pad: int,
-    trains: bool = True,
+    client: GraphClient, features: np.ndarray, n_pad: int, e_pad: int, trains: bool = True
 ):
     """Padded arrays of one client; `trains=False` (the new client, only ever evaluated) leaves
     out the training-edge neighbour mean, which no model would read."""
@@ -51,7 +46,7 @@ def _client_graph(
     real_edge = np.ones(len(senders), bool)
     train_edge = ~client.unseen[senders] & ~client.unseen[receivers]
     node_mask = np.ones(n, bool)
-    y = fed.dataset.y[client.nodes].astype(np.int32)
+    y = client.y.astype(np.int32)
     x = features[client.nodes]
     arrays = {
         "x": pad_to(x, n_pad),
@@ -75,6 +70,10 @@ def _client_graph(
     return arrays
 
 
+def _graph(t: dict, edge_mask: str = "edge_mask", mean: str = "neighbour_mean") -> Graph:
+    return Graph(t["x"], t["senders"], t["receivers"], t[edge_mask], t["node_mask"], t[mean])
+
+
 def graph_arrays(
     fed: GraphFederation, num_clients: int | None = None, normalize: bool = True
 ) -> Federation:
@@ -82,39 +81,23 @@ def graph_arrays(
     features = normalize_rows(fed.dataset.x) if normalize else fed.dataset.x.astype(np.float32)
     n_pad = max(len(c.nodes) for c in fed.clients)
     e_pad = max(2 * c.edges.shape[1] for c in fed.clients)
-    per_client = [_client_graph(fed, c, features, n_pad, e_pad) for c in fed.clients]
+    per_client = [_client_graph(c, features, n_pad, e_pad) for c in fed.clients]
     tree = {key: np.stack([c[key] for c in per_client]) for key in per_client[0]}
     k = len(per_client)
     tree["client_mask"] = np.ones((k,), bool)
     new = fed.new_client
     new_n, new_e = len(new.nodes), 2 * new.edges.shape[1]
-    new_graph = _client_graph(fed, new, features, new_n, new_e, trains=False)
+    new_graph = _client_graph(new, features, new_n, new_e, trains=False)
     tree["new_client"] = np.ones((k, new_n), bool)
     if num_clients is not None and num_clients > k:
         tree = pad_clients(tree, num_clients)
     t = to_device(tree)
-    train_graph = Graph(
-        t["x"],
-        t["senders"],
-        t["receivers"],
-        t["train_edge_mask"],
-        t["node_mask"],
-        t["train_neighbour_mean"],
-    )
-    full_graph = train_graph._replace(edge_mask=t["edge_mask"], neighbour_mean=t["neighbour_mean"])
+    train_graph = _graph(t, "train_edge_mask", "train_neighbour_mean")
     masks = {name: t[name] for name in ("val", "seen", "unseen_node", "missing_class")}
     shared = to_device(new_graph)
-    new_inputs = Graph(
-        shared["x"],
-        shared["senders"],
-        shared["receivers"],
-        shared["edge_mask"],
-        shared["node_mask"],
-        shared["neighbour_mean"],
-    )
     groups = {
-        "local": EvalGroup(full_graph, t["y"], masks),
-        "new": EvalGroup(new_inputs, shared["y"], {"new_client": t["new_client"]}, shared=True),
+        "local": EvalGroup(_graph(t), t["y"], masks),
+        "new": EvalGroup(_graph(shared), shared["y"], {"new_client": t["new_client"]}, shared=True),
     }
     train = ClientData(inputs=train_graph, labels=t["y"], mask=t["train"], val_mask=t["val"])
     return Federation(train, groups, t["client_mask"], num_classes=fed.dataset.num_classes)

@@ -238,10 +238,11 @@ def _local_edges(edges: np.ndarray, part_of: np.ndarray, part: int, nodes: np.nd
 def _check_inputs(data, num_clients, partitioner, setting, unseen_frac, missing_frac, split, seed):
     check_choice("partitioner", partitioner, PARTITIONERS)
     check_choice("setting", setting, SETTINGS)
-    check(
-        isinstance(num_clients, int) and not isinstance(num_clients, bool) and num_clients >= 1,
-        f"num_clients must be an integer >= 1, got {num_clients!r}",
-    )
+    for name, value, low in (("num_clients", num_clients, 1), ("seed", seed, 0)):
+        check(
+            isinstance(value, int) and not isinstance(value, bool) and value >= low,
+            f"{name} must be an integer >= {low}, got {value!r}",
+        )
     check(
         num_clients + 1 <= data.num_nodes,
         f"num_clients={num_clients} needs {num_clients + 1} parts but {data.name} has "
@@ -258,10 +259,6 @@ def _check_inputs(data, num_clients, partitioner, setting, unseen_frac, missing_
         and split[0] > 0
         and abs(sum(split) - 1) < 1e-6,
         f"split must be three fractions >= 0 (train > 0) summing to 1, got {split!r}",
-    )
-    check(
-        isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0,
-        f"seed must be an integer >= 0, got {seed!r}",
     )
 
 
@@ -294,18 +291,9 @@ def build_graph_federation(
         edges = _local_edges(data.edges, part_of, k, parts[k])
         clients.append(GraphClient(parts[k], y, edges, train, val, test, unseen, missing[k]))
 
-    nodes, y = parts[-1], labels[-1]
-    none = np.zeros(len(nodes), bool)
-    new_client = GraphClient(
-        nodes,
-        y,
-        _local_edges(data.edges, part_of, num_clients, nodes),
-        none,
-        none,
-        np.ones(len(nodes), bool),
-        none,
-        np.zeros(data.num_classes, bool),
-    )
+    nodes, no_class = parts[-1], np.zeros(data.num_classes, bool)
+    none, edges = np.zeros(len(nodes), bool), _local_edges(data.edges, part_of, num_clients, nodes)
+    new_client = GraphClient(nodes, labels[-1], edges, none, none, ~none, none, no_class)
     protocol = {
         "dataset": data.name,
         "num_clients": num_clients,
@@ -339,14 +327,8 @@ def split_table(fed: GraphFederation) -> str:
     ]
     named = [(str(k), c) for k, c in enumerate(fed.clients)] + [("new", fed.new_client)]
     for name, client in named:
-        columns = (
-            np.ones(client.num_nodes, bool),
-            client.train,
-            client.val,
-            client.test,
-            client.unseen,
-            client.missing_eval,
-        )
+        every = np.ones(client.num_nodes, bool)
+        columns = (every, client.train, client.val, client.test, client.unseen, client.missing_eval)
         num_classes = fed.dataset.num_classes
         counts = np.stack([np.bincount(client.y[m], minlength=num_classes) for m in columns])
         for c in np.flatnonzero(counts[0]):

@@ -23,16 +23,19 @@ cache.
 
 import dataclasses
 import hashlib
+import operator
 import os
 import pathlib
 import tempfile
 import urllib.request
-from typing import BinaryIO
+from collections.abc import Iterable
+from typing import Any, BinaryIO
 
 import numpy as np
 import scipy.sparse as sp
 
-from fedjax_syn.core.errors import UserError, check_choice
+from fedjax_syn.core.errors import UserError, check, check_choice
+from fedjax_syn.data.files import check_dense_fits, read_npz
 from fedjax_syn.data.unpickle import load_pickle
 
 GRAPH_DATASETS = ("cora", "citeseer", "pubmed", "photo", "computers", "cs", "physics")
@@ -227,18 +230,32 @@ def _resolve(
     )
 
 
+def _csr(data: Any, indices: Any, indptr: Any, shape: Any, source: str) -> sp.csr_matrix:
+    """A CSR matrix whose structure is fully checked: indptr monotone, every index in range."""
+    try:
+        rows, cols = (int(d) for d in shape)
+        if rows < 0 or cols < 0:
+            raise ValueError(f"negative shape {(rows, cols)}")
+        m = sp.csr_matrix((data, indices, indptr), shape=(rows, cols))
+        m.check_format(full_check=True)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise UserError(f"{source} holds a malformed sparse matrix ({_one_line(e)})") from None
+    return m
+
+
 def _as_csr(obj: object, source: str) -> sp.csr_matrix:
     """Rebuilds an unpickled sparse matrix from its arrays, so its structure is validated."""
     if not sp.issparse(obj):
         raise UserError(f"{source} holds {type(obj).__name__}, expected a sparse matrix")
-    m = obj.tocsr()
-    rebuilt = sp.csr_matrix((m.data, m.indices, m.indptr), shape=m.shape)
-    rebuilt.check_format(full_check=True)
-    return rebuilt
+    try:
+        m = obj.tocsr()  # an unpickled matrix's state may lack any attribute
+    except Exception as e:  # any failure means a damaged matrix
+        raise UserError(f"{source} holds a malformed sparse matrix ({_one_line(e)})") from None
+    return _csr(m.data, m.indices, m.indptr, m.shape, source)
 
 
 def _as_onehot(obj: object, source: str) -> np.ndarray:
-    if not isinstance(obj, np.ndarray) or obj.ndim != 2:
+    if not isinstance(obj, np.ndarray) or obj.ndim != 2 or obj.dtype.kind not in "biuf":
         raise UserError(f"{source} holds {type(obj).__name__}, expected a 2-D one-hot array")
     return obj
 
@@ -257,28 +274,43 @@ def _undirected(src: np.ndarray, dst: np.ndarray, num_nodes: int, source: str) -
 
 def _planetoid(name: str, paths: dict[str, pathlib.Path]) -> GraphDataset:
     """Rebuilds a Planetoid graph in Kipf's / PyG's node order (see the module docstring)."""
-    prefix = f"ind.{name}."
-    allx = _as_csr(load_pickle(paths[prefix + "allx"]), prefix + "allx")
-    tx = _as_csr(load_pickle(paths[prefix + "tx"]), prefix + "tx")
-    ally = _as_onehot(load_pickle(paths[prefix + "ally"]), prefix + "ally")
-    ty = _as_onehot(load_pickle(paths[prefix + "ty"]), prefix + "ty")
-    graph = load_pickle(paths[prefix + "graph"])
-    test_index = np.array(paths[prefix + "test.index"].read_text().split(), dtype=np.int64)
+    file = {p.name.removeprefix(f"ind.{name}."): p for p in paths.values()}  # "allx" -> path
+    allx = _as_csr(load_pickle(file["allx"]), str(file["allx"]))
+    tx = _as_csr(load_pickle(file["tx"]), str(file["tx"]))
+    ally = _as_onehot(load_pickle(file["ally"]), str(file["ally"]))
+    ty = _as_onehot(load_pickle(file["ty"]), str(file["ty"]))
+    graph = load_pickle(file["graph"])
+    lines = file["test.index"].read_bytes().split()
+    test_index = _node_ids((int(line) for line in lines), str(file["test.index"]))
 
     n_all = allx.shape[0]
     if not isinstance(graph, dict):
-        raise UserError(f"{prefix}graph holds {type(graph).__name__}, expected a dict")
-    if (
-        len(test_index) != tx.shape[0]
-        or len(np.unique(test_index)) != len(test_index)
-        or test_index.min() < n_all
-        or ally.shape[0] != n_all
-        or ty.shape[0] != tx.shape[0]
-        or tx.shape[1] != allx.shape[1]
-        or ty.shape[1] != ally.shape[1]
-    ):
-        raise UserError(f"{prefix}* files are inconsistent (row counts or test.index)")
+        raise UserError(f"{file['graph']} holds {type(graph).__name__}, expected a dict")
+    index = file["test.index"]
+    check(len(test_index) > 0, f"{index} lists no test nodes")
+    check(
+        len(test_index) == tx.shape[0],
+        f"{index} lists {len(test_index)} test nodes, {file['tx']} {tx.shape[0]} rows",
+    )
+    check(len(np.unique(test_index)) == len(test_index), f"{index} lists a node twice")
+    check(test_index.min() >= n_all, f"{index} lists a node below {n_all} (a training node)")
+    check(ally.shape[0] == n_all, f"{file['ally']} has {ally.shape[0]} rows, allx {n_all}")
+    check(ty.shape[0] == tx.shape[0], f"{file['ty']} has {ty.shape[0]} rows, tx {tx.shape[0]}")
+    check(
+        tx.shape[1] == allx.shape[1],
+        f"{file['tx']} has {tx.shape[1]} columns, allx {allx.shape[1]}",
+    )
+    check(
+        ty.shape[1] == ally.shape[1],
+        f"{file['ty']} has {ty.shape[1]} classes, ally {ally.shape[1]}",
+    )
     num_nodes = int(test_index.max()) + 1
+    if num_nodes > n_all + 2 * len(test_index):  # CiteSeer: 15 ids without a row per 1000
+        raise UserError(
+            f"{file['test.index']} reaches node {num_nodes - 1}, leaving more node ids without a "
+            f"row ({num_nodes - n_all - len(test_index)}) than there are test rows"
+        )
+    check_dense_fits((num_nodes, allx.shape[1]), np.float32, str(file["allx"]))
 
     x = np.zeros((num_nodes, allx.shape[1]), np.float32)
     x[:n_all] = allx.toarray()
@@ -288,27 +320,46 @@ def _planetoid(name: str, paths: dict[str, pathlib.Path]) -> GraphDataset:
     onehot[test_index] = ty
     y = np.argmax(onehot, axis=1).astype(np.int32)
 
-    keys = list(graph)
-    src = np.repeat(np.asarray(keys, np.int64), [len(graph[k]) for k in keys])
-    dst = np.fromiter((v for k in keys for v in graph[k]), np.int64, count=len(src))
-    edges = _undirected(src, dst, num_nodes, prefix + "graph")
+    try:
+        src = np.repeat(_node_ids(graph, str(file["graph"])), [len(v) for v in graph.values()])
+        dst = _node_ids((v for nbrs in graph.values() for v in nbrs), str(file["graph"]))
+    except TypeError as e:
+        raise UserError(f"{file['graph']} is not an adjacency list ({_one_line(e)})") from None
+    edges = _undirected(src, dst, num_nodes, str(file["graph"]))
     return GraphDataset(name, x, y, edges, int(ally.shape[1]))
+
+
+def _node_ids(values: Iterable[Any], source: str) -> np.ndarray:
+    """int64 node ids; a float, a string or a number beyond int64 is refused."""
+    try:
+        return np.array([operator.index(v) for v in values], dtype=np.int64)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise UserError(f"{source} holds an invalid node id ({_one_line(e)})") from None
+
+
+_NPZ_KEYS = (
+    *("attr_data", "attr_indices", "attr_indptr", "attr_shape"),
+    *("adj_data", "adj_indices", "adj_indptr", "adj_shape", "labels"),
+)
 
 
 def _npz(name: str, path: pathlib.Path) -> GraphDataset:
     """Reads a gnn-benchmark SparseGraph npz; only the needed keys, never pickled objects."""
-    with np.load(path, allow_pickle=False) as z:
-        attr = sp.csr_matrix(
-            (z["attr_data"], z["attr_indices"], z["attr_indptr"]), shape=tuple(z["attr_shape"])
-        )
-        adj = sp.csr_matrix(
-            (z["adj_data"], z["adj_indices"], z["adj_indptr"]), shape=tuple(z["adj_shape"])
-        ).tocoo()
-        labels = z["labels"]
+    z = read_npz(path, _NPZ_KEYS)
+    attr = _csr(z["attr_data"], z["attr_indices"], z["attr_indptr"], z["attr_shape"], str(path))
+    adj = _csr(z["adj_data"], z["adj_indices"], z["adj_indptr"], z["adj_shape"], str(path)).tocoo()
+    labels = z["labels"]
     num_nodes = attr.shape[0]
-    if labels.shape != (num_nodes,) or adj.shape != (num_nodes, num_nodes) or labels.min() < 0:
+    if (
+        labels.shape != (num_nodes,)
+        or labels.dtype.kind not in "iu"
+        or adj.shape != (num_nodes, num_nodes)
+        or num_nodes == 0
+        or labels.min() < 0
+    ):
         raise UserError(f"{path} is inconsistent (labels, attributes and adjacency disagree)")
     edges = _undirected(adj.row, adj.col, num_nodes, str(path))
+    check_dense_fits(attr.shape, np.float32, str(path))
     x = attr.toarray().astype(np.float32, copy=False)
     return GraphDataset(name, x, labels.astype(np.int32), edges, int(labels.max()) + 1)
 

@@ -40,21 +40,11 @@ def partition(
     classes_per_part: int = 2,
     min_class_size: int = 1,
 ) -> list[np.ndarray]:
-    """Splits example indices into `num_parts` disjoint, non-empty parts.
-
-    Args:
-      labels: [n] integer class labels.
-      num_parts: number of parts, 1 <= num_parts <= n.
-      method: one of `PARTITIONS`.
-      seed: seed of the `np.random.default_rng` stream; the same seed gives the same parts.
-      alpha: Dirichlet concentration (> 0), used by `dirichlet` only.
-      classes_per_part: classes per part, used by `shards` only.
-      min_class_size: every part ends up holding some class with at least this many examples
-        (a federation passes its `min_class_count`, so that no client is left without a class).
-
-    Returns:
-      `num_parts` sorted int64 arrays of indices into `labels`, together covering each index once.
-    """
+    """Splits the indices of the [n] integer `labels` into `num_parts` (1 .. n) disjoint,
+    non-empty parts: sorted int64 arrays together covering each index once. The same `seed` gives
+    the same parts. `alpha` is used by `dirichlet` only, `classes_per_part` by `shards` only.
+    Every part ends up holding some class with at least `min_class_size` examples (a federation
+    passes its `min_class_count`, so that no client is left without a class)."""
     check_choice("partition method", method, PARTITIONS)
     labels = np.asarray(labels)
     check(
@@ -63,14 +53,11 @@ def partition(
     )
     check(labels.size == 0 or labels.min() >= 0, "labels must be non-negative")
     num_examples = labels.size
-    check(
-        isinstance(num_parts, int | np.integer) and num_parts >= 1,
-        f"num_parts must be an integer >= 1, got {num_parts!r}",
-    )
-    check(
-        isinstance(min_class_size, int | np.integer) and min_class_size >= 1,
-        f"min_class_size must be an integer >= 1, got {min_class_size!r}",
-    )
+    for name, value, low in (("num_parts", num_parts, 1), ("min_class_size", min_class_size, 1)):
+        check(
+            isinstance(value, int | np.integer) and value >= low,
+            f"{name} must be an integer >= {low}, got {value!r}",
+        )
     check(
         num_parts * min_class_size <= num_examples,
         f"num_parts={num_parts} is too many for {num_examples} examples: every part needs "

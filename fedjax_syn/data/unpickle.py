@@ -6,13 +6,22 @@ Embeddings", ICML 2016) are Python-2 pickles of scipy CSR matrices, one-hot nump
 names, so `find_class` here admits only the handful of globals those files need. Every other global
 (`os.system`, `builtins.eval`, ...) is refused before it is ever called.
 
+Nor may an allowed global allocate more than the file holds: arrays and sparse matrices can only
+be created empty and then filled from the file's bytes by their pickled state (which numpy checks
+against the declared shape), never by calling their constructor with a shape.
+
 Module paths renamed since the files were written (Python 3, NumPy 2, SciPy's private submodules
 that go away in SciPy 2) are remapped to the ones that exist now.
 """
 
 import importlib
+import io
+import os
 import pickle
 from typing import Any, BinaryIO
+
+import numpy as np
+import scipy.sparse as sp
 
 from fedjax_syn.core.errors import UserError
 
@@ -35,6 +44,38 @@ _ALLOWED = {
     "numpy.multiarray": {"_reconstruct"},
     "scipy.sparse": {"csr_matrix", "csc_matrix"},
 }
+
+
+class _StateOnly:
+    """Stands in for an array or sparse-matrix class: creates a blank instance of the real class
+    for pickle's NEWOBJ (state then fills it) and refuses a call with arguments (a shape)."""
+
+    real: type
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        if args or kwargs:
+            raise pickle.UnpicklingError(
+                f"a {cls.real.__name__} may only be restored from its pickled state, not by a call"
+            )
+        return object.__new__(cls.real)
+
+
+def _state_only(real: type) -> type:
+    return type(f"StateOnly_{real.__name__}", (_StateOnly,), {"real": real})
+
+
+_STATE_ONLY = {
+    ("numpy", "ndarray"): _state_only(np.ndarray),
+    ("scipy.sparse", "csr_matrix"): _state_only(sp.csr_matrix),
+    ("scipy.sparse", "csc_matrix"): _state_only(sp.csc_matrix),
+}
+
+
+def _reconstruct(cls: type, shape: tuple, dtype: Any) -> np.ndarray:
+    """numpy's pickle constructor, limited to what numpy's own pickles do: an empty ndarray."""
+    if cls is not _STATE_ONLY["numpy", "ndarray"] or tuple(shape) != (0,):
+        raise pickle.UnpicklingError("an array may only be restored from its pickled state")
+    return _import_multiarray()._reconstruct(np.ndarray, shape, dtype)
 
 
 def _import_multiarray():
@@ -60,8 +101,10 @@ class RestrictedUnpickler(pickle.Unpickler):
                 "which is not allowed in a graph data file"
             )
         if canonical == "numpy.multiarray":
-            return getattr(_import_multiarray(), name)
-        return getattr(importlib.import_module(canonical), name)
+            return _reconstruct
+        return _STATE_ONLY.get((canonical, name)) or getattr(
+            importlib.import_module(canonical), name
+        )
 
 
 def restricted_load(file: BinaryIO, source: str) -> Any:
@@ -78,7 +121,11 @@ def restricted_load(file: BinaryIO, source: str) -> Any:
         raise UserError(f"cannot unpickle {source}: {detail}") from e
 
 
-def load_pickle(path) -> Any:
-    """Reads one restricted pickle from the file at `path`."""
+def load_pickle(path: str | os.PathLike) -> Any:
+    """Reads one restricted pickle from the file at `path`.
+
+    The file is read whole first: a length field in the stream can then ask for no more bytes
+    than the file has (a file object would allocate the stated length before finding it short).
+    """
     with open(path, "rb") as f:
-        return restricted_load(f, str(path))
+        return restricted_load(io.BytesIO(f.read()), os.fspath(path))

@@ -90,16 +90,9 @@ def build_vision_federation(
     def take(index: np.ndarray) -> Split:
         return data.train_x[index], labels[index]
 
-    return VisionFederation(
-        num_classes=num_classes,
-        train=[take(s[0]) for s in splits],
-        val=[take(s[1]) for s in splits],
-        test=[take(s[2]) for s in splits],
-        missing=missing,
-        new_client=take(parts[num_clients]),
-        global_test=(data.test_x, data.test_y),
-        counts=counts,
-    )
+    train, val, test = ([take(s[i]) for s in splits] for i in range(3))
+    new_client, global_test = take(parts[num_clients]), (data.test_x, data.test_y)
+    return VisionFederation(num_classes, train, val, test, missing, new_client, global_test, counts)
 
 
 def _check_split(split) -> tuple[float, float]:

@@ -10,9 +10,18 @@ part of the same compiled program when asked, in every evaluation mode the algor
 inside `init` as round 0, evaluated like any round; without one `init` only initialises, and its
 metrics are empty. Under a device mesh the clients axis is sharded and `jit` turns the reductions
 into all-reduces; nothing here knows how many devices there are, or which algorithm it runs.
+
+Every round (the setup round included) also reports `metrics["finite"]`, [K] bool: whether every
+float entry of each client's new state and upload is finite (padded clients always are). It is
+reductions over outputs the round computes anyway, so it never changes them; the host decides
+what a false flag means (`runs.program`). `EngineConfig.on_nonfinite="drop"` also acts on it in the
+round: a client with a non-finite result keeps its previous state, its upload is zeroed and left
+out of the server update (`client_mask`), of the round's mean training metrics and of the
+`local` evaluation; "stop" (the default) changes nothing and leaves the decision to the host.
 """
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +39,7 @@ class EngineConfig:
     client_chunk: int | None = None  # None: vmap all clients; k: lax.map over groups of k
     eval_example_chunk: int | None = 512  # images evaluated this many at a time per client
     donate: bool = True  # reuse the state buffers of the previous round
+    on_nonfinite: str = "stop"  # "stop": only report; "drop": also drop such clients' updates
 
 
 def first_round(alg: FederatedAlgorithm) -> int:
@@ -39,9 +49,27 @@ def first_round(alg: FederatedAlgorithm) -> int:
 
 def client_mean(metrics: dict[str, jax.Array], client_mask: jax.Array) -> dict[str, jax.Array]:
     """Each per-client metric [K] averaged over the real clients."""
-    mask = client_mask.astype(jnp.float32)
-    count = jnp.maximum(jnp.sum(mask), 1.0)
-    return {name: jnp.sum(value * mask) / count for name, value in metrics.items()}
+    count = jnp.maximum(jnp.sum(client_mask.astype(jnp.float32)), 1.0)
+    # `where`, not a product: a left-out client's NaN must not reach the mean (NaN * 0 is NaN).
+    return {
+        name: jnp.sum(jnp.where(client_mask, value, 0)) / count for name, value in metrics.items()
+    }
+
+
+def finite_clients(num_clients: int, *stacked: Any) -> jax.Array:
+    """[K] whether every float entry of each client's slice of `stacked` (leading clients axis)
+    is finite: one reduction per leaf, no host sync."""
+    flags = [
+        jnp.all(jnp.isfinite(leaf.reshape(num_clients, -1)), axis=1)
+        for leaf in jax.tree.leaves(stacked)
+        if jnp.issubdtype(leaf.dtype, jnp.inexact)
+    ]
+    return functools.reduce(jnp.logical_and, flags, jnp.ones(num_clients, bool))
+
+
+def _per_client(flags: jax.Array, leaf: jax.Array) -> jax.Array:
+    """[K] flags broadcastable against a stacked leaf."""
+    return flags.reshape((-1,) + (1,) * (leaf.ndim - 1))
 
 
 def _federate(
@@ -54,22 +82,34 @@ def _federate(
     config: EngineConfig,
 ):
     """One round's client updates (by `update`) and server update; returns the new states, the
-    round's metrics, the clients' just-updated models (None if the algorithm has none) and the key
-    for personalisation."""
+    round's metrics, the clients' just-updated models (None if the algorithm has none), the
+    clients whose update counts (`client_mask`, less any dropped) and the key for
+    personalisation."""
     update_key, server_key, personal_key = jax.random.split(key, 3)
     keys = jax.random.split(update_key, fed.num_clients)
-    client_states, uploads, client_metrics, local_models = map_clients(
+    new_states, uploads, client_metrics, local_models = map_clients(
         lambda state, data, k: update(server, state, data, k),
         (client_states, fed.train, keys),
         config.client_chunk,
     )
-    server = alg.server_update(server, uploads, fed.client_mask, server_key)
-    metrics: dict[str, Any] = {"train": client_mean(client_metrics, fed.client_mask)}
-    return server, client_states, metrics, local_models, personal_key
+    finite = finite_clients(fed.num_clients, new_states, uploads)
+    counted = fed.client_mask
+    if config.on_nonfinite == "drop":
+        keep = lambda new, old: jnp.where(_per_client(finite, new), new, old)
+        new_states = jax.tree.map(keep, new_states, client_states)
+        uploads = jax.tree.map(lambda leaf: keep(leaf, jnp.zeros_like(leaf)), uploads)
+        counted = counted & finite
+    server = alg.server_update(server, uploads, counted, server_key)
+    metrics: dict[str, Any] = {
+        "train": client_mean(client_metrics, counted),
+        "finite": finite | ~fed.client_mask,
+    }
+    return server, new_states, metrics, local_models, counted, personal_key
 
 
-def _evaluate(alg, server, client_states, local_models, fed, key, config: EngineConfig):
-    """Per-client counts of every evaluation mode the algorithm has: {mode: {setting: ...}}."""
+def _evaluate(alg, server, client_states, local_models, counted, fed, key, config: EngineConfig):
+    """Per-client counts of every evaluation mode the algorithm has: {mode: {setting: ...}}.
+    A client whose update was dropped has no `local` model this round: its counts there are 0."""
     keys = jax.random.split(key, fed.num_clients)
     personal = lambda state, data, k: alg.personalize(server, state, data, k)
     models = {
@@ -82,12 +122,16 @@ def _evaluate(alg, server, client_states, local_models, fed, key, config: Engine
         models["global"] = jax.tree.map(
             lambda leaf: jnp.broadcast_to(leaf, (fed.num_clients, *leaf.shape)), one
         )
-    return {
+    counts = {
         mode: evaluation.evaluate(
             alg.predict, stacked, fed, config.client_chunk, config.eval_example_chunk
         )
         for mode, stacked in models.items()
     }
+    if config.on_nonfinite == "drop" and "local" in counts:
+        dropped = ~counted & fed.client_mask
+        counts["local"] = jax.tree.map(lambda c: jnp.where(dropped, 0, c), counts["local"])
+    return counts
 
 
 def init_step(alg: FederatedAlgorithm, fed: Federation, key: jax.Array, config: EngineConfig):
@@ -101,10 +145,12 @@ def init_step(alg: FederatedAlgorithm, fed: Federation, key: jax.Array, config: 
     clients = map_clients(init, (fed.train, keys), config.client_chunk)
     if alg.setup_client is None:
         return server, clients, {}
-    server, clients, metrics, local_models, personal_key = _federate(
+    server, clients, metrics, local_models, counted, personal_key = _federate(
         alg, alg.setup_client, server, clients, fed, jax.random.fold_in(key, 1), config
     )
-    metrics["counts"] = _evaluate(alg, server, clients, local_models, fed, personal_key, config)
+    metrics["counts"] = _evaluate(
+        alg, server, clients, local_models, counted, fed, personal_key, config
+    )
     return server, clients, metrics
 
 
@@ -148,12 +194,12 @@ def round_step(
     config: EngineConfig,
 ):
     """The un-jitted round; `make_round` compiles it."""
-    server, client_states, metrics, local_models, personal_key = _federate(
+    server, client_states, metrics, local_models, counted, personal_key = _federate(
         alg, alg.client_update, server, client_states, fed, key, config
     )
     if evaluate:
         metrics["counts"] = _evaluate(
-            alg, server, client_states, local_models, fed, personal_key, config
+            alg, server, client_states, local_models, counted, fed, personal_key, config
         )
     return server, client_states, metrics
 

@@ -7,10 +7,9 @@
 (c) best-validation minus last-round accuracy per algorithm and setting: how much is lost by not
     stopping at the best round.
 
-Figures are built with `matplotlib.figure.Figure` (no pyplot, no global backend state), so this
-module is safe to import in notebooks and headless jobs alike; saving renders PNG with Agg and
-PDF with matplotlib's PDF backend, neither needing a display. Every function returns the Figure
-and, when given paths, saves it there atomically (the format follows each path's suffix).
+Figures are `matplotlib.figure.Figure`s (no pyplot, no global backend state), so that notebooks and
+headless jobs alike can import this module. Every function returns the Figure and saves it
+atomically to any paths it is given (the format follows each path's suffix).
 """
 
 from __future__ import annotations
@@ -24,7 +23,14 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from fedjax_syn.core.errors import UserError, check
-from fedjax_syn.runs.ledger import SETTING_LABELS, group_runs, lookup, seed_stats, write_atomic
+from fedjax_syn.runs.ledger import (
+    SETTING_LABELS,
+    Stats,
+    group_runs,
+    lookup,
+    seed_stats,
+    write_atomic,
+)
 
 _SETTING_STYLE = {
     "seen": ("tab:blue", "-"),
@@ -58,6 +64,16 @@ def _panels(n: int, width: float = 4.0, height: float = 3.2) -> tuple[Figure, li
     return fig, list(axes)
 
 
+def _stats(values: Sequence, scale: float) -> Stats | None:
+    """Mean and population std over the seeds that have a value, scaled."""
+    return seed_stats([v * scale for v in values if v is not None])
+
+
+def _gap(record: dict, setting: str) -> float | None:
+    best, last = record["best"].get(setting), record["last"].get(setting)
+    return None if best is None or last is None else best - last
+
+
 def plot_accuracy_vs_alpha(
     records: Sequence[dict],
     settings: Sequence[str],
@@ -76,15 +92,9 @@ def plot_accuracy_vs_alpha(
     for ax, setting in zip(axes, settings, strict=True):
         for name in series:
             alphas = sorted(a for s, a in groups if s == name)
+            path = f"{metric}.{setting}"
             stats = [
-                seed_stats(
-                    [
-                        v * scale
-                        for r in groups[name, a]
-                        if (v := lookup(r, f"{metric}.{setting}", None)) is not None
-                    ]
-                )
-                for a in alphas
+                _stats([lookup(r, path, None) for r in groups[name, a]], scale) for a in alphas
             ]
             points = [(a, s) for a, s in zip(alphas, stats, strict=True) if s is not None]
             if not points:
@@ -107,11 +117,6 @@ def plot_accuracy_vs_alpha(
     fig.suptitle(f"Accuracy vs heterogeneity ({metric} round; band = ± population std over seeds)")
     save_figure(fig, paths)
     return fig
-
-
-def _rounds(record: dict, n: int) -> np.ndarray:
-    rounds = record.get("eval_rounds")
-    return np.asarray(rounds if rounds is not None else np.arange(1, n + 1), dtype=float)
 
 
 def plot_round_curves(
@@ -137,7 +142,8 @@ def plot_round_curves(
             raise UserError(
                 f"runs of {series_key}={name} have curves of different lengths {lengths}"
             )
-        x = _rounds(runs[0], lengths.pop())
+        rounds = runs[0].get("eval_rounds")
+        x = np.asarray(rounds if rounds is not None else np.arange(1, lengths.pop() + 1), float)
         finals = {}
         for setting in settings:
             curves = np.array(
@@ -179,31 +185,15 @@ def plot_best_last_gap(
     check(len(records) > 0, "no runs to plot: the ledger query matched nothing")
     groups = group_runs(records, (series_key,))
     names = sorted((k[0] for k in groups), key=str)
-    fig = Figure(
-        figsize=(max(5.0, 1.6 * len(settings) + 0.4 * len(names)), 3.6), layout="constrained"
-    )
-    ax = fig.subplots()
+    fig, (ax,) = _panels(1, max(5.0, 1.6 * len(settings) + 0.4 * len(names)), 3.6)
     width = 0.8 / len(names)
     x = np.arange(len(settings))
     for i, name in enumerate(names):
-        means, stds = [], []
-        for setting in settings:
-            gaps = [
-                (r["best"][setting] - r["last"][setting]) * scale
-                for r in groups[(name,)]
-                if r["best"].get(setting) is not None and r["last"].get(setting) is not None
-            ]
-            stats = seed_stats(gaps)
-            means.append(np.nan if stats is None else stats.mean)
-            stds.append(np.nan if stats is None else stats.std)
-        ax.bar(
-            x + (i - (len(names) - 1) / 2) * width,
-            means,
-            width,
-            yerr=stds,
-            capsize=3,
-            label=str(name),
-        )
+        stats = [_stats([_gap(r, s) for r in groups[(name,)]], scale) for s in settings]
+        means = [np.nan if s is None else s.mean for s in stats]
+        stds = [np.nan if s is None else s.std for s in stats]
+        offset = (i - (len(names) - 1) / 2) * width
+        ax.bar(x + offset, means, width, yerr=stds, capsize=3, label=str(name))
     ax.axhline(0.0, color="black", linewidth=0.8)
     ax.set_xticks(x, [_label(s) for s in settings])
     ax.set_ylabel("best-val − last round (points)")

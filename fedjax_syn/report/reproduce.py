@@ -71,10 +71,6 @@ class Outputs:
     markdown: str
 
 
-# ---------------------------------------------------------------------------------------------
-# Data and splits.
-
-
 def _load(cfg, cache: dict) -> Any:
     key = (cfg.track, cfg.dataset, cfg.data_dir)
     if key not in cache:
@@ -154,17 +150,6 @@ def write_splits(
     return paths
 
 
-# ---------------------------------------------------------------------------------------------
-# Figures.
-
-
-def _facets(records: Sequence[dict], keys: Sequence[str]) -> dict[tuple, list[dict]]:
-    groups: dict[tuple, list[dict]] = {}
-    for record in records:
-        groups.setdefault(tuple(lookup(record, k, None) for k in keys), []).append(record)
-    return groups
-
-
 def draw_figures(
     records: Sequence[dict],
     config: ml_collections.ConfigDict,
@@ -183,9 +168,12 @@ def draw_figures(
     series = table.get("series", "algorithm")
     settings = tuple(table.get("settings") or records[0]["settings"])
     drawn = {series, "protocol.alpha"} if kind == "alpha" else {series}
-    facet_keys = [k for k in spec.rows if k not in drawn]
+    facets: dict[tuple, list[dict]] = {}
+    for record in records:
+        key = tuple(lookup(record, k, None) for k in spec.rows if k not in drawn)
+        facets.setdefault(key, []).append(record)
     paths = []
-    for values, members in _facets(records, facet_keys).items():
+    for values, members in facets.items():
         stem = "_".join([spec.name, kind, *(f"{v}" for v in values)]).replace("/", "-")
         targets = [folder / f"{stem}.{ext}" for ext in ("png", "pdf")]
         if kind == "alpha":
@@ -196,10 +184,6 @@ def draw_figures(
             plots.plot_best_last_gap(members, settings, series_key=series, paths=targets)
         paths += targets
     return paths
-
-
-# ---------------------------------------------------------------------------------------------
-# The whole pipeline.
 
 
 def reproduce(

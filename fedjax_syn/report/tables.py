@@ -73,11 +73,13 @@ class TableSpec:
     compare_within: tuple[str, ...] | None = None
     scale: float = 100.0
     digits: int = 2
-    quantity: str = "Accuracy (%)"
     note: str = ""
     # Record paths (e.g. config.fedlog.beta) tuned on validation: each row and evaluation mode
     # shows the value whose mean best-round validation accuracy over seeds is highest.
     select_on: tuple[str, ...] = ()
+    # Values of the last row key (e.g. fedlog) whose every cell is judged against the best other
+    # row of its comparison group: win / tie / loss, a tie meaning within the larger std.
+    verdict_for: tuple[str, ...] = ()
 
     def __post_init__(self):
         check(len(self.rows) > 0, f"table {self.name!r} needs at least one row key")
@@ -125,20 +127,14 @@ def accuracy_spec(
         "last": "Numbers are at the last round.",
         "both": "best = round of best validation accuracy; last = final round.",
     }[metric]
-    note += (
-        " Scored with "
-        + "; ".join(
-            f"{mode}: {MODE_NOTES[mode]}" if len(modes) > 1 else MODE_NOTES[mode] for mode in modes
-        )
-        + "."
-    )
+    scored = "; ".join(f"{m}: {MODE_NOTES[m]}" if len(modes) > 1 else MODE_NOTES[m] for m in modes)
     return TableSpec(
         name=name,
         title=title or f"{', '.join(SETTING_LABELS.get(s, s) for s in settings)} accuracy",
         filters=dict(filters),
         rows=tuple(rows),
         columns=columns,
-        note=note,
+        note=f"{note} Scored with {scored}.",
         **layout,
     )
 
@@ -184,23 +180,12 @@ NAMED_SPECS = {
     "condense": condense_spec(),
 }
 
-_JSON_KEYS = {
-    "name",
-    "title",
-    "kind",
-    "filters",
-    "rows",
-    "settings",
-    "metric",
-    "modes",
-    "metrics",
-    "expected_rows",
-    "seeds",
-    "compare_within",
-    "scale",
-    "digits",
-    "select_on",
-}
+# The fields of a JSON spec: layout fields taken as tuples, layout fields taken as they are, and
+# the rest, which say what the table holds.
+_AS_TUPLES = ("compare_within", "seeds", "select_on", "verdict_for")
+_AS_IS = ("title", "scale", "digits")
+_JSON_KEYS = {"name", "kind", "filters", "rows", "expected_rows", "settings", "metric", "modes"}
+_JSON_KEYS |= {"metrics", *_AS_TUPLES, *_AS_IS}
 
 
 def spec_from_dict(obj: Mapping[str, Any]) -> TableSpec:
@@ -214,37 +199,19 @@ def spec_from_dict(obj: Mapping[str, Any]) -> TableSpec:
     check(not unknown, f"unknown table spec field(s) {unknown}; allowed: {sorted(_JSON_KEYS)}")
     kind = obj.get("kind", "accuracy")
     check_choice("table kind", kind, ("accuracy", "condense"))
-    name = obj.get("name", "table")
-    layout: dict[str, Any] = {}
-    for key in ("compare_within", "seeds", "select_on"):
-        if key in obj:
-            layout[key] = tuple(obj[key])
-    for key in ("scale", "digits"):
-        if key in obj:
-            layout[key] = obj[key]
-    if kind == "accuracy":
-        for key in ("rows", "settings"):
-            check(key in obj, f"accuracy table spec {name!r} needs {key!r}")
-        rows = tuple(obj["rows"])
-    else:
-        rows = tuple(obj.get("rows", ("dataset", "method", "ipc")))
+    name, accuracy = obj.get("name", "table"), kind == "accuracy"
+    for key in ("rows", "settings") if accuracy else ():
+        check(key in obj, f"accuracy table spec {name!r} needs {key!r}")
+    rows = tuple(obj.get("rows", ("dataset", "method", "ipc")))
+    own = "modes" if accuracy else "metrics"  # the other kind's fields are ignored
+    layout = {k: tuple(obj[k]) for k in (*_AS_TUPLES, own) if k in obj}
+    layout |= {k: obj[k] for k in _AS_IS if k in obj}
     if "expected_rows" in obj:
         layout["expected_rows"] = _expected_rows(obj["expected_rows"], rows)
-    if kind == "accuracy":
-        extra = {"title": obj["title"]} if "title" in obj else {}
-        if "modes" in obj:
-            extra["modes"] = tuple(obj["modes"])
-        return accuracy_spec(
-            name,
-            obj.get("filters", {}),
-            rows,
-            obj["settings"],
-            obj.get("metric", "both"),
-            **extra,
-            **layout,
-        )
-    extra = {k: obj[k] for k in ("title", "metrics") if k in obj}
-    return condense_spec(name, obj.get("filters"), rows, **extra, **layout)
+    if accuracy:
+        metric = obj.get("metric", "both")
+        return accuracy_spec(name, obj.get("filters", {}), rows, obj["settings"], metric, **layout)
+    return condense_spec(name, obj.get("filters"), rows, **layout)
 
 
 def _expected_rows(value: Any, rows: Sequence[str]) -> tuple[tuple, ...]:
@@ -334,7 +301,7 @@ def build_table(records: Iterable[dict], spec: TableSpec, source: str = "ledger"
             chosen, runs = (
                 _select(groups[key], n_select, column.path) if key in groups else ((), [])
             )
-            if n_select and runs:
+            if runs and any(v is not None for v in chosen):
                 selected[key, _validation_path(column.path)] = chosen
             seeds_found.setdefault(key, tuple(sorted(r.get("seed") for r in runs)))
             values = [lookup(r, column.path, None) for r in runs]
@@ -346,15 +313,8 @@ def build_table(records: Iterable[dict], spec: TableSpec, source: str = "ledger"
         f"{len(matched)} runs; rows={json.dumps(list(spec.rows))}; "
         f"columns={json.dumps([c.path for c in spec.columns])}"
     )
-    return Table(
-        spec=spec,
-        row_keys=row_keys,
-        seeds_found=seeds_found,
-        cells=cells,
-        bold=_bold_cells(spec, row_keys, cells),
-        query=query,
-        selected=selected,
-    )
+    bold = _bold_cells(spec, row_keys, cells)
+    return Table(spec, row_keys, seeds_found, cells, bold, query, selected)
 
 
 def _sort_key(key: tuple) -> tuple:
@@ -391,9 +351,7 @@ def _bold_cells(spec: TableSpec, row_keys: Sequence[tuple], cells: Mapping) -> f
 
 
 def _fmt_value(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _row_label(path: str) -> str:
@@ -405,59 +363,93 @@ def _n_text(table: Table, key: tuple) -> str:
     return f"{found}/{len(table.spec.seeds)}" if table.spec.seeds is not None else str(found)
 
 
-def _cell_text(table: Table, key: tuple, j: int, pm: str) -> str:
+def _cell_text(table: Table, key: tuple, j: int) -> str:
     stats = table.cells.get((key, j))
     if not table.seeds_found[key]:
         return "missing"
     if stats is None:
         return "—"
     d = table.spec.digits
-    text = f"{stats.mean:.{d}f} {pm} {stats.std:.{d}f}"
+    text = f"{stats.mean:.{d}f} ± {stats.std:.{d}f}"
     if stats.n != len(table.seeds_found[key]):
         text += f" (n={stats.n})"
     return text
 
 
-def _missing_lines(table: Table) -> list[str]:
-    """One line per row with expected seeds (or the whole row) absent from the ledger."""
-    lines = []
-    for key in table.row_keys:
-        found = table.seeds_found[key]
-        where = ", ".join(f"{r}={_fmt_value(v)}" for r, v in zip(table.spec.rows, key, strict=True))
-        if table.spec.seeds is not None:
-            absent = [s for s in table.spec.seeds if s not in found]
-            if absent:
-                lines.append(f"{where}: seed(s) {', '.join(map(str, absent))}")
-        elif not found:
-            lines.append(f"{where}: all seeds")
+def _assignments(names: Sequence[str], values: Sequence) -> str:
+    return ", ".join(f"{n}={_fmt_value(v)}" for n, v in zip(names, values, strict=True))
+
+
+def verdict(table: Table, key: tuple, j: int) -> str | None:
+    """`key`'s cell j against the best mean of the other rows of its group that are not judged
+    themselves: 'win +d', 'tie +d' (|d| within the larger std) or 'loss -d (<best row>)'."""
+    spec, idx = table.spec, _compare_indices(table.spec)
+    mine = table.cells.get((key, j))
+    others = [
+        (table.cells[k, j], k[-1])
+        for k in table.row_keys
+        if [k[i] for i in idx] == [key[i] for i in idx]
+        and k[-1] not in spec.verdict_for
+        and (k, j) in table.cells
+    ]
+    if mine is None or not others:
+        return None
+    best, name = max(others, key=lambda other: other[0].mean)
+    diff = mine.mean - best.mean
+    word = "tie" if abs(diff) <= max(mine.std, best.std) else "win" if diff > 0 else "loss"
+    return f"{word} {diff:+.{spec.digits}f}" + ("" if word == "win" else f" ({name})")
+
+
+def _verdict_lines(table: Table) -> list[str]:
+    """A Markdown table of `verdict` for every judged row and column."""
+    spec = table.spec
+    judged = [k for k in table.row_keys if k[-1] in spec.verdict_for]
+    if not judged:
+        return []
+    heads = [_row_label(r) for r in spec.rows]
+    heads += [f"{c.group} ({c.sub})" if c.sub else c.group for c in spec.columns]
+    lines = [
+        f"Verdict for {', '.join(spec.verdict_for)} against the best other row (win or loss: "
+        "the difference exceeds the larger of the two stds; tie otherwise):",
+        "",
+        _md_row(heads),
+        _md_row(["---"] * len(heads)),
+    ]
+    for key in judged:
+        cells = [verdict(table, key, j) or "—" for j in range(len(spec.columns))]
+        lines.append(_md_row([_fmt_value(v) for v in key] + cells))
     return lines
 
 
-def _selected_lines(table: Table) -> list[str]:
-    """One line per row whose `select_on` values were chosen on validation, per mode."""
-    spec, lines = table.spec, []
+def _notes(table: Table) -> list[tuple[str, list[str]]]:
+    """The non-empty notes under a table: rows with expected seeds (or the whole row) absent from
+    the ledger, and the `select_on` values each row chose on validation, per mode."""
+    spec, missing, chosen = table.spec, [], []
     for key in table.row_keys:
-        picks = [(path, v) for (k, path), v in table.selected.items() if k == key]
-        if not picks:
-            continue
-        where = ", ".join(f"{r}={_fmt_value(v)}" for r, v in zip(spec.rows, key, strict=True))
-        described = [
+        where, found = _assignments(spec.rows, key), table.seeds_found[key]
+        absent = [s for s in spec.seeds or () if s not in found]
+        if absent:
+            missing.append(f"{where}: seed(s) {', '.join(map(str, absent))}")
+        elif spec.seeds is None and not found:
+            missing.append(f"{where}: all seeds")
+        picks = [
             f"{path.removesuffix('.best.val').removeprefix('modes.') or 'personalized'}: "
-            + ", ".join(
-                f"{_row_label(p)}={_fmt_value(x)}" for p, x in zip(spec.select_on, v, strict=True)
-            )
-            for path, v in picks
+            + _assignments([_row_label(p) for p in spec.select_on], v)
+            for (k, path), v in table.selected.items()
+            if k == key
         ]
-        lines.append(f"{where}: {'; '.join(described)}")
-    return lines
+        if picks:
+            chosen.append(f"{where}: {'; '.join(picks)}")
+    notes = [("Missing runs", missing), ("Selected on validation", chosen)]
+    return [(heading, lines) for heading, lines in notes if lines]
 
 
-def _caption(table: Table, pm: str) -> str:
+def _caption(table: Table) -> str:
     spec = table.spec
     within = [_row_label(k) for k in _compare_keys(spec)]
     scope = f"within each ({', '.join(within)})" if within else "over all rows"
     return (
-        f"{spec.quantity}: mean {pm} population std (numpy std, ddof=0) over seeds; "
+        f"Accuracy (%): mean ± population std (numpy std, ddof=0) over seeds; "
         f"n = seeds per row{' (found/expected)' if spec.seeds is not None else ''}. "
         f"Bold: best mean of the column {scope}. {spec.note}"
     ).strip()
@@ -473,16 +465,15 @@ def to_markdown(table: Table) -> str:
     for key in table.row_keys:
         cells = [_fmt_value(v) for v in key] + [_n_text(table, key)]
         for j in range(len(spec.columns)):
-            text = _cell_text(table, key, j, "±")
+            text = _cell_text(table, key, j)
             cells.append(f"**{text}**" if (key, j) in table.bold else text)
         lines.append(_md_row([_md_escape(c) for c in cells]))
-    lines += ["", _md_escape(_caption(table, "±"))]
-    missing = _missing_lines(table)
-    if missing:
-        lines += ["", "Missing runs:", *(f"- {_md_escape(m)}" for m in missing)]
-    chosen = _selected_lines(table)
-    if chosen:
-        lines += ["", "Selected on validation:", *(f"- {_md_escape(c)}" for c in chosen)]
+    lines += ["", _md_escape(_caption(table))]
+    for heading, notes in _notes(table):
+        lines += ["", f"{heading}:", *(f"- {_md_escape(n)}" for n in notes)]
+    verdicts = _verdict_lines(table)
+    if verdicts:
+        lines += ["", *verdicts]
     lines += ["", f"Query: `{table.query}`", ""]
     return "\n".join(lines)
 
@@ -519,20 +510,20 @@ def to_latex(table: Table) -> str:
     """The table as a booktabs LaTeX float; missing runs and the query follow as comments."""
     spec = table.spec
     n_keys = len(spec.rows) + 1
+    caption = latex_escape(f"{spec.title}. {_caption(table)}").replace("±", r"$\pm$")
     lines = [
         f"% Table {spec.name!r}, generated from the results ledger; do not edit by hand.",
         r"\begin{table}[t]",
         r"\centering",
-        rf"\caption{{{latex_escape(spec.title)}. {latex_escape(_caption(table, '±'))}}}".replace(
-            "±", r"$\pm$"
-        ),
+        rf"\caption{{{caption}}}",
         rf"\label{{tab:{latex_escape(spec.name)}}}",
         r"\begin{tabular}{" + "l" * len(spec.rows) + "r" + "c" * len(spec.columns) + "}",
         r"\toprule",
     ]
     row_labels = [latex_escape(_row_label(r)) for r in spec.rows] + ["$n$"]
     spans = [(g, len(list(cols))) for g, cols in itertools.groupby(spec.columns, lambda c: c.group)]
-    if any(c.sub for c in spec.columns):
+    two_levels = any(c.sub for c in spec.columns)
+    if two_levels:
         top, rules, start = [""] * n_keys, [], n_keys + 1
         for group, width in spans:
             top.append(rf"\multicolumn{{{width}}}{{c}}{{{latex_escape(group)}}}")
@@ -540,12 +531,8 @@ def to_latex(table: Table) -> str:
                 rules.append(rf"\cmidrule(lr){{{start}-{start + width - 1}}}")
             start += width
         lines += [" & ".join(top) + r" \\", "".join(rules)]
-        lines.append(" & ".join(row_labels + [latex_escape(c.sub) for c in spec.columns]) + r" \\")
-    else:
-        lines.append(
-            " & ".join(row_labels + [latex_escape(c.group) for c in spec.columns]) + r" \\"
-        )
-    lines.append(r"\midrule")
+    headers = [latex_escape(c.sub if two_levels else c.group) for c in spec.columns]
+    lines += [" & ".join(row_labels + headers) + r" \\", r"\midrule"]
     idx = _compare_indices(spec)
     previous = None
     for key in table.row_keys:
@@ -555,16 +542,12 @@ def to_latex(table: Table) -> str:
         previous = group
         cells = [latex_escape(_fmt_value(v)) for v in key] + [_n_text(table, key)]
         for j in range(len(spec.columns)):
-            text = latex_escape(_cell_text(table, key, j, "±")).replace("±", r"$\pm$")
+            text = latex_escape(_cell_text(table, key, j)).replace("±", r"$\pm$")
             cells.append(rf"\textbf{{{text}}}" if (key, j) in table.bold else text)
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
-    missing = _missing_lines(table)
-    if missing:
-        lines += ["% Missing runs:", *(f"%   {m}" for m in missing)]
-    chosen = _selected_lines(table)
-    if chosen:
-        lines += ["% Selected on validation:", *(f"%   {c}" for c in chosen)]
+    for heading, notes in _notes(table):
+        lines += [f"% {heading}:", *(f"%   {n}" for n in notes)]
     lines += [f"% Query: {table.query}", ""]
     return "\n".join(lines)
 
@@ -573,19 +556,14 @@ def table_spec(config: ml_collections.ConfigDict, name: str = "table") -> TableS
     """The table a sweep config names in its `table` field (spec fields of
     `spec_from_dict`, plus the figure fields `plot` and `series`), with defaults from its
     track and grid seeds."""
-    table = dict((config.get("table") or ml_collections.ConfigDict()).to_dict())
-    for field in FIGURE_FIELDS:
-        table.pop(field, None)
+    fields = (config.get("table") or ml_collections.ConfigDict()).to_dict()
+    table = {k: v for k, v in fields.items() if k not in FIGURE_FIELDS}
     track = config.get("track", "vision")
-    condense = track == "condense"
     table.setdefault("name", name)
-    table.setdefault("kind", "condense" if condense else "accuracy")
-    if not condense:
+    table.setdefault("kind", "condense" if track == "condense" else "accuracy")
+    if track != "condense":
         table.setdefault("rows", ["dataset", "algorithm"])
-        table.setdefault(
-            "settings",
-            list(VISION_SETTINGS if track == "vision" else GRAPH_SETTINGS),
-        )
+        table.setdefault("settings", list(VISION_SETTINGS if track == "vision" else GRAPH_SETTINGS))
     grid = config.get("grid") or {}
     table.setdefault("seeds", list(grid["seed"]) if "seed" in grid else [config.get("seed", 0)])
     return spec_from_dict(table)

@@ -234,6 +234,7 @@ def save_state(ckpt: RunCheckpointer, state: Any, elapsed_s: float) -> None:
         "round": state.round,
         "curves": _json_curves(state.curves),
         "eval_rounds": list(state.eval_rounds),
+        "dropped": state.dropped,
         "elapsed_s": elapsed_s,
     }
     ckpt.save(state.round, jax.tree.map(_host_copy, _arrays(state)), meta)
@@ -256,5 +257,6 @@ def restore_state(ckpt: RunCheckpointer, template: Any) -> Any | None:
         round=step,
         curves=_float_curves(meta["curves"]),
         eval_rounds=list(meta["eval_rounds"]),
+        dropped=meta.get("dropped", template.dropped),  # absent from checkpoints saved before it
         elapsed_s=float(meta["elapsed_s"]),
     )

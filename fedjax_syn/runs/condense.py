@@ -103,6 +103,10 @@ def run(
     dsa = _dsa_config(cfg)
     condense_key, eval_key = jax.random.split(jax.random.key(cfg.seed))
     options = dict(
+        method=cfg.method,
+        ipc=cfg.ipc,
+        iterations=cfg.iterations,
+        dsa=cfg.dsa,
         num_nets=cfg.num_nets,
         batch_real=cfg.batch_real,
         init=cfg.init,
@@ -121,12 +125,8 @@ def run(
         data.train_x,
         data.train_y,
         data.num_classes,
-        method=cfg.method,
-        ipc=cfg.ipc,
         key=condense_key,
         model=model,
-        iterations=cfg.iterations,
-        dsa=cfg.dsa,
         on_iteration=on_step,
         **options,
         **({"dsa_config": dsa} if dsa else {}),
@@ -136,23 +136,17 @@ def run(
         np.random.default_rng(cfg.seed), data.train_x, data.train_y, data.num_classes, cfg.ipc
     )
     test = slice(cfg.test_size or None)
-    accuracy = {}
-    for name, (x, y) in {"syn_acc": (syn_x, syn_y), "random_acc": (real_x, real_y)}.items():
-        accuracy[name] = evaluate_synthetic(
-            eval_key,
-            model,
-            x,
-            y,
-            data.test_x[test],
-            data.test_y[test],
-            num_nets=cfg.eval_nets,
-            epochs=cfg.eval_epochs,
-            batch_size=cfg.eval_batch_size,
-            lr=cfg.eval_lr,
-            dsa=dsa,
-        )
+    evaluation = dict(
+        num_nets=cfg.eval_nets,
+        epochs=cfg.eval_epochs,
+        batch_size=cfg.eval_batch_size,
+        lr=cfg.eval_lr,
+        dsa=dsa,
+    )
     metrics = {}
-    for name, acc in accuracy.items():
+    for name, (x, y) in {"syn_acc": (syn_x, syn_y), "random_acc": (real_x, real_y)}.items():
+        test_x, test_y = data.test_x[test], data.test_y[test]
+        acc = evaluate_synthetic(eval_key, model, x, y, test_x, test_y, **evaluation)
         metrics |= {name: float(np.mean(acc)), f"{name}_std": float(np.std(acc))}
         metrics[f"{name}_per_net"] = [float(a) for a in acc]
     config = cfg.to_dict()
@@ -163,7 +157,7 @@ def run(
         "method": cfg.method,
         "ipc": cfg.ipc,
         "seed": cfg.seed,
-        "loops": CondenseConfig(ipc=cfg.ipc, **options).loops if cfg.method == "gm" else None,
+        "loops": CondenseConfig(**options).loops if cfg.method == "gm" else None,
         "metrics": metrics,
         "config": config,
         "seconds_per_iteration": statistics.median(steps[1:]) if len(steps) > 1 else None,

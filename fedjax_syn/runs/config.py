@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import ml_collections
 
-from fedjax_syn.core.errors import UserError, check
+from fedjax_syn.core.errors import UserError, check, check_choice
 from fedjax_syn.engine.round import EngineConfig
 from fedjax_syn.runs import condense, ledger
 
@@ -20,6 +20,9 @@ GRAPH_MODELS = ("gcn", "sage")
 # chunked == vmapped, unrolled == while-loop, sharded == single device). A run's identity ignores
 # them, so a sweep switched to another layout still finds the runs its ledger holds.
 EXECUTION_FIELDS = ("client_chunk", "eval_example_chunk", "unroll", "shard")
+# What to do when an update turns NaN or Inf (docs/scale.md, "Non-finite updates"): "stop" the
+# run, its last checkpoint kept, or "drop" that client's update for the round.
+ON_NONFINITE = ("stop", "drop")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -69,16 +72,22 @@ def default_config() -> ml_collections.ConfigDict:
             "client_chunk": 0,  # 0: vmap every client at once
             "eval_example_chunk": 512,
             "shard": False,  # put the clients axis on a mesh of all local devices
+            "on_nonfinite": "stop",  # ON_NONFINITE; left out of the run id (`run_id`)
         }
     )
 
 
 def run_id(cfg) -> str:
     """The ledger id of a run: its config with the execution fields at their defaults (a
-    condensation run: its config without its own execution fields, `condense.identity`)."""
+    condensation run: its config without its own execution fields, `condense.identity`).
+
+    `on_nonfinite` is left out altogether: a healthy run computes the same under either choice,
+    and leaving it out keeps the ids of runs recorded before the field existed (a sweep switched
+    to "drop" resumes from the checkpoint that "stop" kept)."""
     if cfg.get("track") == "condense":
         return ledger.run_id(condense.identity(cfg))
     config = cfg.to_dict()
+    config.pop("on_nonfinite", None)
     defaults = default_config()
     for field in EXECUTION_FIELDS:
         if field in config:
@@ -88,8 +97,11 @@ def run_id(cfg) -> str:
 
 def engine_config(cfg) -> EngineConfig:
     check(cfg.client_chunk >= 0, f"client_chunk must be >= 0, got {cfg.client_chunk}")
+    check_choice("on_nonfinite", cfg.on_nonfinite, ON_NONFINITE)
     return EngineConfig(
-        client_chunk=cfg.client_chunk or None, eval_example_chunk=cfg.eval_example_chunk
+        client_chunk=cfg.client_chunk or None,
+        eval_example_chunk=cfg.eval_example_chunk,
+        on_nonfinite=cfg.on_nonfinite,
     )
 
 

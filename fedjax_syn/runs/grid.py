@@ -8,7 +8,7 @@ the option groups of algorithms it does not use, so equal runs of a grid are run
 
 import ast
 import itertools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import ml_collections
@@ -57,13 +57,9 @@ def _leaves(tree: Any, prefix: str = "") -> list[tuple[str, Any]]:
 
 
 def grid_configs(config: ml_collections.ConfigDict) -> list[ml_collections.ConfigDict]:
-    """One config per point of `config.grid`, in product order (last axis fastest), without the
-    sweep-only fields; the config itself (minus those fields) when there is no grid.
-
-    Grid axes mirror the config: {"seed": (0, 1), "fedlog": {"beta": (0.1, 1.0)}} sweeps seed
-    and fedlog.beta. A `variant` axis names entries of `config.variants`, each a nested dict of
-    field values; the point records the name in its `variant` field.
-    """
+    """One config per point of `config.grid` (see the module docstring), in product order (last
+    axis fastest), without the sweep-only fields; the config itself (minus those fields) when
+    there is no grid. A `variant` point records the variant's name in its `variant` field."""
     axes = _leaves(config.get("grid") or {})
     variants = config.get("variants") or {}
     for name, values in axes:
@@ -134,13 +130,16 @@ def parse_grid_override(text: str) -> dict[str, list]:
 
 def override_grid(config: ml_collections.ConfigDict, text: str) -> None:
     """Sets or replaces the grid axes given as `parse_grid_override` text, in place."""
-    overrides = parse_grid_override(text)
-    if not overrides:
+    _set_axes(config, parse_grid_override(text))
+
+
+def _set_axes(config: ml_collections.ConfigDict, axes: Mapping[str, Sequence]) -> None:
+    if not axes:
         return
     with config.unlocked():
         if not config.get("grid"):
             config.grid = ml_collections.ConfigDict()
-        for dotted, values in overrides.items():
+        for dotted, values in axes.items():
             node = config.grid
             *parents, last = dotted.split(".")
             for part in parents:
@@ -162,15 +161,7 @@ def narrow_grid(config: ml_collections.ConfigDict, overrides: Mapping[str, Any])
     overwritten at every point of a grid that sweeps `algorithm`, and silently ignored.
     """
     axes = dict(_leaves(config.get("grid") or {}))
-    for field, value in overrides.items():
-        if field not in axes:
-            continue
-        node = config.grid
-        *parents, last = field.split(".")
-        for part in parents:
-            node = node[part]
-        with config.unlocked():
-            node[last] = (value,)
+    _set_axes(config, {field: [value] for field, value in overrides.items() if field in axes})
 
 
 def apply_command_line(

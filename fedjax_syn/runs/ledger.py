@@ -13,6 +13,8 @@ Record schema (written by the training launcher; accuracies are fractions in [0,
      "config": {...},            # the full run configuration, verbatim
      "settings": [str, ...],     # evaluated settings, in table order
      "eval_rounds": [int, ...],  # the round number of each curve entry
+     "dropped": [[int, int], ...],  # [round, client] of each non-finite update left out
+                                 # (config "on_nonfinite": "drop"); absent from older records
      "curves": {"val": [...], <setting>: [...], "train_loss": [...]},
                                  # one entry per evaluated round; null where a setting had no
                                  # examples (JSON has no NaN)
@@ -35,11 +37,14 @@ Appending: each record is one line written with a single O_APPEND write (looped 
 under an exclusive `fcntl.flock`, then fsync'ed. Appending keeps each write O(record) instead of
 rewriting an ever-growing file, and the lock serialises concurrent writers so lines never
 interleave. A writer killed mid-write leaves at most a partial last line; readers skip it with a
-warning, and the next append removes it before writing, so it never ends up mid-file. POSIX only.
+warning, and the next append removes it before writing, so it never ends up mid-file. A write that
+fails (full disk, read-only folder) is truncated away at once and raised as a one-line `UserError`.
+POSIX only (`fcntl`; on Windows the module does not import).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import fcntl
@@ -92,17 +97,48 @@ def append_record(path: str | os.PathLike, record: dict) -> None:
     record.setdefault("created", datetime.datetime.now(datetime.timezone.utc).isoformat())
     line = (_dumps(record) + "\n").encode()
     path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise _write_error(path, e) from e
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         _repair_tail(fd, path)
-        view = memoryview(line)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
+        start = os.fstat(fd).st_size
+        try:
+            view = memoryview(line)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        except OSError as e:  # e.g. a full disk: take back the part that was written
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, start)
+            raise _write_error(path, e) from e
     finally:
         os.close(fd)  # also releases the lock
+
+
+def check_appendable(path: str | os.PathLike) -> None:
+    """Raises a one-line `UserError` now if the ledger could not be appended to, so that a
+    read-only or missing results folder is reported before the runs rather than after them.
+    Creates the folder but not the ledger."""
+    path = pathlib.Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            os.close(os.open(path, os.O_WRONLY | os.O_APPEND))
+        else:
+            fd, probe = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".probe")
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as e:
+        raise _write_error(path, e) from e
+
+
+def _write_error(path: pathlib.Path, error: OSError) -> UserError:
+    """A failed write (full disk, read-only folder, no permission) as one line naming the file."""
+    return UserError(f"cannot write {path}: {error.strerror or error}")
 
 
 def _repair_tail(fd: int, path: pathlib.Path) -> None:
@@ -328,7 +364,10 @@ def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise _write_error(path, e) from e
     try:
         os.fchmod(fd, _file_mode(path))  # mkstemp creates 0600; give the usual permissions
         with os.fdopen(fd, "wb") as f:
@@ -336,8 +375,10 @@ def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         pathlib.Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise _write_error(path, e) from e
         raise
 
 

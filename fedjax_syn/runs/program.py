@@ -17,11 +17,19 @@ with others equals its run alone to float tolerance, not bit for bit.
 Arrays equal in every run (the official test set, or everything when the program has one run)
 are passed once, unbatched (`in_axes` None). The number of clients must agree (it shapes every
 run's client keys).
+
+Non-finite updates: every round reports which clients' results are finite ([runs, K] bool,
+`engine.round`). The host reads these flags whenever it syncs anyway (an evaluated round, the
+end of `advance`), never adding a sync of its own; with `on_nonfinite="stop"` it then raises a
+`NonFiniteError` naming the first bad run, client and round before recording anything, so a sweep
+saves no checkpoint of the poisoned state; with "drop" it logs one warning per dropped update and
+records it in the run's `dropped` list.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -33,7 +41,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from fedjax_syn.core.arrays import EvalGroup, Federation
-from fedjax_syn.core.errors import UserError, check
+from fedjax_syn.core.errors import NonFiniteError, UserError, check
 from fedjax_syn.engine import evaluation, sharding
 from fedjax_syn.engine.round import compile_init, first_round, init_step, round_step
 from fedjax_syn.runs import config as run_config
@@ -48,6 +56,9 @@ from fedjax_syn.runs.ledger import (
 from fedjax_syn.runs.prepare import Prepared, build_algorithm, prepare
 
 OnRound = Callable[[int, list[dict]], None]  # (round, each run's new curve points)
+Dropped = list[list[list[int]]]  # per run, the [round, client] of each dropped update
+
+_log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,8 +138,8 @@ class State:
 
     `server` and `clients` carry the runs axis and live on device (the next round donates their
     buffers); `key` holds each run's base key (round r uses `fold_in(key, r)`), `round` the last
-    finished round, and each run's curves one entry per evaluated round. A sweep checkpoints this
-    to resume bit-identically.
+    finished round, each run's curves one entry per evaluated round, and its dropped updates
+    (`on_nonfinite="drop"`). A sweep checkpoints this to resume bit-identically.
     """
 
     server: Any
@@ -137,6 +148,7 @@ class State:
     round: int
     curves: list[dict[str, list[float]]]
     eval_rounds: list[int]
+    dropped: Dropped
     elapsed_s: float = 0.0  # wall time spent on these runs by earlier processes
 
 
@@ -215,14 +227,35 @@ def initial_state(program: Program, abstract: bool = False) -> State:
     algorithm's setup round, if it has one) run and recorded. `abstract`: the server and clients
     as shapes only, the template a checkpoint restores into without computing anything."""
     curves: list[dict[str, list[float]]] = [{} for _ in range(program.num_runs)]
-    state = State(None, None, _base_keys(program.cfgs), 0, curves, [])
+    dropped: Dropped = [[] for _ in range(program.num_runs)]
+    state = State(None, None, _base_keys(program.cfgs), 0, curves, [], dropped)
     if abstract:
         state.server, state.clients = program.state_shapes
         return state
     state.server, state.clients, metrics = program.init()
     if metrics:
+        _screen(program, [(0, metrics.pop("finite"))], state.dropped)
         _record_round(program, state.curves, state.eval_rounds, 0, fetch(metrics))
     return state
+
+
+def _screen(program: Program, unread: list[tuple[int, jax.Array]], dropped: Dropped) -> None:
+    """Reads the finite flags ([runs, K]) of the rounds in `unread`, in order: raises at the first
+    non-finite update under on_nonfinite="stop"; else logs and records each dropped update."""
+    for r, flags in unread:
+        for i, k in np.argwhere(~fetch(flags)).tolist():
+            cfg = program.cfgs[i]
+            where = (
+                f"in run {run_config.run_id(cfg)} ({cfg.dataset}/{cfg.algorithm} seed "
+                f"{cfg.seed}), client {k}, round {r}"
+            )
+            if cfg.on_nonfinite == "stop":
+                raise NonFiniteError(
+                    f"non-finite update {where}; the run stopped (set on_nonfinite='drop' to "
+                    "drop such updates instead)"
+                )
+            _log.warning("dropped a non-finite update %s", where)
+            dropped[i].append([r, k])
 
 
 def _record_round(program: Program, curves, eval_rounds: list[int], r: int, metrics) -> list[dict]:
@@ -249,17 +282,29 @@ def advance(program: Program, state: State, until: int, on_round: OnRound | None
     server, clients = state.server, state.clients
     curves = [{k: list(v) for k, v in c.items()} for c in state.curves]
     eval_rounds = list(state.eval_rounds)
+    dropped = [list(d) for d in state.dropped]
+    unread: list[tuple[int, jax.Array]] = []  # finite flags not yet screened
     for r in range(state.round + 1, until + 1):
         evaluate = r % cfg.eval_every == 0 or r == last
         server, clients, metrics = program.compiled[evaluate](
             server, clients, program.fed, _fold_all(state.key, r)
         )
+        unread.append((r, metrics.pop("finite")))
         if evaluate:
+            _screen(program, unread, dropped)
+            unread = []
             points = _record_round(program, curves, eval_rounds, r, fetch(metrics))
             if on_round is not None:
                 on_round(r, points)
+    _screen(program, unread, dropped)
     return dataclasses.replace(
-        state, server=server, clients=clients, round=until, curves=curves, eval_rounds=eval_rounds
+        state,
+        server=server,
+        clients=clients,
+        round=until,
+        curves=curves,
+        eval_rounds=eval_rounds,
+        dropped=dropped,
     )
 
 
@@ -285,19 +330,30 @@ def make_records(program: Program, state: State, wall_time: float) -> list[dict]
             prepared,
             curves,
             state.eval_rounds,
+            dropped,
             wall_time / n,
             program.compile_time / n,
             runs_in_program=n,
         )
-        for cfg, prepared, curves in zip(program.cfgs, program.prepared, state.curves)
+        for cfg, prepared, curves, dropped in zip(
+            program.cfgs, program.prepared, state.curves, state.dropped
+        )
     ]
 
 
 def make_record(
-    cfg, prepared: Prepared, curves, eval_rounds, wall_time, compile_time, runs_in_program=1
+    cfg,
+    prepared: Prepared,
+    curves,
+    eval_rounds,
+    dropped,
+    wall_time,
+    compile_time,
+    runs_in_program=1,
 ) -> dict:
     """The ledger record of a finished run (`runs_in_program` > 1: it ran batched with others,
-    and its wall and compile times are its share of the program's)."""
+    and its wall and compile times are its share of the program's; `dropped`: the [round,
+    client] of each update left out as non-finite)."""
     summaries = {}
     for mode in MODES:
         mode_curves = curves_of_mode(curves, mode)
@@ -318,6 +374,7 @@ def make_record(
         "config": config,
         "settings": list(prepared.settings),
         "eval_rounds": eval_rounds,
+        "dropped": dropped,
         "curves": {k: [_finite(v) for v in vals] for k, vals in curves.items()},
         **summaries.pop("personalized"),  # "best", "last": the personalised models'
         "modes": summaries,  # the other evaluation modes' {"best", "last"}

@@ -34,7 +34,7 @@ from fedjax_syn.runs import condense, program
 from fedjax_syn.runs.checkpoint import RunCheckpointer, restore_state, save_state
 from fedjax_syn.runs.config import describe, group_runs, run_id
 from fedjax_syn.runs.grid import grid_configs
-from fedjax_syn.runs.ledger import append_record, read_ledger
+from fedjax_syn.runs.ledger import append_record, check_appendable, read_ledger
 
 # ---------------------------------------------------------------------------------------------
 # Planning: runs -> programs.
@@ -212,6 +212,8 @@ def run_sweep(
     points = grid_configs(config)
     jobs = plan(points, batch_runs, max_batch)
     done = _ledger_ids(ledger)
+    if jax.process_index() == 0:
+        check_appendable(ledger)
     pending = [job for job in jobs if not set(job.run_ids) <= done]
     skipped = len(points) - sum(len(job.run_ids) for job in pending)
     if skipped:

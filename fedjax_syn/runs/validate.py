@@ -120,10 +120,11 @@ def _check_federated(cfg: ml_collections.ConfigDict) -> None:
     registry.check_track(cfg.algorithm, cfg.track)
     registry.check_options(cfg)
     check_choice("optimizer", cfg.optimizer, common.OPTIMIZERS)
+    check_choice("on_nonfinite", cfg.on_nonfinite, run_config.ON_NONFINITE)
     _check_minima(cfg, _FEDERATED_MINIMA)
     if not cfg.local_steps:
         check(cfg.local_epochs >= 1, f"local_epochs must be >= 1, got {cfg.local_epochs!r}")
-    if cfg.algorithm == "fedavg_ft":
+    if cfg.algorithm in ("fedavg_ft", "fedbabu"):  # the algorithms that fine-tune
         check(
             cfg.finetune_epochs >= 1, f"finetune_epochs must be >= 1, got {cfg.finetune_epochs!r}"
         )

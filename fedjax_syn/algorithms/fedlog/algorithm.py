@@ -1,18 +1,10 @@
 """FedLoG (Kim et al., "Subgraph Federated Learning for Local Generalization", ICLR 2025) on the
 engine's `FederatedAlgorithm` interface; docs/fedlog.md gives the method and the design notes.
 
-FedLoG's rounds are the engine's rounds:
-
-- round 0, `setup.setup_client` (the engine's one-time setup program): encoder pretraining,
-  generator pretraining, the first synthetic nodes and one local epoch without L_cd;
-- round r >= 1, `local_epoch.client_update`: load the averaged model, customise the global
-  synthetic nodes, train one local epoch with L_cd, upload;
-- after each, `server.server_update` averages the models and blends the global synthetic nodes
-  and the generators for the next round.
-
-After every round each client is evaluated with its own just-trained parameters and synthetic
-nodes (its personalised and its local model), and with the server's averaged parameters and global
-synthetic nodes (the global model). A run of `rounds = R` runs FedLoG rounds 0 .. R - 1, as the released code's `--rounds R`.
+FedLoG's rounds are the engine's rounds ("Rounds on the engine" there): round 0 is
+`setup.setup_client`, rounds r >= 1 `local_epoch.client_update`, each followed by
+`server.server_update`. A run of `rounds = R` runs FedLoG rounds 0 .. R - 1, as the released
+code's `--rounds R`.
 """
 
 import functools

@@ -83,10 +83,8 @@ class FedLoGConfig:
         for name in ("syn_per_class", "batch_size", "gen_networks"):
             value = getattr(self, name)
             check(value >= 1, f"fedlog {name} must be >= 1, got {value}")
-        for name in ("pretrain_epochs", "patience", "gen_epochs", "gen_nodes"):
-            value = getattr(self, name)
-            check(value >= 0, f"fedlog {name} must be >= 0, got {value}")
-        for name in ("beta", "cd_weight", "metric_weight", "weight_decay", "scale_step"):
+        counts = ("pretrain_epochs", "patience", "gen_epochs", "gen_nodes")
+        for name in (*counts, "beta", "cd_weight", "metric_weight", "weight_decay", "scale_step"):
             value = getattr(self, name)
             check(value >= 0, f"fedlog {name} must be >= 0, got {value}")
         for name in ("lr", "syn_lr", "gen_lr"):

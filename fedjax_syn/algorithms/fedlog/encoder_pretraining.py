@@ -1,11 +1,10 @@
 """Setup round 0, first part: encoder pretraining with early stopping (docs/fedlog.md, "The
 method").
 
-phi + a linear head (the task's GNN) are trained with cross-entropy, Adam lr 1e-3 with coupled
-weight decay 5e-4, minibatches of 64 training nodes, for at most `pretrain_epochs` epochs, stopping
-after `patience` epochs without a new best VALIDATION accuracy (ties count as new bests, as
-released) and restoring the best state. The released code stops on test accuracy (a leak) and
-keeps the last state; `restore_best=False` gives the latter.
+phi + a linear head (the task's GNN) are trained with cross-entropy for at most `pretrain_epochs`
+epochs, stopping after `patience` epochs without a new best VALIDATION accuracy (ties count as new
+bests, as released) and restoring the best state. The released code stops on test accuracy (a
+leak) and keeps the last state; `restore_best=False` gives the latter.
 
 The epoch loop is a `lax.while_loop`; under `vmap` over clients it runs until the last client
 stops, the others' states held, so each client stops exactly as it would alone.
@@ -29,16 +28,11 @@ class Pretrained(NamedTuple):
     epochs: jax.Array  # epochs run
 
 
-def val_accuracy(task: Task, params, data: ClientData) -> jax.Array:
-    correct = jnp.argmax(task.logits(params, data.inputs), axis=-1) == data.labels
-    return jnp.sum(correct & data.val_mask) / jnp.maximum(jnp.sum(data.val_mask), 1)
-
-
 def pretrain_encoder(
     task: Task, params, data: ClientData, key: jax.Array, config: FedLoGConfig
 ) -> Pretrained:
     """Trains `params` (a `GNN`'s) on one client with early stopping on validation accuracy."""
-    optimizer = model_optimizer(config)
+    optimizer, schedule = model_optimizer(config), epoch_schedule(config)
 
     def step(carry, batch):
         params, opt_state = carry
@@ -49,24 +43,14 @@ def pretrain_encoder(
 
     def epoch(state):
         i, params, opt_state, best, best_val, wait = state
-        (params, opt_state), _ = run_steps(
-            step,
-            (params, opt_state),
-            data.mask,
-            jax.random.fold_in(key, i),
-            epoch_schedule(config),
-        )
-        acc = val_accuracy(task, params, data)
+        k = jax.random.fold_in(key, i)
+        (params, opt_state), _ = run_steps(step, (params, opt_state), data.mask, k, schedule)
+        correct = jnp.argmax(task.logits(params, data.inputs), axis=-1) == data.labels
+        acc = jnp.sum(correct & data.val_mask) / jnp.maximum(jnp.sum(data.val_mask), 1)
         better = acc >= best_val
         best = jax.tree.map(lambda new, old: jnp.where(better, new, old), params, best)
-        return (
-            i + 1,
-            params,
-            opt_state,
-            best,
-            jnp.maximum(acc, best_val),
-            jnp.where(better, 0, wait + 1),
-        )
+        wait = jnp.where(better, 0, wait + 1)
+        return i + 1, params, opt_state, best, jnp.maximum(acc, best_val), wait
 
     def running(state):
         i, *_, wait = state

@@ -1,18 +1,16 @@
 """Prompt generators and their pretraining in setup round 0 (docs/fedlog.md, "The method").
 
-A generator g (MLP F -> 256 -> 512 -> F, ReLU, ReLU, dropout 0.5, tanh) turns a node's features
-into a pseudo-neighbour. In rounds >= 1 every global synthetic node x~ of class c is joined to
-g_c(x~), so the encoder meets it in a graph-like context. The released code uses untrained,
-randomly initialised generators; the spec's default pretrains them (`pretrain_generator`): for
-100 epochs (Adam 1e-2, full batch over the client's training nodes) minimise
+A generator g turns a node's features into a pseudo-neighbour: in rounds >= 1 every global
+synthetic node x~ of class c is joined to g_c(x~), so that the encoder meets it in a graph-like
+context. The released code uses untrained, randomly initialised generators; the spec's default
+pretrains them (`pretrain_generator`) to minimise, over the client's training nodes,
 
     MSE(g(x_v), mean of v's 1-hop neighbour features)            (nodes with neighbours only)
   + mean over networks of sum over encoder tensors of MSE(grad_real, grad_pairs)
 
 the second term being `pair_gradients.matching_loss`. The released code redraws the networks
 every epoch (`gen_fixed_networks=False` does too); the default keeps one bank for all epochs, so
-its real-graph gradients are computed once. Neighbour means and the node subset are computed
-once as well.
+its real-graph gradients are computed once.
 """
 
 from collections.abc import Sequence

@@ -1,13 +1,11 @@
 """A client's personal epoch (docs/fedlog.md, "The method"), and round r >= 1 of one client
 (`client_update`). Pure functions of one client; the engine vmaps them over clients.
 
-One local epoch = floor(n_train / 64) minibatch steps (one step on all training nodes when fewer),
-each with a full-subgraph forward (dropout on) and
-    L = w_metric L_metric + beta L_norm [+ w_cd L_cd from round 1 on],
-updating the model (Adam + coupled weight decay) and X_head / X_tail (a separate Adam), both with
-fresh optimiser states. From round 1 on, each step first customises the global synthetic nodes:
-x~ = x_g + lambda_c (mean(x_g) - x_g), joined to its prompt g_c(x~); after the step lambda_c moves
-by +-0.001 depending on the client's accuracy (before the step) on class c's global nodes.
+Every minibatch step runs a full-subgraph forward (dropout on) and updates the model and
+X_head / X_tail with fresh optimiser states each epoch. From round 1 on, each step first
+customises the global synthetic nodes, x~ = x_g + lambda_c (mean(x_g) - x_g) joined to its
+prompt g_c(x~), and after it moves lambda_c with the client's accuracy (before the step) on
+class c's global nodes.
 """
 
 from typing import Any, NamedTuple
@@ -19,7 +17,7 @@ import optax
 from fedjax_syn.algorithms.fedlog import generators
 from fedjax_syn.algorithms.fedlog import model as M
 from fedjax_syn.algorithms.fedlog.config import Spec, epoch_schedule, model_optimizer
-from fedjax_syn.algorithms.fedlog.server import global_labels, own_model, upload
+from fedjax_syn.algorithms.fedlog.server import own_model, upload
 from fedjax_syn.algorithms.fedlog.shared import (
     class_accuracy,
     nll,
@@ -120,13 +118,8 @@ def local_epoch(
             scales = update_scales(scales, accuracy, c.scale_threshold, c.scale_step)
         return Trainable(params, x_head, x_tail), model_state, syn_state, scales, total + loss
 
-    start = (
-        trainable,
-        model_opt.init(trainable.params),
-        syn_opt.init(synthetic(trainable)),
-        scales,
-        jnp.float32(0.0),
-    )
+    states = model_opt.init(trainable.params), syn_opt.init(synthetic(trainable))
+    start = (trainable, *states, scales, jnp.float32(0.0))
     (trainable, _, _, scales, total), steps = run_steps(
         step, start, data.mask, key, epoch_schedule(c)
     )
@@ -136,7 +129,8 @@ def local_epoch(
 def client_update(spec: Spec, server_state, state, data: ClientData, key: jax.Array):
     """Round r >= 1 of one client: load the averaged model, train one local epoch with L_cd on
     the customised global synthetic nodes, upload."""
-    labels = global_labels(spec.num_classes, spec.config.global_slots)
+    # The global synthetic nodes are class-major: class c fills `global_slots` rows.
+    labels = jnp.repeat(jnp.arange(spec.num_classes, dtype=jnp.int32), spec.config.global_slots)
     glob = GlobalSet(server_state["x_global"], labels, server_state.get("gens"))
     start = Trainable(server_state["params"], state["x_head"], state["x_tail"])
     trainable, scales, metrics = local_epoch(spec, start, state["scales"], data, key, glob)

@@ -1,14 +1,11 @@
 """Graph FedLoG's client model and its own losses (docs/fedlog.md, "The method").
 
-A GraphSAGE encoder phi embeds the client's subgraph and its learnable synthetic nodes X_head and
-X_tail (C * s rows each, class c owning rows c*s .. c*s+s-1). Each branch b classifies a node by
-its distance to the class prototypes mu_b,c (mean synthetic embedding of class c):
-logits_b = -||LN_b(h) - mu_b,c||^2. The degree gate alpha = sigmoid(deg - (gamma + 1)) trusts the
-head branch (condensed from reliable high-degree nodes) on high-degree nodes and the tail branch
-elsewhere. Training mixes log-probabilities, prediction mixes probabilities.
-
-The released code wraps the distance in EGNN-style layers whose updates never reach the query
-nodes; they are inert and omitted.
+X_head and X_tail hold C * s rows each, class c owning rows c*s .. c*s+s-1; branch b classifies a
+node by logits_b = -||LN_b(h) - mu_b,c||^2 to its class prototypes mu_b,c. The degree gate
+trusts the head branch (condensed from reliable high-degree nodes) on high-degree nodes and the
+tail branch elsewhere; training mixes the branches' log-probabilities, prediction their
+probabilities. The released code wraps the distance in EGNN-style layers whose updates never
+reach the query nodes; they are inert and omitted.
 """
 
 from collections.abc import Sequence
@@ -68,13 +65,10 @@ def prompt_pairs(x: jax.Array, prompts: jax.Array) -> Graph:
     )
 
 
-def _rngs(rng: jax.Array | None) -> dict:
-    return {} if rng is None else {"dropout": rng}
-
-
 def embed(net: FedLoGNet, params, graph: Graph, rng: jax.Array | None = None) -> jax.Array:
     """phi(graph) [N, D]; dropout on when `rng` is given."""
-    return net.apply(params, graph, rng is not None, rngs=_rngs(rng), method=FedLoGNet.embed)
+    rngs = {} if rng is None else {"dropout": rng}
+    return net.apply(params, graph, rng is not None, rngs=rngs, method=FedLoGNet.embed)
 
 
 def prototypes(

@@ -5,18 +5,10 @@ per-node pair graphs [x_v, g(x_v)] (centre embeddings, same labels). Networks ru
 
 What does not depend on the generator is computed once: a network's real-graph gradient, and,
 with `gen_fixed_networks` (default), the whole bank, drawn from the key all clients share.
-
-Matching runs on a `PairBank`, the bank written for the pair graphs: every node's only neighbour
-is its partner, so a GraphSAGE layer is centre W_root + partner W_neighbour + b (and the same for
-the partner), with no edge gathers or scatters, and the last layer and the head run on the centre
-rows only. The first layer, the only one as wide as the features, has the bank's kernels folded
-side by side ([F, M * H] for M networks): each product with the generated features is one matrix
-product for the whole bank, not M small ones. Equal to the generic GNN on `prompt_pairs`
-(`generic_matching_loss`, kept for other GNN kinds; tested).
-
-The bank's gradients are `jax.grad`'s: forming the first layer's by hand from the gradients with
-respect to its outputs is no faster and holds more memory (benchmarks/pair_gradients.py; the
-figures are in docs/fedlog.md, "Gradients by `jax.grad`").
+Matching runs on a `PairBank`, the bank written for the pair graphs, with its first layer folded
+into one wide network: docs/fedlog.md ("What is computed once") gives why and what it saves. It
+equals the generic GNN on `prompt_pairs` (`generic_matching_loss`, kept for other GNN kinds;
+tested).
 """
 
 from typing import NamedTuple

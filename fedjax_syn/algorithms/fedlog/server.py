@@ -16,11 +16,6 @@ from fedjax_syn.core.arrays import ClientData
 _SOURCES = {"head": ("x_head",), "tail": ("x_tail",), "both": ("x_head", "x_tail")}
 
 
-def global_labels(num_classes: int, slots: int) -> jax.Array:
-    """Class-major labels of the global synthetic nodes: c repeated `slots` times."""
-    return jnp.repeat(jnp.arange(num_classes, dtype=jnp.int32), slots)
-
-
 def init_server(spec: Spec, key: jax.Array, data: ClientData) -> dict:
     """The common model, empty global synthetic nodes, the key every client derives its shared
     draws from, and the generators."""
@@ -43,13 +38,8 @@ def init_server(spec: Spec, key: jax.Array, data: ClientData) -> dict:
 def upload(spec: Spec, state: dict, data: ClientData) -> dict:
     """What a client sends: its model, both synthetic sets, class shares, size (and trained
     generator)."""
-    sent = {
-        "params": state["params"],
-        "x_head": state["x_head"],
-        "x_tail": state["x_tail"],
-        "shares": S.class_shares(data.labels, data.mask, spec.num_classes),
-        "size": base.num_examples(data),
-    }
+    shares = S.class_shares(data.labels, data.mask, spec.num_classes)
+    sent = {**own_model(state), "shares": shares, "size": base.num_examples(data)}
     if spec.config.prompt == "trained":
         sent["gen"] = state["gen"]
     return sent
@@ -89,13 +79,8 @@ def server_update(spec: Spec, server_state: dict, uploads: dict, client_mask, ke
         for name, kk in zip(sources, keys)
     ]
     x_global = jnp.concatenate(blended, axis=1).reshape(num_classes * config.global_slots, -1)
-    new = {
-        **server_state,
-        "params": S.average_params(
-            uploads["params"], client_mask, uploads["size"], config.aggregate
-        ),
-        "x_global": x_global,
-    }
+    params = S.average_params(uploads["params"], client_mask, uploads["size"], config.aggregate)
+    new = {**server_state, "params": params, "x_global": x_global}
     if config.prompt == "trained":
         new["gens"] = blend_generators(uploads["gen"], weights)
     return new

@@ -1,13 +1,8 @@
 """Setup round 0 of one client (docs/fedlog.md, "The method"; the engine's `setup_client`, run
-once in its own jitted program and evaluated as round 0):
-
-1. encoder pretraining, phi + a linear head, early stopping on validation (`encoder_pretraining`);
-2. the first synthetic nodes X_head, X_tail (Xavier uniform, identical on every client) and one
-   local epoch without L_cd (`local_epoch`), from the pretrained encoder;
-3. with prompt="trained", generator pretraining (`generators`, `pair_gradients`).
-
-Every client starts from the common initialisation, and draws the pretraining head, the
-synthetic nodes, the generator and the random networks from the key the server shares.
+once in its own jitted program and evaluated as round 0): encoder pretraining, the first
+synthetic nodes and one local epoch without L_cd, and, with prompt="trained", generator
+pretraining. Every client starts from the common initialisation, and draws the pretraining head,
+the synthetic nodes, the generator and the random networks from the key the server shares.
 """
 
 from typing import NamedTuple
@@ -38,13 +33,6 @@ class SharedKeys(NamedTuple):
         return cls(*jax.random.split(jax.random.wrap_key_data(server_state["key"]), 5))
 
 
-def init_synthetic(keys: SharedKeys, num_classes: int, features: int, s: int):
-    """X_head, X_tail [C * s, F], Xavier uniform, identical on every client."""
-    xavier = jax.nn.initializers.xavier_uniform()
-    shape = (num_classes * s, features)
-    return xavier(keys.x_head, shape), xavier(keys.x_tail, shape)
-
-
 def pretrained_model(spec: Spec, init_params, data: ClientData, key, shared: SharedKeys):
     """The common FedLoGNet initialisation with the encoder pretrained on the client's data."""
     head = spec.task.init(shared.head, data.inputs)["params"]["head"]
@@ -55,22 +43,13 @@ def pretrained_model(spec: Spec, init_params, data: ClientData, key, shared: Sha
 
 
 def first_epoch(spec: Spec, params, data: ClientData, key, shared: SharedKeys):
-    """The first synthetic nodes, trained with the model for one local epoch without L_cd."""
-    features = data.inputs.x.shape[-1]
-    x_head, x_tail = init_synthetic(shared, spec.num_classes, features, spec.config.syn_per_class)
+    """The first synthetic nodes X_head, X_tail [C * s, F] (Xavier uniform, identical on every
+    client), trained with the model for one local epoch without L_cd."""
+    shape = (spec.num_classes * spec.config.syn_per_class, data.inputs.x.shape[-1])
+    xavier = jax.nn.initializers.xavier_uniform()
+    x_head, x_tail = xavier(shared.x_head, shape), xavier(shared.x_tail, shape)
     scales = jnp.zeros((spec.num_classes,), jnp.float32)
     return local_epoch(spec, Trainable(params, x_head, x_tail), scales, data, key)
-
-
-def pretrained_generator(spec: Spec, data: ClientData, key, shared: SharedKeys):
-    """The client's prompt generator, pretrained from the common initialisation."""
-    c = spec.config
-    gen0 = generators.init_generator(shared.generator, data.inputs.x.shape[-1], c)
-    inputs, labels, mask = data.inputs, data.labels, data.mask
-    gen, _ = generators.pretrain_generator(
-        gen0, spec.task.model, inputs, labels, mask, key, shared.networks, c
-    )
-    return gen
 
 
 def setup_client(spec: Spec, server_state: dict, state, data: ClientData, key: jax.Array):
@@ -82,6 +61,10 @@ def setup_client(spec: Spec, server_state: dict, state, data: ClientData, key: j
     params = pretrained_model(spec, server_state["params"], data, pre_key, shared)
     trainable, scales, metrics = first_epoch(spec, params, data, epoch_key, shared)
     state = {**trainable._asdict(), "scales": scales}
-    if spec.config.prompt == "trained":
-        state["gen"] = pretrained_generator(spec, data, gen_key, shared)
+    c = spec.config
+    if c.prompt == "trained":  # pretrained from the common initialisation
+        gen0 = generators.init_generator(shared.generator, data.inputs.x.shape[-1], c)
+        state["gen"], _ = generators.pretrain_generator(
+            gen0, spec.task.model, data.inputs, data.labels, data.mask, gen_key, shared.networks, c
+        )
     return ClientResult(state, upload(spec, state, data), metrics, model=own_model(state))

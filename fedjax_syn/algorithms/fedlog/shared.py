@@ -1,13 +1,7 @@
 """What graph FedLoG (`fedlog`) and its image recipe (`fedlog_vision`) have in common, and
 nothing else: the server's class-share blend and model average, adaptive feature scaling, the
 per-class accuracy and NLL it reads, and the minibatch loop (docs/fedlog.md, "The method").
-
-Server blend (reductions over the clients axis; padded clients carry weight 0 everywhere):
-- w_kc = r_kc / sum_k' r_k'c from the class shares r_kc of clients' training examples; uniform
-  1/K over real clients for a class no client trains on.
-- Per client, the s slots are permuted by one random permutation shared across classes, then
-  x_g[c, j] = sum_k w_kc X^k[c, pi_k(j)].
-- Model average: plain mean over real clients (as released), or weighted by example counts.
+Reductions run over the clients axis; padded clients carry weight 0 everywhere.
 """
 
 from collections.abc import Callable
@@ -23,10 +17,6 @@ AGGREGATES = ("uniform", "weighted")
 BLEND_WEIGHTS = ("class_share", "uniform")
 
 
-# ---------------------------------------------------------------------------------------------
-# Server blend.
-
-
 def class_shares(labels: jax.Array, mask: jax.Array, num_classes: int) -> jax.Array:
     """r [C]: the share of each class among one client's training examples (zeros when none)."""
     counts = jnp.sum(
@@ -36,7 +26,8 @@ def class_shares(labels: jax.Array, mask: jax.Array, num_classes: int) -> jax.Ar
 
 
 def blend_weights(shares: jax.Array, client_mask: jax.Array, mode: str = "class_share"):
-    """w [K, C] from shares r [K, C]; each column sums to 1 over real clients."""
+    """w [K, C] from shares r [K, C]: w_kc = r_kc / sum_k' r_k'c, uniform 1/K over real clients
+    for a class no client trains on; each column sums to 1 over real clients."""
     real = client_mask.astype(jnp.float32)[:, None]
     uniform = jnp.broadcast_to(real / jnp.maximum(jnp.sum(real), 1.0), shares.shape)
     if mode == "uniform":
@@ -59,15 +50,12 @@ def blend_synthetic(x: jax.Array, weights: jax.Array, perms: jax.Array) -> jax.A
 
 
 def average_params(params, client_mask: jax.Array, sizes: jax.Array, mode: str = "uniform"):
-    """Mean of the stacked client parameters: uniform over real clients, or weighted by size."""
+    """Mean of the stacked client parameters: uniform over real clients (as released), or
+    weighted by size."""
     weights = client_mask.astype(jnp.float32)
     if mode == "weighted":
         weights = weights * sizes
     return weighted_average(params, weights)
-
-
-# ---------------------------------------------------------------------------------------------
-# Adaptive feature scaling of the global synthetic data, and what it reads.
 
 
 def nll(log_probs: jax.Array, labels: jax.Array, weights: jax.Array | None = None) -> jax.Array:
@@ -108,10 +96,6 @@ def scale_features(
     mean = jnp.sum(x * w, axis=0, keepdims=True) / jnp.maximum(jnp.sum(w), 1.0)
     lam = scales[labels].reshape(w.shape)
     return x + lam * (mean - x)
-
-
-# ---------------------------------------------------------------------------------------------
-# The minibatch loop: only a client's own steps run.
 
 
 def run_steps(

@@ -1,22 +1,8 @@
 """FedLoG's synthetic-data recipe carried to images, `fedlog_vision` (docs/fedlog.md, "Images").
-It shares with graph FedLoG only `shared.py`: the server blend, feature scaling, the per-class
-accuracy and NLL, and the minibatch loop.
 
-Images have no degrees, so there is one branch and no gate: the model is the task's classifier.
-Every round each client
-1. condenses s images per class by gradient matching (Zhao et al., ICLR 2021) against the current
-   global model (`fedjax_syn.condense.condense_client`; fresh networks too when the condensation
-   config asks for them),
-2. starts from the global model and trains on its own data plus the server's global synthetic
-   images, customised as on graphs: x~ = x_g + lambda_c (mean(x_g) - x_g), lambda_c moving by
-   +-step after every minibatch with the client's accuracy on class c's global images,
-3. uploads its parameters, its synthetic images (optionally with Gaussian noise, a differential-
-   privacy-style guard, off by default) and its class shares.
-The server averages the parameters and forms the global synthetic set: the class-share-weighted
-blend of graph FedLoG (per-client slot permutations), or the concatenation of all
-clients' sets. Classes no client holds are left out of the global loss. Clients are evaluated
-with their own just-trained (personalised) parameters. Round 0 is the setup round: there is no
-global set yet, so clients condense and train on their own data only.
+Images have no degrees, so there is one branch and no gate: the model is the task's classifier,
+trained every round on the client's data plus the server's global set of condensed images. It
+shares with graph FedLoG only `shared.py`.
 """
 
 import dataclasses
@@ -201,15 +187,7 @@ def fedlog_vision(
             uploads["syn"], uploads["class_mask"], uploads["shares"], client_mask, key, config
         )
         params = S.average_params(uploads["params"], client_mask, uploads["size"], config.aggregate)
-        return {
-            "params": params,
-            "x_global": x,
-            "y_global": y,
-            "valid": valid,
-        }
-
-    def personalize(server_state, state, data, key):
-        return state["params"]
+        return {"params": params, "x_global": x, "y_global": y, "valid": valid}
 
     return base.FederatedAlgorithm(
         name="fedlog_vision",
@@ -217,7 +195,7 @@ def fedlog_vision(
         init_client=init_client,
         client_update=lambda *args: update(*args, with_global=True),
         server_update=server_update,
-        personalize=personalize,
+        personalize=lambda server_state, state, data, key: state["params"],
         predict=lambda params, inputs: task.logits(params, inputs),
         setup_client=lambda *args: update(*args, with_global=False),
         global_model=lambda server_state: server_state["params"],
