@@ -1,29 +1,16 @@
 """Run checkpoints on orbax-checkpoint, with an integrity check and fallback to the last good step.
 
-A checkpoint holds `state`, any pytree of arrays (server state, client states with a leading
-clients axis, optax states, PRNG keys), and `meta`, a JSON dict (round counter, metric curves), so
-a preempted sweep resumes where it stopped. `save_state` / `restore_state` store a run program's
-`State` this way.
+A checkpoint holds `state` (any pytree of arrays: server and client states, optax states, keys) and
+`meta` (JSON: round, curves), so a preempted sweep resumes where it stopped; `save_state` /
+`restore_state` store a run program's `State` this way.
 
-Atomicity: orbax writes step N into `N.orbax-checkpoint-tmp` and renames it to `N` when every item
-is written (`AtomicRenameTemporaryPath`, the default on POSIX file systems); a save killed midway
-leaves only the tmp folder, which is never listed as a step. `save` waits for the write to finish.
-
-Integrity: orbax does not checksum array data; a flipped byte in a chunk file restores silently
-wrong numbers. `save` therefore stores a sha256 over every state leaf (dtype, shape, bytes) and over
-`meta`; `restore_latest` recomputes it. A step that fails to restore or to verify is reported in one
-warning line naming the step and the reason, and the previous step is tried. Unusable steps are
-renamed to `N.unusable-<time>` at the next `save` (not deleted, and no longer blocking that save:
-orbax refuses steps at or below its latest step).
-
-Leaves: typed keys (`jax.random.key`) are saved natively by orbax 0.12, with their implementation,
-and come back typed; raw uint32 keys come back as uint32 arrays. numpy scalars (e.g. np.int64(3))
-are stored as 0-d arrays and come back as 0-d np.ndarray, because orbax cannot restore into a
-numpy-scalar target. Restoring uses an abstract target (shapes, dtypes, shardings) built from the
-caller's template, so optax states keep their named-tuple structure.
-
-The checksum needs every array on this process; in multi-process runs, where arrays are not fully
-addressable, it is skipped (orbax still restores, without verification).
+Atomicity is orbax's: step N is written to `N.orbax-checkpoint-tmp` and renamed when complete, so a
+save killed midway leaves no step. Integrity is ours: orbax does not checksum array data, so `save`
+stores a sha256 over every leaf and `meta`, and `restore_latest` falls back, with one warning line,
+to the previous step when a step fails to restore or verify; unusable steps are renamed
+`N.unusable-<time>` at the next save (orbax refuses steps at or below its latest). numpy scalars
+come back as 0-d arrays. In multi-process runs arrays are not fully addressable and the checksum
+is skipped.
 """
 
 from __future__ import annotations
@@ -184,13 +171,9 @@ def _verify(restored: Any) -> str | None:
     return None
 
 
-def _is_key(leaf: Any) -> bool:
-    return isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
-
-
 def _host_copy(leaf: Any) -> Any:
     """A host copy, so that the next round may donate (invalidate) the device buffer."""
-    if _is_key(leaf):
+    if _is_typed_key(leaf):
         leaf = jax.random.key_data(leaf)
     if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
         return leaf  # multi-process: orbax saves the shards; the save completes before we go on
@@ -198,11 +181,11 @@ def _host_copy(leaf: Any) -> Any:
 
 
 def _template(leaf: Any) -> Any:
-    return jax.random.key_data(leaf) if _is_key(leaf) else leaf
+    return jax.random.key_data(leaf) if _is_typed_key(leaf) else leaf
 
 
 def _rewrap(restored: Any, template: Any) -> Any:
-    if _is_key(template):
+    if _is_typed_key(template):
         return jax.random.wrap_key_data(restored, impl=jax.random.key_impl(template))
     return restored
 
@@ -211,28 +194,25 @@ def _arrays(state: Any) -> dict:
     return {"server": state.server, "clients": state.clients, "key": state.key}
 
 
-def _json_curves(curves: Any) -> Any:
+def _map_curves(fn, curves: Any) -> Any:
+    """`fn` over the numbers of nested curves (dicts of lists), None included."""
+    if isinstance(curves, dict):
+        return {k: _map_curves(fn, v) for k, v in curves.items()}
+    if isinstance(curves, list):
+        return [_map_curves(fn, v) for v in curves]
+    return fn(curves)
+
+
+def _json_number(x: Any) -> Any:
     """NaN (a setting without examples) -> None, as in the ledger."""
-    if isinstance(curves, dict):
-        return {k: _json_curves(v) for k, v in curves.items()}
-    if isinstance(curves, list):
-        return [_json_curves(v) for v in curves]
-    return None if isinstance(curves, float) and math.isnan(curves) else curves
-
-
-def _float_curves(curves: Any) -> Any:
-    if isinstance(curves, dict):
-        return {k: _float_curves(v) for k, v in curves.items()}
-    if isinstance(curves, list):
-        return [_float_curves(v) for v in curves]
-    return float("nan") if curves is None else curves
+    return None if isinstance(x, float) and math.isnan(x) else x
 
 
 def save_state(ckpt: RunCheckpointer, state: Any, elapsed_s: float) -> None:
     """Writes `state` as step `state.round` (returns when it is on disk)."""
     meta = {
         "round": state.round,
-        "curves": _json_curves(state.curves),
+        "curves": _map_curves(_json_number, state.curves),
         "eval_rounds": list(state.eval_rounds),
         "dropped": state.dropped,
         "elapsed_s": elapsed_s,
@@ -255,7 +235,7 @@ def restore_state(ckpt: RunCheckpointer, template: Any) -> Any | None:
         clients=restored["clients"],
         key=restored["key"],
         round=step,
-        curves=_float_curves(meta["curves"]),
+        curves=_map_curves(lambda x: float("nan") if x is None else x, meta["curves"]),
         eval_rounds=list(meta["eval_rounds"]),
         dropped=meta.get("dropped", template.dropped),  # absent from checkpoints saved before it
         elapsed_s=float(meta["elapsed_s"]),
