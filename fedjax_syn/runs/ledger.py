@@ -15,11 +15,12 @@ Record schema (written by the training launcher; accuracies are fractions in [0,
      "eval_rounds": [int, ...],  # the round number of each curve entry
      "dropped": [[int, int], ...],  # [round, client] of each non-finite update left out
                                  # (config "on_nonfinite": "drop"); absent from older records
-     "curves": {"val": [...], <setting>: [...], "train_loss": [...]},
+     "curves": {"val": [...], <setting>: [...], "local/val": [...], "train_loss": [...]},
                                  # one entry per evaluated round; null where a setting had no
-                                 # examples (JSON has no NaN)
+                                 # examples (JSON has no NaN); "<mode>/" prefixes other modes
      "best": {"round": int, "val": float, <setting>: float, ...},  # best validation round
      "last": {"round": int, "val": float, <setting>: float, ...},  # final evaluated round
+     "modes": {"local" | "global": {"best": {...}, "last": {...}}},  # other evaluation modes
      "wall_time_s": float, "compile_time_s": float,  # compile: the initialisation and round
      "versions": versions(),
      "created": "2025-01-31T12:00:00+00:00"}                         # added by append_record
