@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fedjax_syn.privacy import inversion, membership, memorisation
+from fedjax_syn.privacy import audit, inversion, membership, memorisation
 
 
 def test_an_exact_copy_has_dcr_ratio_zero_and_counts_as_closer():
@@ -19,6 +19,33 @@ def test_an_exact_copy_has_dcr_ratio_zero_and_counts_as_closer():
     holdout = rng.normal(size=(20, 6))
     assert memorisation.train_share(real[:10], real, holdout) == 1.0
     assert memorisation.train_share(real[:10], real, real) == 0.5  # the same records: ties
+
+
+def test_a_global_set_that_copies_one_clients_record_has_ratio_zero_and_gives_it_away():
+    # Two clients, two training and two held-out records each; the server's global set holds a
+    # copy of client 0's first training record (class 0, every other record is of class 1) and an
+    # invalid slot.
+    rng = np.random.default_rng(3)
+    records = rng.normal(size=(2, 4, 5))
+    labels = np.array([[0, 1, 1, 1], [1, 1, 1, 1]])
+    members = np.array([[True, True, False, False]] * 2)
+    server = {
+        "x_global": np.stack([records[0, 0], 100.0 + records[0, 1]]),
+        "y_global": np.array([0, 1]),
+        "valid": np.array([True, False]),
+    }
+    x, y, valid = audit.global_synthetic("fedlog_vision", server, num_classes=2)
+    union = (np.concatenate(list(a)) for a in (records, labels, members, ~members))
+    measures = audit.synthetic_measures(x[valid], y[valid], *union)
+    assert measures["dcr_median"] == 0.0 and measures["dcr_closer"] == 1.0
+    assert measures["dcr_train_share"] == 1.0  # as many held-out as training records: no subsample
+    # The copied record alone scores above every other record (whose class has no global
+    # example): it beats all 4 non-members, the other 3 members tie them.
+    assert measures["distance_auc"] == (4 + 3 * 4 * 0.5) / 16
+    # Graph FedLoG's global nodes are class-major, `slots` per class.
+    x, y, valid = audit.global_synthetic("fedlog", {"x_global": np.zeros((6, 5))}, num_classes=3)
+    np.testing.assert_array_equal(y, [0, 0, 1, 1, 2, 2])
+    assert bool(np.all(valid)) and audit.global_synthetic("fedavg", server, 2) is None
 
 
 def test_auc_of_a_perfect_separator_is_one_and_of_one_distribution_a_half():

@@ -14,6 +14,9 @@ were training targets (validation and test records, and on graphs the unseen nod
   (FedLoG's synthetic nodes, fedlog_vision's condensed images): distance attack, distance to
   closest record, and the share of synthetic examples nearer the training than the held-out
   records (`memorisation.py`).
+- `global_distance_auc`, `global_dcr_median`, `global_dcr_closer`, `global_dcr_train_share`: the
+  same against FedLoG's global synthetic set (the server's blend, `x_global`), which every client,
+  a new one included, receives: over the union of all clients' records.
 - images only: `inversion_ssim` and `inversion_ssim_max` (gradient inversion of one client's
   parameter update: each dummy's SSIM with its most similar training image, averaged and at
   its best), `inversion_train_share` (the dummies' share nearer the training than the held-out
@@ -79,6 +82,33 @@ def shared_synthetic(algorithm: str, upload: dict, num_classes: int):
         valid = jnp.repeat(upload["class_mask"], s, axis=1)
         return syn.reshape(k, c * s, *syn.shape[3:]), jnp.repeat(jnp.arange(c), s), valid
     return None
+
+
+def global_synthetic(algorithm: str, server: dict, num_classes: int):
+    """(examples [m, ...], labels [m], valid [m]) of the global synthetic set the server sends
+    every client, or None."""
+    if algorithm in GRAPH_FEDLOG:
+        x = server["x_global"]  # [C * slots, F], class-major
+        labels = jnp.repeat(jnp.arange(num_classes), x.shape[0] // num_classes)
+        return x, labels, jnp.ones(x.shape[0], bool)
+    if algorithm == "fedlog_vision":
+        return server["x_global"], server["y_global"], server["valid"]
+    return None
+
+
+def synthetic_measures(synthetic, syn_labels, records, labels, members, nonmembers, seed: int = 0):
+    """The distance attack and memorisation of one synthetic set (`synthetic` [m, ...],
+    `syn_labels` [m]) against one set of records (`records` [n, ...], `labels` [n], boolean
+    `members` and `nonmembers` [n])."""
+    score = membership.distance_scores(records, labels, synthetic, syn_labels)
+    train, held_out = records[members], records[nonmembers]
+    result = memorisation.dcr(synthetic, train)
+    return {
+        "distance_auc": membership.auc(score[members], score[nonmembers]),
+        "dcr_median": result.median_ratio,
+        "dcr_closer": result.share_closer,
+        "dcr_train_share": memorisation.train_share(synthetic, train, held_out, seed),
+    }
 
 
 def _one_run(tree: Any) -> Any:
@@ -226,32 +256,31 @@ def measure(cfg, alg: FederatedAlgorithm, program: Program, server, uploads, opt
     synthetic = shared_synthetic(cfg.algorithm, uploads, fed.num_classes)
     if synthetic is not None:
         x, syn_labels, valid = (np.asarray(a) for a in synthetic)
-        aucs, ratios, closer, shares, shared_ssim = [], [], [], [], []
+        per_client, shared_ssim = [], []
         for k in np.flatnonzero(real):
             keep = valid[k]
-            score = membership.distance_scores(records[k], labels[k], x[k][keep], syn_labels[keep])
-            aucs.append(membership.auc(score[members[k]], score[nonmembers[k]]))
-            result = memorisation.dcr(x[k][keep], records[k][members[k]])
-            ratios.append(result.median_ratio)
-            closer.append(result.share_closer)
-            shares.append(
-                memorisation.train_share(
-                    x[k][keep], records[k][members[k]], records[k][nonmembers[k]], options.seed
-                )
+            client = (a[k] for a in (records, labels, members, nonmembers))
+            per_client.append(
+                synthetic_measures(x[k][keep], syn_labels[keep], *client, options.seed)
             )
             if cfg.track == "vision":
                 train_images = records[k][members[k]]
                 low, high = float(train_images.min()), float(train_images.max())
                 ssim = inversion.best_match_ssim(x[k][keep], train_images, low, high)
                 shared_ssim.append(float(ssim.mean()))
-        out |= {
-            "distance_auc": _mean(aucs),
-            "dcr_median": _mean(ratios),
-            "dcr_closer": _mean(closer),
-            "dcr_train_share": _mean(shares),
-        }
+        out |= {key: _mean([m[key] for m in per_client]) for key in per_client[0]}
         if shared_ssim:
             out["shared_ssim"] = _mean(shared_ssim)
+
+    synthetic = global_synthetic(cfg.algorithm, server, fed.num_classes)
+    if synthetic is not None:
+        x, syn_labels, valid = (np.asarray(a) for a in synthetic)
+        union = (
+            np.concatenate(list(a[np.flatnonzero(real)]))
+            for a in (records, labels, members, nonmembers)
+        )
+        measures = synthetic_measures(x[valid], syn_labels[valid], *union, options.seed)
+        out |= {f"global_{key}": _mean([value]) for key, value in measures.items()}
     return out
 
 

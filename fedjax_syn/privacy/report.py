@@ -15,6 +15,9 @@ MEASURES = (
     ("dcr_median", "DCR ratio"),
     ("dcr_closer", "closer"),
     ("dcr_train_share", "train share"),
+    ("global_distance_auc", "MIA global dist."),
+    ("global_dcr_median", "global DCR ratio"),
+    ("global_dcr_train_share", "global train share"),
     ("inversion_ssim", "inv. SSIM"),
     ("inversion_ssim_max", "inv. SSIM max"),
     ("inversion_train_share", "inv. train share"),
@@ -52,8 +55,10 @@ def ordered(records: Sequence[dict]) -> list[dict]:
 
 
 def max_membership_auc(privacy: dict) -> float | None:
-    """The strongest membership attack's AUC (the best of loss, LiRA and distance)."""
-    values = [privacy.get(k) for k in ("loss_auc", "lira_auc", "distance_auc")]
+    """The strongest membership attack's AUC (the best of loss, LiRA and the two distance
+    attacks)."""
+    attacks = ("loss_auc", "lira_auc", "distance_auc", "global_distance_auc")
+    values = [privacy.get(k) for k in attacks]
     values = [v for v in values if v is not None]
     return max(values) if values else None
 
@@ -159,7 +164,9 @@ def write(records: Sequence[dict], out: pathlib.Path, source: str) -> list[pathl
         "median real-to-real nearest distance; closer: share of synthetic examples nearer "
         "their closest record than any other real record is; train share: share of synthetic "
         "examples nearer the training than the held-out records (equal-size subsamples; 0.5: "
-        "no memorisation); SSIM: images' similarity to their most similar training image (inv.: "
+        "no memorisation); global: the distance attack, DCR ratio and train share of FedLoG's "
+        "global synthetic set (the server's blend, sent to every client) against the union of "
+        "all clients' records; SSIM: images' similarity to their most similar training image (inv.: "
         "gradient inversion of client 0's update, mean and best dummy, and the dummies' train "
         "share; syn.: the shared synthetic images; real: a held-out image's, the reference). "
         "A measure that applies to no run of a dataset is left out of its table.\n\n"
