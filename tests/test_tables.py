@@ -352,3 +352,27 @@ def test_verdict_judges_each_cell_against_the_best_other_row_within_one_std():
     table = tables.build_table(records, spec(verdict_for=("fedlog",)))
     assert tables.verdict(table, key, 0) == "tie +5.00 (local)"
     assert "Verdict for fedlog" in tables.to_markdown(table)
+
+
+def test_validation_choices_name_the_personalised_mode():
+    records = [
+        {
+            "run_id": f"r{beta}-{seed}",
+            "track": "vision",
+            "dataset": "mnist",
+            "algorithm": "fedlog",
+            "seed": seed,
+            "config": {"fedlog": {"beta": beta}},
+            "best": {"val": beta, "seen": beta},
+            "last": {"val": beta, "seen": beta},
+        }
+        for beta in (0.1, 1.0)
+        for seed in (0, 1)
+    ]
+    table = tables.build_table(
+        records,
+        tables.accuracy_spec(
+            "t", {}, ("dataset", "algorithm"), ("seen",), select_on=("config.fedlog.beta",)
+        ),
+    )
+    assert "algorithm=fedlog: personalized: beta=1" in tables.to_markdown(table)

@@ -433,7 +433,7 @@ def _notes(table: Table) -> list[tuple[str, list[str]]]:
         elif spec.seeds is None and not found:
             missing.append(f"{where}: all seeds")
         picks = [
-            f"{path.removesuffix('.best.val').removeprefix('modes.') or 'personalized'}: "
+            f"{path.removesuffix('best.val').strip('.').removeprefix('modes.') or 'personalized'}: "
             + _assignments([_row_label(p) for p in spec.select_on], v)
             for (k, path), v in table.selected.items()
             if k == key
