@@ -1,5 +1,9 @@
 """Small synthetic federations for engine tests (no files, no downloads)."""
 
+import functools
+
+import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -14,6 +18,7 @@ from fedjax_syn.core.arrays import (
 )
 from fedjax_syn.core.interface import DataSpec
 from fedjax_syn.engine.local import Schedule
+from fedjax_syn.engine.round import EngineConfig, init_step, make_round
 from fedjax_syn.engine.task import Task
 from fedjax_syn.models.vision import MLP
 
@@ -112,8 +117,6 @@ SCHEDULE = Schedule(batch_size=4, epochs=2)
 def loop_round(alg, server, clients, fed, round_key):
     """One round written as a Python loop over clients, one jitted client update at a time —
     the reference a vmapped round must equal. Returns (server, stacked client states)."""
-    import jax
-    import jax.numpy as jnp
 
     update_key, server_key, _ = jax.random.split(round_key, 3)
     keys = jax.random.split(update_key, fed.num_clients)
@@ -126,3 +129,14 @@ def loop_round(alg, server, clients, fed, round_key):
         uploads.append(upload)
     stack = lambda trees: jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
     return alg.server_update(server, stack(uploads), fed.client_mask, server_key), stack(states)
+
+
+@functools.cache
+def programs(alg):
+    """Jitted (init, round without evaluation): one compilation per algorithm."""
+    engine = EngineConfig(donate=False)
+    init = jax.jit(lambda fed, key: init_step(alg, fed, key, engine)[:2])
+    round_fn = make_round(alg, engine)
+    return init, lambda server, clients, fed, key: round_fn(
+        server, clients, fed, key, evaluate=False
+    )[:2]

@@ -20,8 +20,15 @@ from fedjax_syn.algorithms.fedproto import (
 )
 from fedjax_syn.algorithms.registry import BUILDERS
 from fedjax_syn.core.errors import UserError
-from fedjax_syn.engine.round import EngineConfig, init_step, make_round
-from tests.engine_fixtures import NUM_CLASSES, SPEC, TASK, config, loop_round, make_federation
+from tests.engine_fixtures import (
+    NUM_CLASSES,
+    SPEC,
+    TASK,
+    config,
+    loop_round,
+    make_federation,
+    programs,
+)
 from tests.test_graph_engine import graph_algorithm, synthetic_federation
 
 PADDED = make_federation(pad_clients_to=4)  # client 3 is padding
@@ -153,17 +160,6 @@ def test_options_are_checked():
 
 
 # --- rounds --------------------------------------------------------------------------------------
-
-
-@functools.cache
-def programs(alg):
-    """Jitted (init, round without evaluation): one compilation per algorithm."""
-    engine = EngineConfig(donate=False)
-    init = jax.jit(lambda fed, key: init_step(alg, fed, key, engine)[:2])
-    round_fn = make_round(alg, engine)
-    return init, lambda server, clients, fed, key: round_fn(
-        server, clients, fed, key, evaluate=False
-    )[:2]
 
 
 @functools.cache

@@ -12,8 +12,7 @@ import pytest
 from fedjax_syn.algorithms.moon import MoonOptions, contrastive, moon_loss, moon_options
 from fedjax_syn.algorithms.registry import BUILDERS
 from fedjax_syn.core.errors import UserError
-from fedjax_syn.engine.round import EngineConfig, init_step, make_round
-from tests.engine_fixtures import SPEC, TASK, config, loop_round, make_federation
+from tests.engine_fixtures import SPEC, TASK, config, loop_round, make_federation, programs
 from tests.test_graph_engine import graph_algorithm, synthetic_federation
 
 TAU = 0.5
@@ -113,17 +112,6 @@ def build(name: str, **options):
     cfg = config(name)
     cfg[name] = options
     return BUILDERS[name](cfg, TASK, SPEC)
-
-
-@functools.cache
-def programs(alg):
-    """Jitted (init, round without evaluation): one compilation per algorithm."""
-    engine = EngineConfig(donate=False)
-    init = jax.jit(lambda fed, key: init_step(alg, fed, key, engine)[:2])
-    round_fn = make_round(alg, engine)
-    return init, lambda server, clients, fed, key: round_fn(
-        server, clients, fed, key, evaluate=False
-    )[:2]
 
 
 @functools.cache
