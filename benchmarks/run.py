@@ -7,6 +7,9 @@ timed part by part (data, compilation, round 0, rounds, evaluation) with its pea
     python -m benchmarks.run --workloads=W1,W2,convnet --quick
     taskset -c 1 python -m benchmarks.run --workloads=cora_fedlog --rounds=5
     python -m benchmarks.run --workloads=computers_fedavg      # 100 rounds
+    python -m benchmarks.run --workloads=cora_fedlog --compilation_cache_dir=/tmp/cache  # first run
+    python -m benchmarks.run --workloads=cora_fedlog --compilation_cache_dir=/tmp/cache \
+        --name=cora_fedlog_cached                               # the same, programs from the cache
 """
 
 from typing import Any
@@ -24,6 +27,9 @@ _CHUNKS = flags.DEFINE_list("chunks", ["10", "100"], "client_chunk values (those
 _PEAK_N = flags.DEFINE_integer("peak_size", 2048, "Side of the peak's f32 matmul.", lower_bound=1)
 _ROUNDS = flags.DEFINE_integer("rounds", 0, "Run workloads: rounds (0: the workload's own).")
 _EVAL_REPEATS = flags.DEFINE_integer("eval_repeats", 5, "Run workloads: timed evaluations.")
+_NAME = flags.DEFINE_string(
+    "name", "", "Results file name, with one workload (e.g. cora_fedlog_cached); empty: its name."
+)
 _DATA_DIR = flags.DEFINE_string("data_dir", "", "Datasets folder; empty: FEDJAX_SYN_DATA_DIR.")
 
 
@@ -57,6 +63,8 @@ def main(argv: list[str]) -> None:
     for name in _WORKLOADS.value:
         if name not in WORKLOADS:
             cli.fail(f"unknown workload {name!r}; choose from {', '.join(WORKLOADS)}")
+    if _NAME.value and len(_WORKLOADS.value) != 1:
+        cli.fail(f"--name={_NAME.value} needs exactly one workload, got {len(_WORKLOADS.value)}")
     if not all(c.isdigit() and int(c) > 0 for c in _CHUNKS.value):
         cli.fail(f"--chunks must be positive integers, got {','.join(_CHUNKS.value)!r}")
     repeats = _REPEATS.value or (3 if _QUICK.value else 5)
@@ -69,7 +77,8 @@ def main(argv: list[str]) -> None:
         else:
             payload = measure_run(workload)
         payload |= {"workload": name, "quick": _QUICK.value, "load_start": load_start}
-        print(f"wrote {harness.write_result(name, payload)}", flush=True)
+        path = harness.write_result(_NAME.value or name, payload)
+        print(f"wrote {path}", flush=True)
 
 
 if __name__ == "__main__":

@@ -199,6 +199,27 @@ def batched_table(record: Record) -> str:
     return "\n".join(lines)
 
 
+def allocator_table(record: Record) -> str:
+    """Each layout's median with freed memory returned to the system (off) and kept (on)."""
+    lines = [
+        "Each setting in its own process, one after the other; `vs loop` with the setting on.",
+        "",
+        "| workload | setup | layout | off: median ms | on: median ms | speed-up | on: vs loop "
+        "| on: % of peak |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in record["rows"]:
+        off, on = row["off"], row["on"]
+        for layout, m in on["modes"].items():
+            before = off["modes"][layout]["median_s"]
+            lines.append(
+                f"| {row['workload']} | {on['setup']['description']} | {layout} "
+                f"| {before * 1e3:.1f} | {m['median_s'] * 1e3:.1f} | {before / m['median_s']:.2f}x "
+                f"| {m['vs_loop']:.2f}x | {100 * m['peak_frac']:.1f} |"
+            )
+    return "\n".join(lines)
+
+
 RENDERERS: dict[str, Callable[[Record], str]] = {
     "rounds": rounds_table,
     "run": run_table,
@@ -206,6 +227,7 @@ RENDERERS: dict[str, Callable[[Record], str]] = {
     "graph": graph_table,
     "condense": condense_table,
     "batched": batched_table,
+    "allocator": allocator_table,
 }
 
 

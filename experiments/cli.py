@@ -4,13 +4,31 @@ A user error (bad flag, bad config value, missing or corrupt data) is printed as
 `error: ...` on stderr and the process exits with status 2 — never a traceback.
 """
 
+import os
 import sys
 from collections.abc import Callable
 from typing import NoReturn
 
+import jax
 from absl import app, flags
 
 from fedjax_syn.core.errors import UserError
+from fedjax_syn.runs.allocator import keep_freed_memory
+
+_KEEP_FREED = flags.DEFINE_bool(
+    "keep_freed_memory",
+    True,
+    "Keep freed memory mapped for reuse (glibc): spares the page faults of large XLA:CPU "
+    "buffers on every program call (fedjax_syn/runs/allocator.py).",
+)
+
+_CACHE_DIR = flags.DEFINE_string(
+    "compilation_cache_dir",
+    os.environ.get("JAX_COMPILATION_CACHE_DIR")
+    or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "fedjax_syn", "jax"),
+    "JAX's persistent compilation cache: a rerun, or the next seed of a sweep, loads the "
+    "programs instead of compiling them again. Empty: off.",
+)
 
 
 def fail(message: str) -> NoReturn:
@@ -30,9 +48,16 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 def run(main: Callable[[list[str]], None]) -> None:
-    """`absl.app.run(main)` with user errors reported as one line."""
+    """`absl.app.run(main)` with user errors reported as one line, after the process-wide
+    allocator setting (`--keep_freed_memory`) and the persistent compilation cache
+    (`--compilation_cache_dir`)."""
 
     def guarded(argv: list[str]) -> None:
+        if _KEEP_FREED.value:
+            keep_freed_memory()
+        if _CACHE_DIR.value:
+            jax.config.update("jax_compilation_cache_dir", os.path.expanduser(_CACHE_DIR.value))
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
         try:
             main(argv)
         except UserError as e:

@@ -32,7 +32,6 @@ the first one starts. Several hosts (docs/scale.md): start the same command on e
 
 import dataclasses
 import json
-import os
 import pathlib
 
 import jax
@@ -64,13 +63,6 @@ _GRID = flags.DEFINE_string(
     "grid", "", "Replace grid axes, e.g. 'algorithm=fedavg,fedprox;seed=0,1,2;fedlog.beta=0.1,1'."
 )
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show progress bars.")
-_CACHE_DIR = flags.DEFINE_string(
-    "compilation_cache_dir",
-    os.environ.get("JAX_COMPILATION_CACHE_DIR")
-    or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "fedjax_syn", "jax"),
-    "JAX's persistent compilation cache: a rerun, or the next seed of a sweep, loads the "
-    "programs instead of compiling them again. Empty: off.",
-)
 _OUT = flags.DEFINE_string(
     "out",
     None,
@@ -232,9 +224,6 @@ def privacy_mode() -> None:
 def main(argv: list[str]) -> None:
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
-    if _CACHE_DIR.value:
-        jax.config.update("jax_compilation_cache_dir", os.path.expanduser(_CACHE_DIR.value))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     modes = {
         "run": run_mode,
         "reproduce": reproduce_mode,

@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+from fedjax_syn.runs.allocator import keep_freed_memory
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 # The suite compiles hundreds of small XLA programs and runs each a few times. On CPU most of a
@@ -21,6 +23,10 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (
         os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
     ).strip()
+
+
+# As every entry point does (experiments/cli.py): large XLA buffers reuse mapped memory.
+keep_freed_memory()
 
 
 @pytest.fixture(scope="session")
