@@ -224,8 +224,10 @@ def compare(
             "peak_frac": flops / timing.median_s / peak,
             "diff_vs_loop": relative_diff(states["loop"][0], states[mode][0]),
         }
+    engine_layouts = {mode: timing.median_s for mode, timing in timings.items() if mode != "loop"}
     return {
         "setup": {**dataclasses.asdict(setup), "description": setup.describe()},
+        "fastest_layout": min(engine_layouts, key=engine_layouts.__getitem__),
         "params": count_params(server),
         "flops": {
             "step_cost_analysis": per_step,

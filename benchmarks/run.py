@@ -19,11 +19,17 @@ from absl import flags
 from benchmarks import end_to_end, harness, rounds
 from benchmarks.workloads import WORKLOADS
 from experiments import cli
+from fedjax_syn.engine import layout
 
 _WORKLOADS = flags.DEFINE_list("workloads", [], f"Workloads: {', '.join(WORKLOADS)}.")
 _QUICK = flags.DEFINE_bool("quick", False, "The workloads' quick variants, and 3 repeats.")
 _REPEATS = flags.DEFINE_integer("repeats", 0, "Timed rounds per layout (0: 5, or 3 with --quick).")
-_CHUNKS = flags.DEFINE_list("chunks", ["10", "100"], "client_chunk values (those < clients run).")
+_CHUNKS = flags.DEFINE_list(
+    "chunks",
+    [str(k) for k in layout.CHUNKS],
+    "client_chunk values (those < clients run); the default is what a measured layout "
+    "(client_chunk=-1) chooses from.",
+)
 _PEAK_N = flags.DEFINE_integer("peak_size", 2048, "Side of the peak's f32 matmul.", lower_bound=1)
 _ROUNDS = flags.DEFINE_integer("rounds", 0, "Run workloads: rounds (0: the workload's own).")
 _EVAL_REPEATS = flags.DEFINE_integer("eval_repeats", 5, "Run workloads: timed evaluations.")

@@ -62,6 +62,14 @@ def rounds_table(record: Record) -> str:
                 f"| {r['first_s']:.2f} | {r['vs_loop']:.2f}x | {r['gflops']:.2f} "
                 f"| {100 * r['peak_frac']:.1f} | {r['diff_vs_loop']:.0e} |"
             )
+    for config in record["configs"]:
+        fastest = config.get("fastest_layout")
+        if fastest:
+            ratio = config["modes"][fastest]["vs_loop"]
+            lines.append(
+                f"\nFastest engine layout, {config['setup']['description']}: {fastest}, "
+                f"{ratio:.2f}x the loop (what a run with `client_chunk=-1` measures and picks)."
+            )
     return "\n".join(lines)
 
 

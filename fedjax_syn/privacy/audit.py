@@ -38,6 +38,7 @@ from fedjax_syn.core.arrays import ClientData, Federation
 from fedjax_syn.core.interface import FederatedAlgorithm
 from fedjax_syn.engine.mapping import map_clients
 from fedjax_syn.privacy import accounting, inversion, membership, memorisation
+from fedjax_syn.runs.config import engine_config
 from fedjax_syn.runs.prepare import build_algorithm
 from fedjax_syn.runs.program import (
     Program,
@@ -125,7 +126,7 @@ def audit_uploads(alg: FederatedAlgorithm, program: Program, state: State) -> tu
     def uploads(server, clients, fed, key):
         keys = jax.random.split(jax.random.split(key, 3)[0], fed.num_clients)
         update = lambda s, d, k: alg.client_update(server, s, d, k)
-        return map_clients(update, (clients, fed.train, keys), cfg.client_chunk or None)[1]
+        return map_clients(update, (clients, fed.train, keys), engine_config(cfg).client_chunk)[1]
 
     return server, uploads(server, clients, fed, key)
 

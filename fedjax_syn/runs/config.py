@@ -69,7 +69,7 @@ def default_config() -> ml_collections.ConfigDict:
             # Engine.
             "eval_every": 1,
             "unroll": False,  # unroll local training (faster ConvNets on CPU, longer compile)
-            "client_chunk": 0,  # 0: vmap every client at once
+            "client_chunk": 0,  # 0: vmap every client at once; -1: the fastest layout, measured
             "eval_example_chunk": 512,
             "shard": False,  # put the clients axis on a mesh of all local devices
             "on_nonfinite": "stop",  # ON_NONFINITE; left out of the run id (`run_id`)
@@ -96,10 +96,15 @@ def run_id(cfg) -> str:
 
 
 def engine_config(cfg) -> EngineConfig:
-    check(cfg.client_chunk >= 0, f"client_chunk must be >= 0, got {cfg.client_chunk}")
+    """The engine's settings of `cfg`. A measured layout (client_chunk -1, which the run program
+    resolves: `fedjax_syn.runs.layouts`) starts from every client vmapped."""
+    check(
+        cfg.client_chunk >= -1,
+        f"client_chunk must be >= 1, 0 (vmap all) or -1 (measure), got {cfg.client_chunk}",
+    )
     check_choice("on_nonfinite", cfg.on_nonfinite, ON_NONFINITE)
     return EngineConfig(
-        client_chunk=cfg.client_chunk or None,
+        client_chunk=cfg.client_chunk if cfg.client_chunk > 0 else None,
         eval_example_chunk=cfg.eval_example_chunk,
         on_nonfinite=cfg.on_nonfinite,
     )

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import pathlib
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -42,9 +43,16 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from fedjax_syn.core.arrays import EvalGroup, Federation
 from fedjax_syn.core.errors import NonFiniteError, UserError, check
-from fedjax_syn.engine import evaluation, sharding
-from fedjax_syn.engine.round import compile_init, first_round, init_step, round_step
+from fedjax_syn.engine import evaluation, layout, sharding
+from fedjax_syn.engine.round import (
+    EngineConfig,
+    compile_init,
+    first_round,
+    init_step,
+    round_step,
+)
 from fedjax_syn.runs import config as run_config
+from fedjax_syn.runs import layouts
 from fedjax_syn.runs.ledger import (
     MODES,
     append_record,
@@ -184,20 +192,8 @@ def _base_keys(cfgs: Sequence[ml_collections.ConfigDict]) -> jax.Array:
 _fold_all = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
 
 
-def compile_program(
-    cfgs: Sequence[ml_collections.ConfigDict], prepared: Sequence[Prepared] | None = None
-) -> Program:
-    """Prepares every run's data (unless given), stacks it, and compiles the program's start
-    (initialisation and any setup round) and its round, with and without evaluation."""
-    cfgs = list(cfgs)
-    run_config.check_batchable(cfgs)
-    prepared = [prepare(c) for c in cfgs] if prepared is None else list(prepared)
-    cfg = cfgs[0]
-    fed, axes = stack_federations([p.fed for p in prepared])
-    if cfg.shard:
-        fed = shard_stacked(fed, axes, sharding.client_mesh())
-    alg = build_algorithm(cfg, prepared)
-    engine = run_config.engine_config(cfg)
+def _programs(alg, engine: EngineConfig, axes: Federation) -> tuple[Callable, Callable]:
+    """The jitted start (initialisation and any setup round) and round of the stacked runs."""
 
     @jax.jit
     def init(fed, keys):
@@ -211,8 +207,60 @@ def compile_program(
     round_fn = jax.jit(
         one_round, static_argnames=("evaluate",), donate_argnums=(0, 1) if engine.donate else ()
     )
+    return init, round_fn
+
+
+def _placeholder(shapes: Any) -> Any:
+    """Arrays of the given shapes (zeros; fixed keys) for timing a round."""
+
+    def one(s):
+        if jax.dtypes.issubdtype(s.dtype, jax.dtypes.prng_key):
+            return jax.random.split(jax.random.key(0), s.shape)
+        return jnp.zeros(s.shape, s.dtype)
+
+    return jax.tree.map(one, shapes)
+
+
+def _measured_chunk(cfg, alg, engine, fed, axes, keys, num_clients: int, layout_cache) -> Any:
+    """The client layout of `cfg`'s program: stored, or timed on rounds of placeholder states."""
+    init, _ = _programs(alg, engine, axes)
+    server, clients, _ = jax.eval_shape(init, fed, keys)
+    key = layout.shape_key(run_config.program_key(cfg), fed, server, clients)
+
+    def round_for(chunk):
+        trial = dataclasses.replace(engine, client_chunk=chunk, donate=False)
+        _, round_fn = _programs(alg, trial, axes)
+        state = _placeholder((server, clients))
+        return lambda: round_fn(*state, fed, keys, evaluate=False)
+
+    return layouts.choose_chunk(key, round_for, num_clients, layout_cache)
+
+
+def compile_program(
+    cfgs: Sequence[ml_collections.ConfigDict],
+    prepared: Sequence[Prepared] | None = None,
+    layout_cache: pathlib.Path | None = None,
+) -> Program:
+    """Prepares every run's data (unless given), stacks it, and compiles the program's start
+    (initialisation and any setup round) and its round, with and without evaluation. With
+    `client_chunk = layouts.AUTO` the client layout is the fastest measured (stored in
+    `layout_cache`, default `layouts.default_path()`)."""
+    cfgs = list(cfgs)
+    run_config.check_batchable(cfgs)
+    prepared = [prepare(c) for c in cfgs] if prepared is None else list(prepared)
+    cfg = cfgs[0]
+    fed, axes = stack_federations([p.fed for p in prepared])
+    if cfg.shard:
+        fed = shard_stacked(fed, axes, sharding.client_mesh())
+    alg = build_algorithm(cfg, prepared)
+    engine = run_config.engine_config(cfg)
     keys = _base_keys(cfgs)
     start = time.perf_counter()
+    if cfg.client_chunk == layouts.AUTO:
+        num_clients = prepared[0].fed.num_clients
+        chunk = _measured_chunk(cfg, alg, engine, fed, axes, keys, num_clients, layout_cache)
+        engine = dataclasses.replace(engine, client_chunk=chunk)
+    init, round_fn = _programs(alg, engine, axes)
     run_init, shapes = compile_init(init, fed, keys)
     needed = {True, cfg.eval_every == 1}  # the no-evaluation variant only when it is used
     compiled = {

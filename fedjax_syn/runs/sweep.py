@@ -67,9 +67,10 @@ class Job:
 
 
 def _batchable(cfg: ml_collections.ConfigDict) -> bool:
-    """Federated runs batch, except those that run one client (chunk) at a time: vmapped over
-    runs, each chunk's local epoch would run as many steps as the busiest run's, on graphs padded
-    to the largest run's (Computers K = 10, 3 seeds: 1.8x the time of the runs one by one)."""
+    """Federated runs batch, except those that run clients in chunks (`client_chunk` k) or in a
+    measured layout (-1): vmapped over runs, each chunk's local epoch would run as many steps as
+    the busiest run's, on graphs padded to the largest run's (Computers K = 10, 3 seeds: 1.8x the
+    time of the runs one by one), and a measured layout is measured per program."""
     return cfg.get("track") in ("vision", "graph") and not cfg.get("client_chunk")
 
 

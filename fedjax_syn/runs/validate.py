@@ -32,7 +32,7 @@ _FEDERATED_MINIMA = {
     "width": 1,
     "local_steps": 0,
     "eval_every": 1,
-    "client_chunk": 0,
+    "client_chunk": -1,  # -1: measured (runs.layouts.AUTO)
     "eval_example_chunk": 1,
 }
 _CONDENSE_MINIMA = {
