@@ -91,6 +91,26 @@ def _run_rows(record: Record) -> list[tuple[str, str]]:
             f"{seconds(ev['median_s'])} ({seconds(ev['median_s'] * record['evaluated_rounds'])})",
         ),
         ("**run, compilation included**", f"**{seconds(record['run_s'])}**"),
+        *_versus_rows(record),
+    ]
+
+
+def _versus_rows(record: Record) -> list[tuple[str, str]]:
+    """The round without evaluation, in the run's layout and as the per-client loop."""
+    versus = record.get("round_vs_loop")
+    if versus is None:
+        return []
+    repeats = versus["engine"]["repeats"]
+    return [
+        (
+            f"one round without evaluation, run's layout: median of {repeats}",
+            seconds(versus["engine"]["median_s"]),
+        ),
+        (
+            f"the same round as the per-client loop: median of {repeats} "
+            f"(run's layout {versus['vs_loop']:.2f}x the loop; servers {versus['diff_vs_loop']:.0e} apart)",
+            seconds(versus["loop"]["median_s"]),
+        ),
     ]
 
 

@@ -6,8 +6,9 @@ import jax
 import numpy as np
 import pytest
 
-from benchmarks import harness, report, rounds, tables
+from benchmarks import end_to_end, harness, report, rounds, tables
 from fedjax_syn.engine.round import init_states, make_round
+from fedjax_syn.runs.config import default_config
 from tests.engine_fixtures import algorithm, make_federation
 
 
@@ -62,6 +63,24 @@ def test_round_comparison_renders_a_table(tmp_path):
     assert record["machine"]["cores"] >= 1
     table = tables.render(record)
     assert "benchmarks/results/tiny.json" in table and table.count("| MLP 5-3-10") == 3
+    assert result["fastest_layout"] in ("vmapped", "chunk=2")
+    assert f"Fastest engine layout, MLP 5-3-10, 2 steps of 2: {result['fastest_layout']}" in table
+
+
+def test_run_workload_is_timed_part_by_part_and_against_the_loop(tmp_path):
+    cfg = default_config()
+    cfg.update(dict(num_clients=3, hidden=(8,), batch_size=32, rounds=2))
+    figures = end_to_end.measure(cfg, eval_repeats=1)
+    assert figures["rounds"] == 2 and figures["evaluated_rounds"] == 2
+    versus = figures["round_vs_loop"]
+    assert versus["diff_vs_loop"] < 1e-5  # the same round, computed two ways
+    assert versus["vs_loop"] > 0 and versus["loop"]["repeats"] == 1
+    record = harness.read_result(harness.write_result("run", {"kind": "run", **figures}, tmp_path))
+    table = tables.render(record)
+    assert (
+        "the same round as the per-client loop" in table
+        and "**run, compilation included**" in table
+    )
 
 
 def test_report_rewrites_only_the_marked_sections():
