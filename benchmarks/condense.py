@@ -28,6 +28,7 @@ import json
 import pathlib
 import subprocess
 import sys
+import time
 from typing import Any
 
 import jax
@@ -37,6 +38,7 @@ import optax
 from absl import flags
 
 from benchmarks import harness, tables
+from benchmarks.rounds import compiled_flops
 from experiments import cli
 from fedjax_syn.condense.core import (
     CLASS_BATCHING,
@@ -119,14 +121,22 @@ def program(name: str, ipc: int, conv: str, x, y) -> tuple[Any, tuple]:
 
 
 def measure_variant(name: str, ipc: int, conv: str) -> dict[str, Any]:
+    """One program timed, with XLA's FLOP count of it and the matmul peak of this process."""
     x, y, source = data()
     fn, args = program(name, ipc, conv, jnp.asarray(x), jnp.asarray(y))
-    _, timing = harness.time_calls(lambda _: fn(*args), None, _REPEATS.value)
+    start = time.perf_counter()
+    compiled = fn.lower(*args).compile()
+    compile_s = time.perf_counter() - start
+    _, timing = harness.time_calls(lambda _: compiled(*args), None, _REPEATS.value)
+    summary = timing.summary()
+    summary["first_s"] += compile_s  # compile + first call, as before
     return {
         "ipc": ipc,
         "conv": conv,
         "variant": name,
-        **timing.summary(),
+        **summary,
+        "flops": compiled_flops(compiled),
+        "peak_gflops": harness.matmul_peak(2048) / 1e9,
         "data": source,
         "peak_rss_mib": harness.peak_rss_mib(),
     }
@@ -148,13 +158,17 @@ def spawn(name: str, ipc: int, conv: str) -> dict[str, Any]:
 def composed(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Seconds per outer iteration from the parts, per (ipc, conv, class batching)."""
     median = {(r["ipc"], r["conv"], r["variant"]): r["median_s"] for r in rows}
+    flops = {(r["ipc"], r["conv"], r["variant"]): r.get("flops") for r in rows}
     out = []
     for (ipc, conv, variant), match in median.items():
         if variant.startswith("match_"):
             outer, inner = CondenseConfig(ipc=ipc).loops
             seconds = outer * match + (outer - 1) * inner * median[ipc, conv, "epoch"]
+            parts = (flops[ipc, conv, variant], flops[ipc, conv, "epoch"])
+            work = None if None in parts else outer * parts[0] + (outer - 1) * inner * parts[1]
             out.append(
                 {
+                    "flops": work,
                     "ipc": ipc,
                     "conv": conv,
                     "batching": variant.removeprefix("match_"),

@@ -183,22 +183,47 @@ def graph_table(record: Record) -> str:
     return "\n".join(lines)
 
 
+def _giga(flops: float | None) -> str:
+    return "-" if flops is None else f"{flops / 1e9:.1f}"
+
+
+def _rate(flops: float | None, median_s: float, peak_gflops: float | None) -> tuple[str, str]:
+    """GFLOP/s and % of the matmul peak ('-' where a figure is missing)."""
+    if flops is None:
+        return "-", "-"
+    rate = flops / median_s / 1e9
+    return f"{rate:.1f}", "-" if not peak_gflops else f"{100 * rate / peak_gflops:.0f}"
+
+
 def condense_table(record: Record) -> str:
     """One line per (ipc, convolution, program), each in its own process."""
     lines = [
         f"ConvNet width {record['width']}, `batch_real` {record['batch_real']}; data: "
         f"{record['data']}.",
         "",
-        "| ipc | conv | program | compile + 1st call s | median s | peak RSS MiB |",
-        "|---:|---|---|---:|---:|---:|",
+        "| ipc | conv | program | compile + 1st call s | median s | XLA GFLOP | GFLOP/s "
+        "| % of peak | peak RSS MiB |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|",
     ]
+    peaks = {}
     for r in record["rows"]:
+        rate, share = _rate(r.get("flops"), r["median_s"], r.get("peak_gflops"))
+        peaks[r["ipc"], r["conv"]] = r.get("peak_gflops")
         lines.append(
             f"| {r['ipc']} | {r['conv']} | {r['variant']} | {seconds(r['first_s'])} "
-            f"| {seconds(r['median_s'])} | {r['peak_rss_mib']:.0f} |"
+            f"| {seconds(r['median_s'])} | {_giga(r.get('flops'))} | {rate} | {share} "
+            f"| {r['peak_rss_mib']:.0f} |"
         )
     composed = [
         f"ipc {c['ipc']}, {c['conv']}, classes {c['batching']}: {seconds(c['seconds'])} s"
+        + (
+            " ({} GFLOP by XLA's count, {} GFLOP/s, {}% of peak)".format(
+                _giga(c["flops"]),
+                *_rate(c["flops"], c["seconds"], peaks.get((c["ipc"], c["conv"]))),
+            )
+            if c.get("flops")
+            else ""
+        )
         for c in record["composed"]
     ]
     if composed:

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from benchmarks import end_to_end, harness, report, rounds, tables
+from benchmarks import condense, end_to_end, harness, report, rounds, tables
 from fedjax_syn.engine.round import init_states, make_round
 from fedjax_syn.runs.config import default_config
 from tests.engine_fixtures import algorithm, make_federation
@@ -81,6 +81,38 @@ def test_run_workload_is_timed_part_by_part_and_against_the_loop(tmp_path):
         "the same round as the per-client loop" in table
         and "**run, compilation included**" in table
     )
+
+
+def test_condensation_table_gives_flops_and_share_of_peak(tmp_path):
+    rows = [
+        dict(
+            ipc=10,
+            conv="im2col",
+            variant=name,
+            first_s=1.0,
+            median_s=median,
+            flops=flops,
+            peak_gflops=100.0,
+            peak_rss_mib=1.0,
+            data="random",
+        )
+        for name, median, flops in (("match_loop", 2.0, 100e9), ("epoch", 0.1, 4e9))
+    ]
+    payload = {
+        "kind": "condense",
+        "width": 8,
+        "batch_real": 4,
+        "data": "random",
+        "rows": rows,
+        "composed": condense.composed(rows),
+    }
+    (iteration,) = payload["composed"]
+    assert (
+        iteration["flops"] == 10 * 100e9 + 9 * 50 * 4e9
+    )  # outer x match + (outer - 1) x inner x epoch
+    table = tables.render(harness.read_result(harness.write_result("c", payload, tmp_path)))
+    assert "| 10 | im2col | match_loop | 1.00 | 2.00 | 100.0 | 50.0 | 50 | 1 |" in table
+    assert "GFLOP/s" in table and "% of peak" in table
 
 
 def test_report_rewrites_only_the_marked_sections():
