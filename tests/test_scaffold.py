@@ -1,5 +1,5 @@
-"""SCAFFOLD on a tiny MLP federation: option-II control variates and the server's control variate
-equal their formulas; with zero controls round 1 is FedAvg's; each SGD step is shifted by
+"""SCAFFOLD on a tiny MLP federation: the control variates (under SGD) and the server's control
+variate equal option II's formulas; under Adam a client's control variate is its gradient; with zero controls round 1 is FedAvg's; each SGD step is shifted by
 lr * (c - c_i); padded clients (no steps) stay finite and unchanged; vmapped == per-client loop."""
 
 import functools
@@ -133,6 +133,27 @@ def test_each_sgd_step_is_shifted_by_the_control_difference():
     shifted = jax.jit(scaffold.client_update)(server, control, data, key).model
     expected = jax.tree.map(lambda p, cg, ci: p - LR * (cg - ci), plain, server["control"], control)
     assert_trees_equal(shifted, expected, atol=1e-6)
+
+
+def test_under_adam_the_control_variate_is_the_gradient_not_the_normalised_step():
+    """One full-batch Adam step from x: c_i+ = g(x), where option II would give the Adam step
+    over eta (about sign(g) per coordinate, whatever the gradient's size)."""
+    data = client(FED.train, 1)
+    scaffold = scaffold_alg(optimizer="adam", lr=0.01, batch_size=64, local_epochs=1)
+    params = TASK.init(jax.random.key(0), data.inputs)
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    result = jax.jit(scaffold.client_update)(
+        {"params": params, "control": zeros}, zeros, data, jax.random.key(3)
+    )
+    assert float(result.metrics["steps"]) == 1.0
+    idx = jnp.arange(data.mask.shape[0])
+    weights = data.mask.astype(jnp.float32)
+    gradient = jax.grad(TASK.loss)(
+        params, data.inputs, data.labels, idx, weights, jax.random.key(0)
+    )
+    assert_trees_equal(result.state, gradient, atol=1e-6)
+    step = jax.tree.map(lambda x, y: (x - y) / 0.01, params, result.model)
+    assert not trees_close(result.state, step)  # option II's reading of the Adam step
 
 
 def test_vmapped_round_equals_per_client_loop_with_a_padded_client():
