@@ -7,8 +7,6 @@ and the speed-up.
 """
 
 import json
-import subprocess
-import sys
 from typing import Any
 
 from absl import flags
@@ -17,7 +15,6 @@ from benchmarks import harness, rounds, tables
 from benchmarks.workloads import WORKLOADS
 from experiments import cli
 
-REPO = harness.RESULTS_DIR.parents[1]
 SETTINGS = ("off", "on")
 
 _WORKLOADS = flags.DEFINE_list("workloads", ["W1", "W2", "convnet"], "Round workloads.")
@@ -38,13 +35,10 @@ def worker(name: str) -> dict[str, Any]:
 
 def spawn(name: str, setting: str) -> dict[str, Any]:
     """One workload measured in a fresh process with the setting on or off."""
-    args = [sys.executable, "-m", "benchmarks.allocator", f"--worker={name}"]
-    args += [f"--keep_freed_memory={setting == 'on'}", f"--quick={_QUICK.value}"]
-    args += [f"--repeats={_REPEATS.value}", f"--chunks={','.join(_CHUNKS.value)}"]
-    out = subprocess.run(args, capture_output=True, text=True, cwd=REPO)
-    if out.returncode != 0:
-        cli.fail(f"{name} ({setting}) failed: {out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    args = [f"--worker={name}", f"--keep_freed_memory={setting == 'on'}"]
+    args += [f"--quick={_QUICK.value}", f"--repeats={_REPEATS.value}"]
+    args += [f"--chunks={','.join(_CHUNKS.value)}"]
+    return harness.run_worker("benchmarks.allocator", args, f"{name} ({setting})")
 
 
 def main(argv: list[str]) -> None:

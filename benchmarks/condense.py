@@ -25,9 +25,6 @@ does not depend on pixel values).
 """
 
 import json
-import pathlib
-import subprocess
-import sys
 import time
 from typing import Any
 
@@ -53,7 +50,6 @@ from fedjax_syn.core.errors import UserError, check_choice
 from fedjax_syn.models.conv import CONV_IMPLS
 from fedjax_syn.models.vision import ConvNet
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 NUM_CLASSES = 10
 
 _IPCS = flags.DEFINE_list("ipcs", ["1", "10", "50"], "Images per class to time.")
@@ -144,15 +140,11 @@ def measure_variant(name: str, ipc: int, conv: str) -> dict[str, Any]:
 
 def spawn(name: str, ipc: int, conv: str) -> dict[str, Any]:
     """Measures one variant in a fresh process; its last output line is the row."""
-    args = [sys.executable, "-m", "benchmarks.condense", f"--variant={name}:{ipc}:{conv}"]
-    args += [f"--repeats={_REPEATS.value}", f"--width={_WIDTH.value}"]
-    args += [f"--batch_real={_BATCH_REAL.value}"]
+    args = [f"--variant={name}:{ipc}:{conv}", f"--repeats={_REPEATS.value}"]
+    args += [f"--width={_WIDTH.value}", f"--batch_real={_BATCH_REAL.value}"]
     if _DATA_DIR.value:
         args.append(f"--data_dir={_DATA_DIR.value}")
-    out = subprocess.run(args, capture_output=True, text=True, cwd=REPO)
-    if out.returncode != 0:
-        cli.fail(f"{name}:{ipc}:{conv} failed: {out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return harness.run_worker("benchmarks.condense", args, f"{name}:{ipc}:{conv}")
 
 
 def composed(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -25,8 +25,6 @@ clients, which is what the chunked mode runs.
 """
 
 import json
-import pathlib
-import subprocess
 import sys
 from typing import Any
 
@@ -43,7 +41,6 @@ from fedjax_syn.core.interface import FederatedAlgorithm
 from fedjax_syn.engine.round import EngineConfig, init_states
 from fedjax_syn.runs.prepare import build_algorithm, prepare
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 MODES = ("vmapped", "scanned", "chunked", "uncached", "loop")
 
 _DATASETS = flags.DEFINE_list("datasets", ["cora", "computers"], "Graph datasets.")
@@ -141,12 +138,8 @@ def worker(spec: str) -> dict[str, Any]:
 
 def spawn(spec: str) -> dict[str, Any]:
     """Measures one (dataset, K, mode) in a fresh process; its last output line is the row."""
-    args = [sys.executable, "-m", "benchmarks.graph", f"--worker={spec}"]
-    args += [f"--repeats={_REPEATS.value}", f"--data_dir={_DATA_DIR.value}"]
-    out = subprocess.run(args, capture_output=True, text=True, cwd=REPO)
-    if out.returncode != 0:
-        cli.fail(f"{spec} failed: {out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    args = [f"--worker={spec}", f"--repeats={_REPEATS.value}", f"--data_dir={_DATA_DIR.value}"]
+    return harness.run_worker("benchmarks.graph", args, spec)
 
 
 def main(argv: list[str]) -> None:

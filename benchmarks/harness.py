@@ -13,6 +13,7 @@ import pathlib
 import platform
 import resource
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -21,11 +22,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from experiments import cli
 from fedjax_syn.core.arrays import Federation
 from fedjax_syn.core.interface import FederatedAlgorithm
 from fedjax_syn.runs.ledger import versions, write_atomic
 
-RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
+REPO = pathlib.Path(__file__).resolve().parents[1]
+RESULTS_DIR = REPO / "benchmarks" / "results"
 
 Step = Callable[[Any], Any]  # state -> next state; the timers thread the state through
 
@@ -214,3 +217,15 @@ def write_result(name: str, payload: dict[str, Any], directory: pathlib.Path = R
     path = pathlib.Path(directory) / f"{name}.json"
     write_atomic(path, json.dumps(record, indent=1) + "\n")
     return path
+
+
+def run_worker(module: str, args: list[str], label: str) -> dict[str, Any]:
+    """Runs `python -m module *args` from the repository root in a fresh process (its own peak
+    memory, its own process-wide settings) and returns the JSON of its last output line; a
+    failure ends this process with one line naming `label`."""
+    out = subprocess.run(
+        [sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=REPO
+    )
+    if out.returncode != 0:
+        cli.fail(f"{label} failed: {out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
