@@ -116,6 +116,22 @@ def test_missing_runs_are_shown_never_dropped():
     assert "missing" in tables.to_latex(table)
 
 
+def test_a_group_not_run_at_all_is_one_note_and_gets_no_verdict_line():
+    records = [r for r in make_records() if r["dataset"] == "mnist"]
+    for i, r in enumerate(records):
+        r["wall_time_s"] = 360.0 * (i + 1)
+    expected = tuple(itertools.product(("mnist", "svhn"), ALGORITHMS))
+    layout = dict(seeds=SEEDS, verdict_for=("fedlog",), cost=True, expected_rows=expected)
+    markdown = tables.to_markdown(tables.build_table(records, spec(**layout)))
+    assert "- dataset=svhn: no run yet (all 3 rows)" in markdown
+    assert "dataset=svhn, algorithm=" not in markdown.split("Missing runs:")[1]
+    assert md_rows(markdown).get(("mnist", "fedlog")) and "| svhn | fedlog | 0/3 |" in markdown
+    verdicts = markdown.split("Verdict for fedlog")[1]
+    assert "| mnist | fedlog |" in verdicts and "| svhn |" not in verdicts
+    hours = sum(360.0 * (i + 1) for i in range(len(records))) / 3600
+    assert f"Cost: {len(records)} runs, {hours:.1f} hours of run wall time summed." in markdown
+
+
 def test_rows_found_but_not_expected_are_still_listed():
     table = tables.build_table(make_records(), spec(expected_rows=(("mnist", "fedavg"),)))
     assert table.row_keys[0] == ("mnist", "fedavg")

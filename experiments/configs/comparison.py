@@ -17,6 +17,8 @@ Cora and CiteSeer at every K, then Photo and Computers at K = 3, then the rest:
         --spec=experiments/configs/comparison.json --out=results/comparison
 """
 
+import itertools
+
 from experiments.configs.graph_seen import graph_base
 
 DATASETS = ("cora", "citeseer", "photo", "computers")
@@ -62,5 +64,8 @@ def get_config():
         "modes": ("local", "global", "personalized"),
         "select_on": ("config.fedlog.beta",),
         "verdict_for": FEDLOG,
+        # Every cell of the grid: a cell not run yet is listed, never hidden.
+        "expected_rows": tuple(itertools.product(DATASETS, (3, 5, 10), BASELINES + FEDLOG)),
+        "cost": True,
     }
     return config

@@ -80,6 +80,8 @@ class TableSpec:
     # Values of the last row key (e.g. fedlog) whose every cell is judged against the best other
     # row of its comparison group: win / tie / loss, a tie meaning within the larger std.
     verdict_for: tuple[str, ...] = ()
+    # Whether to say under the table how many runs it holds and their summed wall time.
+    cost: bool = False
 
     def __post_init__(self):
         check(len(self.rows) > 0, f"table {self.name!r} needs at least one row key")
@@ -183,7 +185,7 @@ NAMED_SPECS = {
 # The fields of a JSON spec: layout fields taken as tuples, layout fields taken as they are, and
 # the rest, which say what the table holds.
 _AS_TUPLES = ("compare_within", "seeds", "select_on", "verdict_for")
-_AS_IS = ("title", "scale", "digits")
+_AS_IS = ("title", "scale", "digits", "cost")
 _JSON_KEYS = {"name", "kind", "filters", "rows", "expected_rows", "settings", "metric", "modes"}
 _JSON_KEYS |= {"metrics", *_AS_TUPLES, *_AS_IS}
 
@@ -255,6 +257,7 @@ class Table:
     bold: frozenset[tuple[tuple, int]]
     query: str
     selected: dict[tuple[tuple, str], tuple] = dataclasses.field(default_factory=dict)
+    cost: tuple[int, float] = (0, 0.0)  # the matched runs: how many, their summed wall hours
 
 
 def _validation_path(column_path: str) -> str:
@@ -314,7 +317,8 @@ def build_table(records: Iterable[dict], spec: TableSpec, source: str = "ledger"
         f"columns={json.dumps([c.path for c in spec.columns])}"
     )
     bold = _bold_cells(spec, row_keys, cells)
-    return Table(spec, row_keys, seeds_found, cells, bold, query, selected)
+    hours = sum(r.get("wall_time_s") or 0.0 for r in matched) / 3600
+    return Table(spec, row_keys, seeds_found, cells, bold, query, selected, (len(matched), hours))
 
 
 def _sort_key(key: tuple) -> tuple:
@@ -403,7 +407,7 @@ def verdict(table: Table, key: tuple, j: int) -> str | None:
 def _verdict_lines(table: Table) -> list[str]:
     """A Markdown table of `verdict` for every judged row and column."""
     spec = table.spec
-    judged = [k for k in table.row_keys if k[-1] in spec.verdict_for]
+    judged = [k for k in table.row_keys if k[-1] in spec.verdict_for and table.seeds_found[k]]
     if not judged:
         return []
     heads = [_row_label(r) for r in spec.rows]
@@ -425,7 +429,20 @@ def _notes(table: Table) -> list[tuple[str, list[str]]]:
     """The non-empty notes under a table: rows with expected seeds (or the whole row) absent from
     the ledger, and the `select_on` values each row chose on validation, per mode."""
     spec, missing, chosen = table.spec, [], []
+    by_group: dict[tuple, list[tuple]] = {}
     for key in table.row_keys:
+        by_group.setdefault(key[:-1], []).append(key)
+    empty_groups = {
+        group
+        for group, keys in by_group.items()
+        if len(keys) > 1 and not any(table.seeds_found[k] for k in keys)
+    }
+    for group in sorted(empty_groups, key=lambda g: table.row_keys.index(by_group[g][0])):
+        where = _assignments(spec.rows[:-1], group)
+        missing.append(f"{where}: no run yet (all {len(by_group[group])} rows)")
+    for key in table.row_keys:
+        if key[:-1] in empty_groups:
+            continue
         where, found = _assignments(spec.rows, key), table.seeds_found[key]
         absent = [s for s in spec.seeds or () if s not in found]
         if absent:
@@ -469,6 +486,9 @@ def to_markdown(table: Table) -> str:
             cells.append(f"**{text}**" if (key, j) in table.bold else text)
         lines.append(_md_row([_md_escape(c) for c in cells]))
     lines += ["", _md_escape(_caption(table))]
+    if spec.cost:
+        runs, hours = table.cost
+        lines += ["", f"Cost: {runs} runs, {hours:.1f} hours of run wall time summed."]
     for heading, notes in _notes(table):
         lines += ["", f"{heading}:", *(f"- {_md_escape(n)}" for n in notes)]
     verdicts = _verdict_lines(table)
