@@ -18,7 +18,12 @@ from fedjax_syn.engine.round import EngineConfig, make_round
 from fedjax_syn.engine.task import Task
 from fedjax_syn.models.gnn import GNN
 from tests.engine_fixtures import Cfg, loop_round
-from tests.test_graph_engine import assert_trees_close, graph_algorithm, synthetic_federation
+from tests.test_graph_engine import (
+    CLASSES,
+    assert_trees_close,
+    graph_algorithm,
+    synthetic_federation,
+)
 
 TINY = {"encoder_hidden": [8], "fgen_hidden": [16], "gen_steps": 3, "num_pred": 2}
 
@@ -203,3 +208,53 @@ def test_options_are_checked():
     task = Task(GNN(2), graph=False)
     with pytest.raises(UserError, match="graph track"):
         fs.fedsage_plus(task, optax.sgd(0.1), None, 4)
+
+
+def test_mending_skips_fgen_only_when_no_node_gets_a_neighbour():
+    """`predict` == the classifier on the graph mended with fGen always run, whether no node,
+    some or every node gets neighbours; one client at a time the round keeps fGen behind a real
+    branch (a vmapped round runs both)."""
+    _, fed = synthetic_federation(3, slots=4)
+    alg = fedsage_algorithm(**TINY)
+    server = alg.init_server(jax.random.key(3), jax.tree.map(lambda a: a[0], fed.train))
+    graph = jax.tree.map(lambda a: a[0], fed.eval_groups["local"].inputs)
+    net = fs.NeighGen(graph.x.shape[-1], TINY["num_pred"], TINY["encoder_hidden"], (16,))
+    classifier = GNN(CLASSES, kind="sage", hidden=(16, 8), dropout=0.5)
+
+    def with_bias(bias):
+        generator = jax.tree.map(jnp.copy, server["generator"])
+        generator["params"]["dgen"]["bias"] = jnp.full_like(
+            generator["params"]["dgen"]["bias"], bias
+        )
+        return generator
+
+    # dGen's count with a zero bias, moved so that its median node sits at 0.5: some nodes take.
+    at_zero, _ = net.apply(with_bias(0.0), graph)
+    middle = 0.5 - float(jnp.median(at_zero[graph.node_mask]))
+    taken = []
+    for bias in (-5.0, middle, 2.0):  # no node, some nodes, every node gets neighbours
+        generator = with_bias(bias)
+        counts, generated = net.apply(generator, graph)
+        taken.append(int(jnp.sum((jnp.round(jnp.clip(counts, 0, 2)) > 0) & graph.node_mask)))
+        mended = fs.mend_with(graph, counts, generated)
+        want = classifier.apply(server["classifier"], mended)[: graph.num_nodes]
+        got = alg.predict({**server, "generator": generator}, graph)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert taken[0] == 0 and 0 < taken[1] < taken[2] == int(graph.node_mask.sum()), taken
+    key = jax.random.key(7)
+    for chunk, branches in ((1, True), (None, False)):
+        round_fn = jax.jit(
+            make_round(alg, EngineConfig(client_chunk=chunk, donate=False)),
+            static_argnames=("evaluate",),
+        )
+        text = round_fn.lower(server, {}, fed, key, evaluate=False).as_text()
+        assert ("stablehlo.case" in text) == branches, chunk
+
+
+def test_neighgen_parameters_keep_the_names_earlier_runs_were_saved_with():
+    """Checkpoints and ledger records of earlier runs hold these names; renaming a layer would
+    change both the restore and the initialisation (flax derives it from the names)."""
+    graph = undirected(np.ones((3, 6)), [(0, 1), (1, 2)])
+    params = fs.NeighGen(6, 2, (8, 4), (16, 32)).init(jax.random.key(0), graph)["params"]
+    assert sorted(params) == ["Dense_0", "Dense_1", "dgen", "encoder", "fgen"]
+    assert params["fgen"]["kernel"].shape == (32, 12)

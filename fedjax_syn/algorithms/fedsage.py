@@ -108,7 +108,8 @@ def fedsage_options(raw: Mapping[str, Any] | None) -> FedSageOptions:
 
 
 class NeighGen(nn.Module):
-    """Per node: (dGen's missing-neighbour count [N], fGen's features [N, num_pred, F])."""
+    """Per node: (dGen's missing-neighbour count [N], fGen's features [N, num_pred, F]).
+    `encode` and `generate` are its two halves, so a caller can skip fGen when no node needs it."""
 
     features: int
     num_pred: int
@@ -117,21 +118,37 @@ class NeighGen(nn.Module):
     dropout: float = 0.5
     noise_std: float = 1.0
 
-    @nn.compact
-    def __call__(self, graph: Graph, train: bool = False) -> tuple[jax.Array, jax.Array]:
-        encoder = GNNEncoder("sage", tuple(self.encoder_hidden), self.dropout, name="encoder")
-        h = nn.relu(encoder(graph, train))
-        count = nn.relu(nn.Dense(1, name="dgen")(h))[:, 0]
-        if self.num_pred == 0:  # nothing to generate (and no zero-width layer to initialise)
-            return count, jnp.zeros((h.shape[0], 0, self.features), h.dtype)
+    def setup(self):
+        self.encoder = GNNEncoder("sage", tuple(self.encoder_hidden), self.dropout)
+        self.dgen = nn.Dense(1)
+        # Named as @nn.compact would name them, so parameters (and their initialisation) are
+        # those of the single-method NeighGen that earlier ledger records were trained with.
+        for i, width in enumerate(self.fgen_hidden):
+            setattr(self, f"Dense_{i}", nn.Dense(width))
+        self.Dropout_0 = nn.Dropout(self.dropout)
+        # No zero-width layer to initialise when nothing is generated.
+        self.fgen = nn.Dense(self.num_pred * self.features) if self.num_pred else None
+
+    def encode(self, graph: Graph, train: bool = False) -> tuple[jax.Array, jax.Array]:
+        """(dGen's count [N], the latent [N, H] that fGen reads)."""
+        h = nn.relu(self.encoder(graph, train))
+        return nn.relu(self.dgen(h))[:, 0], h
+
+    def generate(self, h: jax.Array, train: bool = False) -> jax.Array:
+        """fGen's features [N, num_pred, F] from the latent."""
+        if self.fgen is None:
+            return jnp.zeros((h.shape[0], 0, self.features), h.dtype)
         z = h
         if train and self.noise_std:
             z = z + self.noise_std * jax.random.normal(self.make_rng("dropout"), z.shape)
-        for width in self.fgen_hidden:
-            z = nn.relu(nn.Dense(width)(z))
-        z = nn.Dropout(self.dropout, deterministic=not train)(z)
-        feats = jnp.tanh(nn.Dense(self.num_pred * self.features, name="fgen")(z))
-        return count, feats.reshape(-1, self.num_pred, self.features)
+        for i in range(len(self.fgen_hidden)):
+            z = nn.relu(getattr(self, f"Dense_{i}")(z))
+        z = self.Dropout_0(z, deterministic=not train)
+        return jnp.tanh(self.fgen(z)).reshape(-1, self.num_pred, self.features)
+
+    def __call__(self, graph: Graph, train: bool = False) -> tuple[jax.Array, jax.Array]:
+        count, h = self.encode(graph, train)
+        return count, self.generate(h, train)
 
 
 def hide_nodes(key: jax.Array, node_mask: jax.Array, frac: float) -> jax.Array:
@@ -269,7 +286,16 @@ def fedsage_plus(
     )
 
     def mend(gen_params: Any, graph: Graph) -> Graph:
-        counts, generated = net.apply(gen_params, graph)
+        """The graph mended by the generator. fGen (most of the cost: a [H, num_pred * F] layer
+        on every node) runs only when some node gets a neighbour; unbatched (one client at a
+        time) the other branch really is skipped, and its zeros land in masked slots only."""
+        counts, h = net.apply(gen_params, graph, method=NeighGen.encode)
+        takes_any = jnp.any((jnp.round(jnp.clip(counts, 0, opts.num_pred)) > 0) & graph.node_mask)
+        generated = jax.lax.cond(
+            takes_any,
+            lambda: net.apply(gen_params, h, method=NeighGen.generate),
+            lambda: jnp.zeros((h.shape[0], opts.num_pred, features), h.dtype),
+        )
         return mend_with(graph, counts, jax.lax.stop_gradient(generated))
 
     def predict(model, graph):

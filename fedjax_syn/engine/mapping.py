@@ -6,6 +6,10 @@ It also saves work when clients differ in size: a vmapped `while_loop` (local tr
 steps) runs until its busiest client is done, so every client of a group runs as many steps as the
 largest, while groups of one run only their own (BENCHMARKS.md, "One client at a time"). Both give
 the same numbers; only speed and memory differ.
+
+Groups of one (`chunk=1`) run the per-client function itself under the scan, not a vmap of one:
+a vmapped `while_loop` selects its whole carry on every iteration and a vmapped `lax.cond` runs
+both branches, while unbatched they run only the work they name.
 """
 
 from collections.abc import Callable
@@ -18,4 +22,6 @@ def map_clients(fn: Callable[..., Any], args: tuple, chunk: int | None = None) -
     """fn(*per_client_args) for every client; every leaf of `args` has a leading clients axis."""
     if chunk is None:
         return jax.vmap(fn)(*args)
+    if chunk == 1:
+        return jax.lax.map(lambda a: fn(*a), args)
     return jax.lax.map(lambda a: fn(*a), args, batch_size=chunk)

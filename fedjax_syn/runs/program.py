@@ -192,8 +192,35 @@ def _base_keys(cfgs: Sequence[ml_collections.ConfigDict]) -> jax.Array:
 _fold_all = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
 
 
+def _over_runs(fn: Callable, in_axes: tuple) -> Callable:
+    """`jax.vmap(fn, in_axes)` over the runs axis (the last argument, the runs' keys, always has
+    it). A program of one run calls `fn` on that run itself and gives its outputs the axis back:
+    a vmap of one is not free, it turns every `lax.cond` into both branches and selects a
+    `while_loop`'s whole carry on every iteration."""
+
+    def first_run(tree, axis):
+        if axis is None:
+            return tree
+        if axis == 0:
+            return jax.tree.map(lambda leaf: leaf[0], tree)
+        return jax.tree.map(
+            lambda a, leaf: leaf if a is None else leaf[0], axis, tree, is_leaf=_none
+        )
+
+    def call(*args):
+        if args[-1].shape[0] != 1:
+            return jax.vmap(fn, in_axes=in_axes)(*args)
+        out = fn(*(first_run(arg, axis) for arg, axis in zip(args, in_axes)))
+        return jax.tree.map(lambda leaf: leaf[None], out)
+
+    return call
+
+
 def _programs(alg, engine: EngineConfig, axes: Federation) -> tuple[Callable, Callable]:
-    """The jitted start (initialisation and any setup round) and round of the stacked runs."""
+    """The jitted start (initialisation and any setup round) and round of the stacked runs. The
+    start stays vmapped even for one run: unbatched, FedSage+'s setup round ran 15x slower on
+    XLA:CPU (jaxlib 0.10.2; BENCHMARKS.md, "One run, unbatched"), while every round measured ran
+    faster."""
 
     @jax.jit
     def init(fed, keys):
@@ -202,7 +229,7 @@ def _programs(alg, engine: EngineConfig, axes: Federation) -> tuple[Callable, Ca
 
     def one_round(server, clients, fed, keys, evaluate):
         step = lambda s, c, f, k: round_step(alg, s, c, f, k, evaluate=evaluate, config=engine)
-        return jax.vmap(step, in_axes=(0, 0, axes, 0))(server, clients, fed, keys)
+        return _over_runs(step, (0, 0, axes, 0))(server, clients, fed, keys)
 
     round_fn = jax.jit(
         one_round, static_argnames=("evaluate",), donate_argnums=(0, 1) if engine.donate else ()
