@@ -217,15 +217,12 @@ def _over_runs(fn: Callable, in_axes: tuple) -> Callable:
 
 
 def _programs(alg, engine: EngineConfig, axes: Federation) -> tuple[Callable, Callable]:
-    """The jitted start (initialisation and any setup round) and round of the stacked runs. The
-    start stays vmapped even for one run: unbatched, FedSage+'s setup round ran 15x slower on
-    XLA:CPU (jaxlib 0.10.2; BENCHMARKS.md, "One run, unbatched"), while every round measured ran
-    faster."""
+    """The jitted start (initialisation and any setup round) and round of the stacked runs."""
 
     @jax.jit
     def init(fed, keys):
         one = lambda f, k: init_step(alg, f, jax.random.fold_in(k, 0), engine)
-        return jax.vmap(one, in_axes=(axes, 0))(fed, keys)
+        return _over_runs(one, (axes, 0))(fed, keys)
 
     def one_round(server, clients, fed, keys, evaluate):
         step = lambda s, c, f, k: round_step(alg, s, c, f, k, evaluate=evaluate, config=engine)
