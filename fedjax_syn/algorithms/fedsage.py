@@ -251,12 +251,17 @@ def train_neighgen(
     return gen_params, jnp.mean(losses) if opts.gen_steps else jnp.zeros(())
 
 
+def neighbours_taken(counts: jax.Array, num_pred: int) -> jax.Array:
+    """How many generated neighbours each node gets: dGen's count rounded, within [0, num_pred]."""
+    return jnp.round(jnp.clip(counts, 0, num_pred))
+
+
 def mend_with(graph: Graph, counts: jax.Array, generated: jax.Array) -> Graph:
     """`graph` plus, for node v, generated neighbours p < round(clip(counts_v, 0, P)) at slots
     N + v * P + p, each linked both ways to v alone. Nodes keep their indices; the cached
     neighbour mean is dropped (the edges changed)."""
     n, num_pred, features = generated.shape
-    take = jnp.round(jnp.clip(counts, 0, num_pred))
+    take = neighbours_taken(counts, num_pred)
     real = (jnp.arange(num_pred)[None, :] < take[:, None]) & graph.node_mask[:, None]
     real = real.reshape(-1)
     parent = jnp.repeat(jnp.arange(n, dtype=graph.senders.dtype), num_pred)
@@ -290,7 +295,7 @@ def fedsage_plus(
         on every node) runs only when some node gets a neighbour; unbatched (one client at a
         time) the other branch really is skipped, and its zeros land in masked slots only."""
         counts, h = net.apply(gen_params, graph, method=NeighGen.encode)
-        takes_any = jnp.any((jnp.round(jnp.clip(counts, 0, opts.num_pred)) > 0) & graph.node_mask)
+        takes_any = jnp.any((neighbours_taken(counts, opts.num_pred) > 0) & graph.node_mask)
         generated = jax.lax.cond(
             takes_any,
             lambda: net.apply(gen_params, h, method=NeighGen.generate),
