@@ -218,7 +218,9 @@ def test_mending_skips_fgen_only_when_no_node_gets_a_neighbour():
     alg = fedsage_algorithm(**TINY)
     server = alg.init_server(jax.random.key(3), jax.tree.map(lambda a: a[0], fed.train))
     graph = jax.tree.map(lambda a: a[0], fed.eval_groups["local"].inputs)
-    net = fs.NeighGen(graph.x.shape[-1], TINY["num_pred"], TINY["encoder_hidden"], (16,))
+    net = fs.NeighGen(
+        graph.x.shape[-1], TINY["num_pred"], TINY["encoder_hidden"], TINY["fgen_hidden"]
+    )
     classifier = GNN(CLASSES, kind="sage", hidden=(16, 8), dropout=0.5)
 
     def with_bias(bias):
