@@ -1,7 +1,11 @@
 """A condensation run through the sweep runner: its record fills the condensation table, and a
 rerun finds it in the ledger."""
 
+import jax
+import pytest
+
 import fedjax_syn.runs.ledger as ledger_lib
+from fedjax_syn.core.errors import UserError
 from fedjax_syn.report import tables
 from fedjax_syn.runs import condense, sweep
 
@@ -32,3 +36,15 @@ def test_condensation_sweep_writes_a_table_record_and_skips_it_when_rerun(tmp_pa
         f"skipping 1 of 1 runs already in {ledger}"
     ]
     assert len(ledger_lib.read_ledger(ledger)) == 1
+
+
+def test_class_batching_auto_picks_by_backend_and_leaves_the_run_id_alone():
+    config = condense.default_config()
+    expected = "map" if jax.default_backend() == "cpu" else "vmap"
+    assert config.class_batching == "auto" and condense._class_batching(config) == expected
+    chosen = config.copy_and_resolve_references()
+    chosen.class_batching = "vmap"
+    assert condense.identity(chosen) == condense.identity(config)
+    config.class_batching = "rows"
+    with pytest.raises(UserError, match=r"'rows'.*auto"):
+        condense._class_batching(config)
