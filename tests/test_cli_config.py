@@ -100,7 +100,7 @@ def test_algorithm_options_of_every_grid_point_are_validated():
 def test_condensation_runs_are_validated_with_their_own_fields():
     from experiments.configs import condense_table
 
-    assert len(_runs(condense_table.get_config(), {"method": "dm", "ipc": 1})) == 6
+    assert len(_runs(condense_table.get_config(), {"method": "dm", "ipc": 1})) == 2 * 2 * 3
     with pytest.raises(UserError, match="ipc must be >= 1, got 0"):
         _runs(condense_table.get_config(), {"ipc": 0})
 

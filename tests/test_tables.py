@@ -12,7 +12,7 @@ import pytest
 
 import fedjax_syn.runs.ledger as ledger_lib
 from fedjax_syn.core.errors import UserError
-from fedjax_syn.report import plots, tables
+from fedjax_syn.report import plots, published, tables
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DATASETS = ("mnist", "cifar10")
@@ -177,6 +177,7 @@ def test_condensation_table():
             "track": "condense",
             "dataset": "mnist",
             "method": m,
+            "dsa": False,
             "ipc": ipc,
             "seed": s,
             "iterations": 100,
@@ -190,10 +191,29 @@ def test_condensation_table():
         syn = [
             100 * r["metrics"]["syn_acc"] for r in records if (r["method"], r["ipc"]) == (m, ipc)
         ]
-        assert f"| mnist | {m} | {ipc} | 100 | 3 | " in markdown
+        assert f"| mnist | {m} | False | {ipc} | 100 | 3 | " in markdown
         assert f"{np.mean(syn):.2f} ± {np.std(syn):.2f}" in markdown
     # Methods are compared within each (dataset, ipc): exactly one bold per column per ipc.
     assert len(table.bold) == 2 * 2
+    # The published figure closes each row: DC's for gradient matching, none for DM here.
+    rows = {
+        tuple(line.split(" | ")[1:4:2]): line
+        for line in markdown.splitlines()
+        if "| mnist |" in line
+    }
+    assert rows["gm", "1"].endswith("| 91.7 |") and rows["gm", "10"].endswith("| 97.4 |")
+    assert rows["dm", "1"].endswith("| — |") and "| Published |" in markdown
+    assert "VICO-UoE/DatasetCondensation" in markdown
+    latex = tables.to_latex(table)
+    assert r"\begin{tabular}{lllllrccr}" in latex and r"& 91.7 \\" in latex
+
+
+def test_published_figures_are_looked_up_by_their_own_keys_only():
+    reference = published.CONDENSATION
+    rows = ("dataset", "method", "dsa", "ipc", "iterations")
+    assert reference.lookup(rows, ("fashion_mnist", "gm", True, 10, 200)) == 84.6
+    assert reference.lookup(rows, ("fashion_mnist", "gm", True, 20, 200)) is None
+    assert reference.lookup(("dataset", "method", "ipc"), ("fashion_mnist", "gm", 1)) is None
 
 
 def test_resolve_spec_named_inline_file_and_errors(tmp_path):

@@ -20,6 +20,7 @@ from typing import Any
 import ml_collections
 
 from fedjax_syn.core.errors import UserError, check, check_choice
+from fedjax_syn.report.published import CONDENSATION, Reference
 from fedjax_syn.runs.ledger import (
     GRAPH_SETTINGS,
     SETTING_LABELS,
@@ -82,6 +83,8 @@ class TableSpec:
     verdict_for: tuple[str, ...] = ()
     # Whether to say under the table how many runs it holds and their summed wall time.
     cost: bool = False
+    # Published figures shown in a last column, looked up by some of the row keys.
+    reference: Reference | None = None
 
     def __post_init__(self):
         check(len(self.rows) > 0, f"table {self.name!r} needs at least one row key")
@@ -144,14 +147,16 @@ def accuracy_spec(
 def condense_spec(
     name: str = "condense",
     filters: Mapping[str, Any] | None = None,
-    rows: Sequence[str] = ("dataset", "method", "ipc", "iterations"),
+    rows: Sequence[str] = ("dataset", "method", "dsa", "ipc", "iterations"),
     metrics: Sequence[str] = ("syn_acc", "random_acc"),
     title: str = "Dataset condensation: test accuracy",
     **layout: Any,
 ) -> TableSpec:
     """Spec of the condensation table (a row per iteration budget, since runs short of the
-    papers' 1000 iterations are common on CPUs); methods are compared within each (dataset, ipc)."""
+    papers' 1000 iterations are common on CPUs); methods are compared within each (dataset, ipc),
+    and the papers' own figures sit in a last column."""
     layout.setdefault("compare_within", tuple(r for r in rows if r in ("dataset", "ipc")))
+    layout.setdefault("reference", CONDENSATION)
     return TableSpec(
         name=name,
         title=title,
@@ -461,6 +466,15 @@ def _notes(table: Table) -> list[tuple[str, list[str]]]:
     return [(heading, lines) for heading, lines in notes if lines]
 
 
+def _reference_cells(table: Table, key: tuple) -> list[str]:
+    """The row's published figure (a list of one cell; empty when the spec has no reference)."""
+    reference = table.spec.reference
+    if reference is None:
+        return []
+    figure = reference.lookup(table.spec.rows, key)
+    return ["—" if figure is None else f"{figure:.1f}"]
+
+
 def _caption(table: Table) -> str:
     spec = table.spec
     within = [_row_label(k) for k in _compare_keys(spec)]
@@ -469,6 +483,7 @@ def _caption(table: Table) -> str:
         f"Accuracy (%): mean ± population std (numpy std, ddof=0) over seeds; "
         f"n = seeds per row{' (found/expected)' if spec.seeds is not None else ''}. "
         f"Bold: best mean of the column {scope}. {spec.note}"
+        + (f" {spec.reference.note}" if spec.reference else "")
     ).strip()
 
 
@@ -477,13 +492,15 @@ def to_markdown(table: Table) -> str:
     spec = table.spec
     headers = [_row_label(r) for r in spec.rows] + ["n"]
     headers += [f"{c.group} ({c.sub})" if c.sub else c.group for c in spec.columns]
-    align = ["---"] * len(spec.rows) + ["---:"] * (1 + len(spec.columns))
+    headers += [spec.reference.label] if spec.reference else []
+    align = ["---"] * len(spec.rows) + ["---:"] * (len(headers) - len(spec.rows))
     lines = [f"**{_md_escape(spec.title)}**", "", _md_row(headers), _md_row(align)]
     for key in table.row_keys:
         cells = [_fmt_value(v) for v in key] + [_n_text(table, key)]
         for j in range(len(spec.columns)):
             text = _cell_text(table, key, j)
             cells.append(f"**{text}**" if (key, j) in table.bold else text)
+        cells += _reference_cells(table, key)
         lines.append(_md_row([_md_escape(c) for c in cells]))
     lines += ["", _md_escape(_caption(table))]
     if spec.cost:
@@ -530,6 +547,7 @@ def to_latex(table: Table) -> str:
     """The table as a booktabs LaTeX float; missing runs and the query follow as comments."""
     spec = table.spec
     n_keys = len(spec.rows) + 1
+    n_reference = 1 if spec.reference else 0
     caption = latex_escape(f"{spec.title}. {_caption(table)}").replace("±", r"$\pm$")
     lines = [
         f"% Table {spec.name!r}, generated from the results ledger; do not edit by hand.",
@@ -537,7 +555,12 @@ def to_latex(table: Table) -> str:
         r"\centering",
         rf"\caption{{{caption}}}",
         rf"\label{{tab:{latex_escape(spec.name)}}}",
-        r"\begin{tabular}{" + "l" * len(spec.rows) + "r" + "c" * len(spec.columns) + "}",
+        r"\begin{tabular}{"
+        + "l" * len(spec.rows)
+        + "r"
+        + "c" * len(spec.columns)
+        + "r" * n_reference
+        + "}",
         r"\toprule",
     ]
     row_labels = [latex_escape(_row_label(r)) for r in spec.rows] + ["$n$"]
@@ -550,8 +573,10 @@ def to_latex(table: Table) -> str:
             if width > 1:
                 rules.append(rf"\cmidrule(lr){{{start}-{start + width - 1}}}")
             start += width
+        top += [""] * n_reference
         lines += [" & ".join(top) + r" \\", "".join(rules)]
     headers = [latex_escape(c.sub if two_levels else c.group) for c in spec.columns]
+    headers += [latex_escape(spec.reference.label)] if spec.reference else []
     lines += [" & ".join(row_labels + headers) + r" \\", r"\midrule"]
     idx = _compare_indices(spec)
     previous = None
@@ -564,6 +589,7 @@ def to_latex(table: Table) -> str:
         for j in range(len(spec.columns)):
             text = latex_escape(_cell_text(table, key, j)).replace("±", r"$\pm$")
             cells.append(rf"\textbf{{{text}}}" if (key, j) in table.bold else text)
+        cells += [latex_escape(c) for c in _reference_cells(table, key)]
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     for heading, notes in _notes(table):
