@@ -1,4 +1,5 @@
-"""Times gradient matching on Fashion-MNIST-shaped data (28x28x1, 10 classes, ConvNet).
+"""Times gradient and distribution matching on Fashion-MNIST-shaped data (28x28x1, 10 classes,
+ConvNet).
 
 One iteration of gradient matching at ipc images per class is
     outer_loop matching steps + (outer_loop - 1) x inner_loop training epochs on the synthetic set
@@ -12,7 +13,9 @@ this times:
   epoch        one training epoch of the network on the synthetic set;
   iteration    where an iteration is one matching step (--time_iteration), the full
                `gm_iteration` as a check of the composition
-                   outer x match + (outer - 1) x inner x epoch.
+                   outer x match + (outer - 1) x inner x epoch;
+  dm_<batching>  with --methods=dm, one distribution-matching iteration (fresh network, real and
+               synthetic embeddings of every class, image update) per class batching.
 
 Every variant runs once per convolution implementation (--convs, models/conv.py) and in its own
 process, so its peak resident memory is its own. Uses the real Fashion-MNIST training set where
@@ -22,6 +25,7 @@ does not depend on pixel values).
     python -m benchmarks.condense --ipcs=1,10 --repeats=3
     python -m benchmarks.condense --ipcs=1 --batchings=vmap --width=32 --batch_real=64 \\
         --time_iteration
+    python -m benchmarks.condense --methods=dm --ipcs=1,10,50 --batchings=vmap,map
 """
 
 import json
@@ -45,6 +49,7 @@ from fedjax_syn.condense.core import (
     init_synthetic,
     real_batch,
 )
+from fedjax_syn.condense.distribution_matching import dm_iteration
 from fedjax_syn.condense.gradient_matching import gm_iteration, match_loss, train_on_synthetic
 from fedjax_syn.core.errors import UserError, check_choice
 from fedjax_syn.models.conv import CONV_IMPLS
@@ -52,7 +57,10 @@ from fedjax_syn.models.vision import ConvNet
 
 NUM_CLASSES = 10
 
+METHODS = ("gm", "dm")
+
 _IPCS = flags.DEFINE_list("ipcs", ["1", "10", "50"], "Images per class to time.")
+_METHODS = flags.DEFINE_list("methods", ["gm"], f"Condensation methods to time, of {METHODS}.")
 _BATCHINGS = flags.DEFINE_list("batchings", list(CLASS_BATCHING), "Class batchings to time.")
 _CONVS = flags.DEFINE_list("convs", ["xla", "im2col"], "Convolution implementations to time.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed calls per variant.", lower_bound=1)
@@ -83,7 +91,7 @@ def program(name: str, ipc: int, conv: str, x, y) -> tuple[Any, tuple]:
     """The jitted program a variant times, and its arguments."""
     mask = jnp.ones(y.shape, bool)
     model = ConvNet(NUM_CLASSES, width=_WIDTH.value, conv=conv)
-    batching = name.removeprefix("match_") if name.startswith("match_") else "vmap"
+    batching = name.split("_", 1)[1] if name.startswith(("match_", "dm_")) else "vmap"
     config = CondenseConfig(
         ipc=ipc, batch_real=_BATCH_REAL.value, class_batching=batching, inner_loop=1
     )
@@ -104,6 +112,14 @@ def program(name: str, ipc: int, conv: str, x, y) -> tuple[Any, tuple]:
             return optax.apply_updates(syn, updates), opt_state, loss
 
         return match, (syn, opt_state, nets, key, x, y, mask)
+    if name.startswith("dm_"):
+        dm = CondenseConfig(
+            method="dm", ipc=ipc, batch_real=_BATCH_REAL.value, class_batching=batching
+        )
+        iteration = lambda syn, opt_state, key, x, y, mask: dm_iteration(
+            syn, opt_state, x, y, mask, class_mask, key, config=dm, model=model
+        )
+        return jax.jit(iteration), (syn, image_optimizer(dm).init(syn), key, x, y, mask)
     if name == "epoch":
         epoch = lambda nets, syn, key: train_on_synthetic(
             nets, syn, class_mask, key, config=config, model=model
@@ -178,6 +194,8 @@ def main(argv: list[str]) -> None:
         name, ipc, conv = _VARIANT.value.split(":")
         print(json.dumps(measure_variant(name, int(ipc), conv)))
         return
+    for method in _METHODS.value:
+        check_choice("condensation method", method, METHODS)
     for batching in _BATCHINGS.value:
         check_choice("class batching", batching, CLASS_BATCHING)
     for conv in _CONVS.value:
@@ -185,9 +203,13 @@ def main(argv: list[str]) -> None:
     load_start = harness.load_average()
     rows = []
     for ipc in (int(v) for v in _IPCS.value):
-        names = [f"match_{b}" for b in _BATCHINGS.value] + ["epoch"]
-        if CondenseConfig(ipc=ipc).loops[0] == 1 and _TIME_ITERATION.value:
-            names.append("iteration")
+        names = []
+        if "gm" in _METHODS.value:
+            names += [f"match_{b}" for b in _BATCHINGS.value] + ["epoch"]
+            if CondenseConfig(ipc=ipc).loops[0] == 1 and _TIME_ITERATION.value:
+                names.append("iteration")
+        if "dm" in _METHODS.value:
+            names += [f"dm_{b}" for b in _BATCHINGS.value]
         for conv in _CONVS.value:
             for name in names:
                 rows.append(r := spawn(name, ipc, conv))

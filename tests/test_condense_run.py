@@ -48,3 +48,13 @@ def test_class_batching_auto_picks_by_backend_and_leaves_the_run_id_alone():
     config.class_batching = "rows"
     with pytest.raises(UserError, match=r"'rows'.*auto"):
         condense._class_batching(config)
+
+
+def test_auto_convolution_is_xlas_own_only_for_distribution_matching():
+    config = condense.default_config()
+    config.method = "dm"
+    assert condense._condensation_conv(config) == "xla"
+    config.conv = "im2col"
+    assert condense._condensation_conv(config) == "im2col"
+    config.update(dict(method="gm", conv="auto"))
+    assert condense._condensation_conv(config) == "auto"

@@ -66,20 +66,29 @@ def default_config() -> ml_collections.ConfigDict:
     )
 
 
-def _model(cfg, num_classes: int):
+def _model(cfg, num_classes: int, conv: str):
     from fedjax_syn.models.vision import MLP, ConvNet
 
     check_choice("model", cfg.model, MODELS)
     if cfg.model == "convnet":
-        return ConvNet(num_classes, cfg.width, depth=cfg.depth, conv=cfg.conv)
+        return ConvNet(num_classes, cfg.width, depth=cfg.depth, conv=conv)
     return MLP(num_classes, tuple(cfg.hidden))
 
 
+def _condensation_conv(cfg) -> str:
+    """The convolution of the networks condensation runs through: for "auto", XLA's own under
+    distribution matching, whose iterations are mostly forward passes over 256 real images a
+    class, where it beats im2col 1.1-1.8x on CPU (2.3 s against 4.2 s an iteration at ipc 1);
+    the networks that are trained (gradient matching, evaluation) keep "auto"'s im2col on CPU."""
+    return "xla" if cfg.conv == "auto" and cfg.method == "dm" else cfg.conv
+
+
 def _class_batching(cfg) -> str:
-    """ "auto": classes one after the other on CPU, vmapped elsewhere. On one CPU core the vmapped
-    classes' batched convolutions are slower than a compiled loop over classes: a distribution
-    matching iteration 7.0 s vmapped against 4.2 s looped at ipc 1, a gradient matching step
-    19.1 s against 17.7 s in a Python loop at ipc 10 (BENCHMARKS.md, "Dataset condensation")."""
+    """The class batching to run: for "auto", classes one after the other on CPU, vmapped
+    elsewhere. On one CPU core the vmapped classes' batched convolutions are slower than a
+    compiled loop over classes: a distribution matching iteration 3.9 s vmapped against 2.3 s
+    mapped at ipc 1, a gradient matching step 19.1 s against 17.7 s in a Python loop at ipc 10
+    (BENCHMARKS.md, "Dataset condensation")."""
     check_choice("class_batching", cfg.class_batching, ("auto", *CLASS_BATCHING))
     if cfg.class_batching != "auto":
         return cfg.class_batching
@@ -111,7 +120,7 @@ def run(
     check(cfg.eval_nets >= 1, f"eval_nets must be >= 1, got {cfg.eval_nets}")
     start = time.perf_counter()
     data = load_vision(cfg.dataset, cfg.data_dir or None)
-    model = _model(cfg, data.num_classes)
+    model = _model(cfg, data.num_classes, cfg.conv)
     dsa = _dsa_config(cfg)
     condense_key, eval_key = jax.random.split(jax.random.key(cfg.seed))
     options = dict(
@@ -138,7 +147,7 @@ def run(
         data.train_y,
         data.num_classes,
         key=condense_key,
-        model=model,
+        model=_model(cfg, data.num_classes, _condensation_conv(cfg)),
         on_iteration=on_step,
         **options,
         **({"dsa_config": dsa} if dsa else {}),
