@@ -177,10 +177,9 @@ def test_condensation_table():
             "track": "condense",
             "dataset": "mnist",
             "method": m,
-            "dsa": False,
+            "config": {"dsa": False, "iterations": 100},
             "ipc": ipc,
             "seed": s,
-            "iterations": 100,
             "metrics": {"syn_acc": float(rng.uniform()), "random_acc": float(rng.uniform())},
         }
         for m, ipc, s in itertools.product(("dm", "gm"), (1, 10), SEEDS)
@@ -210,7 +209,7 @@ def test_condensation_table():
 
 def test_published_figures_are_looked_up_by_their_own_keys_only():
     reference = published.CONDENSATION
-    rows = ("dataset", "method", "dsa", "ipc", "iterations")
+    rows = ("dataset", "method", "config.dsa", "ipc", "config.iterations")
     assert reference.lookup(rows, ("fashion_mnist", "gm", True, 10, 200)) == 84.6
     assert reference.lookup(rows, ("fashion_mnist", "gm", True, 20, 200)) is None
     assert reference.lookup(("dataset", "method", "ipc"), ("fashion_mnist", "gm", 1)) is None

@@ -28,7 +28,7 @@ def get_config():
     }
     config.table = {
         "title": "Dataset condensation: test accuracy of networks trained on the small set",
-        "rows": ("dataset", "method", "dsa", "ipc", "iterations"),
+        "rows": ("dataset", "method", "config.dsa", "ipc", "config.iterations"),
         "metrics": ("syn_acc", "random_acc"),
     }
     return config

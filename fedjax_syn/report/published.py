@@ -11,7 +11,7 @@ import dataclasses
 @dataclasses.dataclass(frozen=True)
 class Reference:
     """A column of published figures keyed by some of a table's row keys (e.g. dataset, method,
-    dsa, ipc; a row's iteration budget is not part of the key, so every budget shows the paper's
+    config.dsa, ipc; a row's iteration budget is not part of the key, so every budget shows the paper's
     figure). `note` says where the figures come from and goes under the table."""
 
     label: str
@@ -45,7 +45,7 @@ def _condensation_values() -> tuple[tuple[tuple, float], ...]:
 
 CONDENSATION = Reference(
     label="Published",
-    keys=("dataset", "method", "dsa", "ipc"),
+    keys=("dataset", "method", "config.dsa", "ipc"),
     values=_condensation_values(),
     note="Published = the authors' figures with a ConvNet: gradient matching from DC (Zhao et al., "
     "ICLR 2021) and with DSA from DSA (Zhao & Bilen, ICML 2021), as listed in Tables 1 and 2 of "

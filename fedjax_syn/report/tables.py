@@ -147,7 +147,7 @@ def accuracy_spec(
 def condense_spec(
     name: str = "condense",
     filters: Mapping[str, Any] | None = None,
-    rows: Sequence[str] = ("dataset", "method", "dsa", "ipc", "iterations"),
+    rows: Sequence[str] = ("dataset", "method", "config.dsa", "ipc", "config.iterations"),
     metrics: Sequence[str] = ("syn_acc", "random_acc"),
     title: str = "Dataset condensation: test accuracy",
     **layout: Any,
