@@ -101,6 +101,8 @@ def test_condensation_runs_are_validated_with_their_own_fields():
     from experiments.configs import condense_table
 
     assert len(_runs(condense_table.get_config(), {"method": "dm", "ipc": 1})) == 2 * 2 * 3
+    runs = _runs(condense_table.get_config(), {}, "method=gm;dsa=true,False;ipc=1;seed=0")
+    assert sorted(r.dsa for r in runs) == [False, False, True, True]  # mnist and fashion_mnist
     with pytest.raises(UserError, match="ipc must be >= 1, got 0"):
         _runs(condense_table.get_config(), {"ipc": 0})
 

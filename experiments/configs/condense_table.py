@@ -10,7 +10,7 @@ Each run condenses the whole training set (`fedjax_syn.runs.condense`) and train
 
     python -m experiments.main --mode=reproduce --table=condense_table
     python -m experiments.main --config=experiments/configs/condense_table.py \
-        --grid='dataset=fashion_mnist;method=dm;dsa=true;ipc=1,10' --config.iterations=100
+        --grid='dataset=fashion_mnist;method=dm;dsa=True;ipc=1,10' --config.iterations=100
 """
 
 from fedjax_syn.runs.condense import default_config

@@ -108,6 +108,8 @@ def _drop_unread_options(point: ml_collections.ConfigDict) -> None:
 
 
 def _literal(text: str) -> Any:
+    if text.lower() in ("true", "false"):  # as absl's boolean flags read them
+        return text.lower() == "true"
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
@@ -117,7 +119,8 @@ def _literal(text: str) -> Any:
 def parse_grid_override(text: str) -> dict[str, list]:
     """'algorithm=fedavg,fedprox;seed=0,1,2' -> {'algorithm': [...], 'seed': [0, 1, 2]}.
 
-    Values are Python literals (bare words are strings); keys may be dotted (fedlog.beta=0.1,1).
+    Values are Python literals (bare words are strings, true/false in any case booleans); keys may
+    be dotted (fedlog.beta=0.1,1).
     """
     out = {}
     for part in filter(None, (p.strip() for p in text.split(";"))):
