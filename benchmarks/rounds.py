@@ -2,7 +2,8 @@
 
 Layouts: `loop` (the reference per-client loop of `harness.loop_round`), `vmapped`
 (`make_round`: every client in one jitted program), `chunk=k` (`EngineConfig(client_chunk=k)`:
-`lax.map` over groups of k clients) and `sharded xN` (the vmapped round with the clients axis
+`lax.map` over groups of k clients; chunk=1 runs each client unbatched), `chunk=1 vmapped` (each
+client as a vmap of one) and `sharded xN` (the vmapped round with the clients axis
 over N devices). Every client runs the same number of SGD steps on random examples, so the work
 is fixed and the layouts differ only in how it is laid out.
 
@@ -210,6 +211,9 @@ def compare(
     for chunk in sorted(c for c in set(chunks) if c < setup.clients):
         config = EngineConfig(client_chunk=chunk)
         runners[f"chunk={chunk}"] = (vmapped_round(alg, fed, key, config), fresh())
+    if 1 in chunks and setup.clients > 1:  # one client at a time, each as a vmap of one
+        config = EngineConfig(client_chunk=1, vmap_single=True)
+        runners["chunk=1 vmapped"] = (vmapped_round(alg, fed, key, config), fresh())
     if devices > 1:
         runners[f"sharded x{devices}"] = sharded_runner(alg, setup, key, devices)
     states, timings = harness.time_interleaved(runners, repeats)

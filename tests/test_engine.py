@@ -118,6 +118,27 @@ def test_chunked_clients_equal_vmapped(name):
         assert a == pytest.approx(b)
 
 
+def test_one_client_at_a_time_unbatched_or_as_a_vmap_of_one_equals_vmapped():
+    fed = make_federation(sizes=(7, 12, 3, 9))
+    alg = algorithm("fedavg")
+    server, clients, _ = make_init(alg, EngineConfig(donate=False))(fed, jax.random.key(0))
+    key = jax.random.key(5)
+    results, programs_text = [], []
+    for config in (
+        EngineConfig(donate=False),
+        EngineConfig(client_chunk=1, donate=False),
+        EngineConfig(client_chunk=1, vmap_single=True, donate=False),
+    ):
+        step = lambda s, c, f, k, config=config: round_step(
+            alg, s, c, f, k, evaluate=False, config=config
+        )
+        results.append(jax.jit(step)(server, clients, fed, key)[:2])
+        programs_text.append(str(jax.make_jaxpr(step)(server, clients, fed, key)))
+    for other in results[1:]:
+        assert_trees_close(results[0], other)
+    assert programs_text[1] != programs_text[2]  # the option reaches the engine
+
+
 def _update_loops(alg, fed) -> set[str]:
     """The loop primitives in one client's update."""
     one = jax.tree.map(lambda leaf: leaf[0], fed.train)

@@ -1,5 +1,5 @@
-"""Choosing the clients' layout in a round (all vmapped, or `lax.map` over chunks of k clients) by
-timing each candidate on the round itself.
+"""Choosing the clients' layout in a round (all vmapped, or `lax.map` over chunks of k clients,
+one client at a time unbatched or as a vmap of one) by timing each candidate on the round itself.
 
 No layout wins everywhere (BENCHMARKS.md, "Client layout chosen by measurement"): on one CPU core
 a ConvNet round is fastest one client at a time (vmapped, per-client kernels become grouped
@@ -18,13 +18,24 @@ from typing import Any
 
 import jax
 
-Layout = int | None  # None: every client vmapped; k: lax.map over chunks of k clients
+# (chunk, vmap_single): chunk None vmaps every client, k maps over chunks of k clients; with chunk
+# 1, vmap_single runs each client's update as a vmap of one instead of unbatched.
+Layout = tuple[int | None, bool]
 CHUNKS = (1, 4, 16, 64, 256)  # candidate chunk sizes, each tried when below the clients
 
 
 def candidates(num_clients: int) -> tuple[Layout, ...]:
-    """All clients vmapped, then every chunk size of `CHUNKS` smaller than `num_clients`."""
-    return (None, *(k for k in CHUNKS if k < num_clients))
+    """All clients vmapped, then every chunk size of `CHUNKS` smaller than `num_clients`, chunk 1
+    both unbatched and as a vmap of one."""
+    chunks = [k for k in CHUNKS if k < num_clients]
+    singles = [(1, True)] if 1 in chunks else []
+    return ((None, False), *((k, False) for k in chunks), *singles)
+
+
+def describe(layout: Layout) -> str:
+    """A layout as text: "None" (all vmapped), "k" (chunks of k), "1 vmapped" (a vmap of one)."""
+    chunk, vmap_single = layout
+    return f"{chunk}{' vmapped' if vmap_single else ''}"
 
 
 def shape_key(name: str, *trees: Any) -> str:

@@ -9,7 +9,10 @@ the same numbers; only speed and memory differ.
 
 Groups of one (`chunk=1`) run the per-client function itself under the scan, not a vmap of one:
 a vmapped `while_loop` selects its whole carry on every iteration and a vmapped `lax.cond` runs
-both branches, while unbatched they run only the work they name.
+both branches, while unbatched they run only the work they name. A vmap of one
+(`vmap_single=True`) is still there as a layout: where clients neither branch nor loop for
+different lengths it can be the faster program (a ConvNet round on one CPU core,
+BENCHMARKS.md, "One client at a time, batched or not").
 """
 
 from collections.abc import Callable
@@ -18,10 +21,12 @@ from typing import Any
 import jax
 
 
-def map_clients(fn: Callable[..., Any], args: tuple, chunk: int | None = None) -> Any:
+def map_clients(
+    fn: Callable[..., Any], args: tuple, chunk: int | None = None, vmap_single: bool = False
+) -> Any:
     """fn(*per_client_args) for every client; every leaf of `args` has a leading clients axis."""
     if chunk is None:
         return jax.vmap(fn)(*args)
-    if chunk == 1:
+    if chunk == 1 and not vmap_single:
         return jax.lax.map(lambda a: fn(*a), args)
     return jax.lax.map(lambda a: fn(*a), args, batch_size=chunk)

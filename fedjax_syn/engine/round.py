@@ -37,6 +37,7 @@ from fedjax_syn.engine.mapping import map_clients
 @dataclasses.dataclass(frozen=True)
 class EngineConfig:
     client_chunk: int | None = None  # None: vmap all clients; k: lax.map over groups of k
+    vmap_single: bool = False  # with client_chunk 1: each client's update as a vmap of one
     eval_example_chunk: int | None = 512  # images evaluated this many at a time per client
     donate: bool = True  # reuse the state buffers of the previous round
     on_nonfinite: str = "stop"  # "stop": only report; "drop": also drop such clients' updates
@@ -91,6 +92,7 @@ def _federate(
         lambda state, data, k: update(server, state, data, k),
         (client_states, fed.train, keys),
         config.client_chunk,
+        config.vmap_single,
     )
     finite = finite_clients(fed.num_clients, new_states, uploads)
     counted = fed.client_mask

@@ -2,7 +2,8 @@
 file so that a rerun, or the next seed of a sweep, reuses the choice instead of timing again.
 
 `cfg.client_chunk = AUTO` asks for a measured layout. The file maps a program's `shape_key` to
-{"chunk": k or null, "seconds": {layout: median seconds}}. It is a cache: a missing, unreadable or
+{"chunk": k or null, "vmap_single": bool, "seconds": {layout: median seconds}} (an entry without
+"vmap_single" is one client unbatched). It is a cache: a missing, unreadable or
 corrupt file counts as empty, and one that cannot be written is left alone (the run goes on with
 its measured layout).
 """
@@ -31,6 +32,8 @@ def _valid(entry: Any) -> bool:
     if not isinstance(entry, dict) or "chunk" not in entry:
         return False
     chunk = entry["chunk"]
+    if not isinstance(entry.get("vmap_single", False), bool):
+        return False
     return chunk is None or (isinstance(chunk, int) and not isinstance(chunk, bool) and chunk > 0)
 
 
@@ -43,7 +46,7 @@ def read_choices(path: pathlib.Path) -> dict[str, Any]:
     return stored if isinstance(stored, dict) else {}
 
 
-def choose_chunk(
+def choose_layout(
     key: str,
     round_for: Callable[[layout.Layout], Callable[[], Any]],
     num_clients: int,
@@ -54,10 +57,14 @@ def choose_chunk(
     path = default_path() if path is None else path
     stored = read_choices(path)
     if _valid(stored.get(key)):
-        return stored[key]["chunk"]
+        return stored[key]["chunk"], stored[key].get("vmap_single", False)
     seconds = layout.time_layouts(round_for, layout.candidates(num_clients))
     best = layout.fastest(seconds)
-    stored[key] = {"chunk": best, "seconds": {str(k): s for k, s in seconds.items()}}
+    stored[key] = {
+        "chunk": best[0],
+        "vmap_single": best[1],
+        "seconds": {layout.describe(k): s for k, s in seconds.items()},
+    }
     try:
         write_atomic(path, json.dumps(stored, indent=1, sort_keys=True) + "\n")
     except (UserError, OSError) as e:

@@ -245,19 +245,22 @@ def _placeholder(shapes: Any) -> Any:
     return jax.tree.map(one, shapes)
 
 
-def _measured_chunk(cfg, alg, engine, fed, axes, keys, num_clients: int, layout_cache) -> Any:
+def _measured_layout(cfg, alg, engine, fed, axes, keys, num_clients: int, layout_cache) -> Any:
     """The client layout of `cfg`'s program: stored, or timed on rounds of placeholder states."""
     init, _ = _programs(alg, engine, axes)
     server, clients, _ = jax.eval_shape(init, fed, keys)
     key = layout.shape_key(run_config.program_key(cfg), fed, server, clients)
 
-    def round_for(chunk):
-        trial = dataclasses.replace(engine, client_chunk=chunk, donate=False)
+    def round_for(chosen: layout.Layout):
+        chunk, vmap_single = chosen
+        trial = dataclasses.replace(
+            engine, client_chunk=chunk, vmap_single=vmap_single, donate=False
+        )
         _, round_fn = _programs(alg, trial, axes)
         state = _placeholder((server, clients))
         return lambda: round_fn(*state, fed, keys, evaluate=False)
 
-    return layouts.choose_chunk(key, round_for, num_clients, layout_cache)
+    return layouts.choose_layout(key, round_for, num_clients, layout_cache)
 
 
 def compile_program(
@@ -282,8 +285,10 @@ def compile_program(
     start = time.perf_counter()
     if cfg.client_chunk == layouts.AUTO:
         num_clients = prepared[0].fed.num_clients
-        chunk = _measured_chunk(cfg, alg, engine, fed, axes, keys, num_clients, layout_cache)
-        engine = dataclasses.replace(engine, client_chunk=chunk)
+        chunk, vmap_single = _measured_layout(
+            cfg, alg, engine, fed, axes, keys, num_clients, layout_cache
+        )
+        engine = dataclasses.replace(engine, client_chunk=chunk, vmap_single=vmap_single)
     init, round_fn = _programs(alg, engine, axes)
     run_init, shapes = compile_init(init, fed, keys)
     needed = {True, cfg.eval_every == 1}  # the no-evaluation variant only when it is used
