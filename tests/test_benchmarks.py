@@ -115,6 +115,14 @@ def test_condensation_table_gives_flops_and_share_of_peak(tmp_path):
     assert "GFLOP/s" in table and "% of peak" in table
 
 
+def test_a_mapped_program_is_credited_with_its_vmapped_twins_work():
+    row = lambda variant, ipc, flops: dict(ipc=ipc, conv="xla", variant=variant, flops=flops)
+    rows = [row("dm_vmap", 1, 100e9), row("dm_map", 1, 10e9), row("dm_map", 10, 12e9)]
+    condense.count_mapped_work(rows)
+    assert rows[1]["flops"] == 100e9 and rows[1]["flops_from_twin"]
+    assert rows[2]["flops"] == 12e9 and "flops_from_twin" not in rows[2]  # no twin measured
+
+
 def test_report_rewrites_only_the_marked_sections():
     text = (
         "# Title\n\nProse stays.\n\n"
