@@ -87,8 +87,8 @@ def _class_batching(cfg) -> str:
     """The class batching to run: for "auto", classes one after the other on CPU, vmapped
     elsewhere. On one CPU core the vmapped classes' batched convolutions are slower than a
     compiled loop over classes: a distribution matching iteration 3.9 s vmapped against 2.3 s
-    mapped at ipc 1, a gradient matching step 19.1 s against 17.7 s in a Python loop at ipc 10
-    (BENCHMARKS.md, "Dataset condensation")."""
+    mapped at ipc 1, a gradient matching step 19.1 s vmapped, 17.0 s in a Python loop and 10.8 s
+    mapped at ipc 10 (BENCHMARKS.md, "Dataset condensation")."""
     check_choice("class_batching", cfg.class_batching, ("auto", *CLASS_BATCHING))
     if cfg.class_batching != "auto":
         return cfg.class_batching
