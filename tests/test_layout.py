@@ -76,11 +76,12 @@ def test_a_corrupt_or_unwritable_cache_is_measured_again_without_failing(tmp_pat
     assert layouts.choose_layout("k1", _counting_rounds([]), 2, blocked) in layout.candidates(2)
 
 
-def test_an_entry_stored_before_vmap_single_reads_as_one_client_unbatched(tmp_path):
+def test_an_entry_stored_before_the_vmap_of_one_candidate_is_measured_again(tmp_path):
     path = tmp_path / "layouts.json"
     path.write_text('{"k1": {"chunk": 1, "seconds": {"1": 0.1}}}')
     calls = []
-    assert layouts.choose_layout("k1", _counting_rounds(calls), 10, path) == ONE and not calls
+    chosen = layouts.choose_layout("k1", _counting_rounds(calls), 10, path)
+    assert ONE_VMAPPED in calls and json.loads(path.read_text())["k1"]["vmap_single"] == chosen[1]
 
 
 def test_a_measured_run_computes_what_the_vmapped_run_computes(tmp_path, monkeypatch):

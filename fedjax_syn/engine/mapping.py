@@ -12,7 +12,7 @@ a vmapped `while_loop` selects its whole carry on every iteration and a vmapped 
 both branches, while unbatched they run only the work they name. A vmap of one
 (`vmap_single=True`) is still there as a layout: where clients neither branch nor loop for
 different lengths it can be the faster program (a ConvNet round on one CPU core,
-BENCHMARKS.md, "One client at a time, batched or not").
+BENCHMARKS.md, "What made the difference").
 """
 
 from collections.abc import Callable

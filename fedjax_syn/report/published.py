@@ -11,8 +11,8 @@ import dataclasses
 @dataclasses.dataclass(frozen=True)
 class Reference:
     """A column of published figures keyed by some of a table's row keys (e.g. dataset, method,
-    config.dsa, ipc; a row's iteration budget is not part of the key, so every budget shows the paper's
-    figure). `note` says where the figures come from and goes under the table."""
+    config.dsa, ipc; a row's iteration budget is not part of the key, so every budget shows the
+    paper's figure). `note` says where the figures come from and goes under the table."""
 
     label: str
     keys: tuple[str, ...]

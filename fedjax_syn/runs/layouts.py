@@ -3,7 +3,7 @@ file so that a rerun, or the next seed of a sweep, reuses the choice instead of 
 
 `cfg.client_chunk = AUTO` asks for a measured layout. The file maps a program's `shape_key` to
 {"chunk": k or null, "vmap_single": bool, "seconds": {layout: median seconds}} (an entry without
-"vmap_single" is one client unbatched). It is a cache: a missing, unreadable or
+"vmap_single" predates that candidate and is measured again). It is a cache: a missing, unreadable or
 corrupt file counts as empty, and one that cannot be written is left alone (the run goes on with
 its measured layout).
 """
@@ -32,7 +32,7 @@ def _valid(entry: Any) -> bool:
     if not isinstance(entry, dict) or "chunk" not in entry:
         return False
     chunk = entry["chunk"]
-    if not isinstance(entry.get("vmap_single", False), bool):
+    if not isinstance(entry.get("vmap_single"), bool):
         return False
     return chunk is None or (isinstance(chunk, int) and not isinstance(chunk, bool) and chunk > 0)
 
@@ -57,7 +57,7 @@ def choose_layout(
     path = default_path() if path is None else path
     stored = read_choices(path)
     if _valid(stored.get(key)):
-        return stored[key]["chunk"], stored[key].get("vmap_single", False)
+        return stored[key]["chunk"], stored[key]["vmap_single"]
     seconds = layout.time_layouts(round_for, layout.candidates(num_clients))
     best = layout.fastest(seconds)
     stored[key] = {
