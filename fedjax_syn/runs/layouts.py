@@ -3,9 +3,9 @@ file so that a rerun, or the next seed of a sweep, reuses the choice instead of 
 
 `cfg.client_chunk = AUTO` asks for a measured layout. The file maps a program's `shape_key` to
 {"chunk": k or null, "vmap_single": bool, "seconds": {layout: median seconds}} (an entry without
-"vmap_single" predates that candidate and is measured again). It is a cache: a missing, unreadable or
-corrupt file counts as empty, and one that cannot be written is left alone (the run goes on with
-its measured layout).
+"vmap_single" predates that candidate and is measured again). It is a cache: a missing,
+unreadable or corrupt file counts as empty, and one that cannot be written is left alone (the run
+goes on with its measured layout).
 """
 
 import json
