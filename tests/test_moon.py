@@ -54,6 +54,18 @@ def test_contrastive_term_falls_as_z_moves_from_the_previous_towards_the_global_
     assert values[0] > np.log(2.0) > values[-1]
 
 
+def test_contrastive_gradient_is_finite_at_a_zero_representation():
+    # A padded node (or a dead ReLU representation) is an all-zero row; its weight is 0, but a
+    # NaN gradient times 0 is still NaN and stops the run.
+    z_glob, z_prev = jax.random.normal(jax.random.key(3), (2, 3, 4))
+    z = jnp.zeros((3, 4)).at[0].set(1.0)
+    grads = jax.grad(lambda z, g, p: jnp.sum(contrastive(z, g, p, TAU)), argnums=(0, 1, 2))(
+        z, jnp.zeros_like(z_glob), z_prev
+    )
+    assert all(np.isfinite(g).all() for g in grads), grads
+    np.testing.assert_allclose(contrastive(z, z_glob, z_prev, TAU)[1:], np.log(2.0), rtol=1e-6)
+
+
 # --- the local loss ----------------------------------------------------------------------------
 
 FED = make_federation()

@@ -64,9 +64,11 @@ def moon_options(raw: Mapping[str, Any] | None) -> MoonOptions:
 
 
 def cosine(a: jax.Array, b: jax.Array) -> jax.Array:
-    """Row-wise cosine similarity of [B, d] arrays."""
-    norms = jnp.linalg.norm(a, axis=-1) * jnp.linalg.norm(b, axis=-1)
-    return jnp.sum(a * b, axis=-1) / jnp.maximum(norms, _EPS)
+    """Row-wise cosine similarity of [B, d] arrays. The floor goes on the squared norms: the
+    gradient of a norm at a zero row (a padded node, a dead representation) is 0/0, and NaN
+    times the floor's zero cotangent is still NaN."""
+    squared = jnp.sum(a * a, axis=-1) * jnp.sum(b * b, axis=-1)
+    return jnp.sum(a * b, axis=-1) / jnp.sqrt(jnp.maximum(squared, _EPS**2))
 
 
 def contrastive(
