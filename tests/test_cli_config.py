@@ -100,9 +100,9 @@ def test_algorithm_options_of_every_grid_point_are_validated():
 def test_condensation_runs_are_validated_with_their_own_fields():
     from experiments.configs import condense_table
 
-    assert len(_runs(condense_table.get_config(), {"method": "dm", "ipc": 1})) == 2 * 2 * 3
+    assert len(_runs(condense_table.get_config(), {"method": "dm", "ipc": 1})) == 3 * 2 * 3
     runs = _runs(condense_table.get_config(), {}, "method=gm;dsa=true,False;ipc=1;seed=0")
-    assert sorted(r.dsa for r in runs) == [False, False, True, True]  # mnist and fashion_mnist
+    assert sorted(r.dsa for r in runs) == [False] * 3 + [True] * 3  # mnist, mnist_5k, fashion
     with pytest.raises(UserError, match="ipc must be >= 1, got 0"):
         _runs(condense_table.get_config(), {"ipc": 0})
 

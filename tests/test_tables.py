@@ -212,6 +212,7 @@ def test_published_figures_are_looked_up_by_their_own_keys_only():
     rows = ("dataset", "method", "config.dsa", "ipc", "config.iterations")
     assert reference.lookup(rows, ("fashion_mnist", "gm", True, 10, 200)) == 84.6
     assert reference.lookup(rows, ("fashion_mnist", "gm", True, 20, 200)) is None
+    assert reference.lookup(rows, ("mnist_5k", "gm", False, 1, 100)) == 91.7  # MNIST's figure
     assert reference.lookup(("dataset", "method", "ipc"), ("fashion_mnist", "gm", 1)) is None
 
 

