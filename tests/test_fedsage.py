@@ -12,6 +12,7 @@ import pytest
 
 from fedjax_syn.algorithms import fedsage as fs
 from fedjax_syn.algorithms.registry import BUILDERS, check_options
+from fedjax_syn.core.arrays import ClientData
 from fedjax_syn.core.errors import UserError
 from fedjax_syn.core.graph import Graph, mean_of_neighbours
 from fedjax_syn.engine.round import EngineConfig, make_round
@@ -153,13 +154,25 @@ def test_neighgen_learns_how_many_neighbours_are_missing_and_their_features():
         np.testing.assert_allclose(generated[g, :m], np.tile(centres[g], (m, 1)), atol=0.1)
 
 
-def test_with_no_generated_neighbours_fedsage_is_fedavg():
+def with_dgen_bias(generator, bias: float):
+    """A copy of the generator whose dGen bias is `bias` (-5: no node takes a neighbour; 2:
+    every node takes two)."""
+    generator = jax.tree.map(jnp.copy, generator)
+    dgen = generator["params"]["dgen"]
+    dgen["bias"] = jnp.full_like(dgen["bias"], bias)
+    return generator
+
+
+@pytest.mark.parametrize("num_pred, dgen_bias", [(0, None), (2, -5.0)])
+def test_with_no_generated_neighbours_fedsage_is_fedavg(num_pred, dgen_bias):
     _, fed = synthetic_federation(3, slots=4)
-    sage = fedsage_algorithm(**{**TINY, "num_pred": 0})
+    sage = fedsage_algorithm(**{**TINY, "num_pred": num_pred})
     avg = graph_algorithm("fedavg")
     key, round_key = jax.random.key(0), jax.random.key(5)
     one = jax.tree.map(lambda a: a[0], fed.train)
     s_server, a_server = sage.init_server(key, one), avg.init_server(key, one)
+    if dgen_bias is not None:
+        s_server["generator"] = with_dgen_bias(s_server["generator"], dgen_bias)
     assert_trees_close(s_server["classifier"], a_server)
     config = EngineConfig(donate=False)
     s_server, _, s_metrics = make_round(sage, config)(s_server, {}, fed, round_key, evaluate=False)
@@ -168,6 +181,31 @@ def test_with_no_generated_neighbours_fedsage_is_fedavg():
     assert_trees_close(s_metrics, a_metrics, atol=1e-5)
     graph = jax.tree.map(lambda a: a[0], fed.eval_groups["local"].inputs)
     assert_trees_close(sage.predict(s_server, graph), avg.predict(a_server, graph), atol=1e-4)
+
+
+def test_clients_train_on_the_mended_graph_when_some_node_takes_a_neighbour():
+    _, fed = synthetic_federation(3, slots=4)
+    alg = fedsage_algorithm(**TINY)
+    server = alg.init_server(jax.random.key(3), jax.tree.map(lambda a: a[0], fed.train))
+    server["generator"] = with_dgen_bias(server["generator"], 2.0)
+    data = jax.tree.map(lambda a: a[0], fed.train)
+    key = jax.random.key(9)
+    net = fs.NeighGen(
+        data.inputs.x.shape[-1], TINY["num_pred"], TINY["encoder_hidden"], TINY["fgen_hidden"]
+    )
+    counts, generated = net.apply(server["generator"], data.inputs)
+    assert fs.takes_any(counts, data.inputs.node_mask, TINY["num_pred"])
+    mended = fs.mend_with(data.inputs, counts, generated)
+    mended = mended._replace(neighbour_mean=mean_of_neighbours(mended, mended.x))
+    result = alg.client_update(server, {}, data, key)
+    plain = graph_algorithm("fedavg").client_update(server["classifier"], {}, data, key)
+    on_mended = graph_algorithm("fedavg").client_update(
+        server["classifier"], {}, ClientData(mended, data.labels, data.mask, data.val_mask), key
+    )
+    assert_trees_close(result.upload["classifier"], on_mended.upload["params"], atol=1e-5)
+    assert not np.allclose(
+        jax.tree.leaves(result.upload["classifier"])[0], jax.tree.leaves(plain.upload["params"])[0]
+    )
 
 
 def test_setup_trains_and_averages_the_generator_then_rounds_train_the_classifier():
@@ -194,9 +232,7 @@ def test_setup_trains_and_averages_the_generator_then_rounds_train_the_classifie
             jax.tree.leaves(v_server[moves])[0], jax.tree.leaves(server[moves])[0]
         )
         # dGen's bias at 2: the classifier round trains on graphs with generated neighbours.
-        dgen = v_server["generator"]["params"]["dgen"]
-        dgen["bias"] = jnp.full_like(dgen["bias"], 2.0)
-        server = v_server
+        server = {**v_server, "generator": with_dgen_bias(v_server["generator"], 2.0)}
 
 
 def test_options_are_checked():
@@ -223,13 +259,7 @@ def test_mending_skips_fgen_only_when_no_node_gets_a_neighbour():
     )
     classifier = GNN(CLASSES, kind="sage", hidden=(16, 8), dropout=0.5)
 
-    def with_bias(bias):
-        generator = jax.tree.map(jnp.copy, server["generator"])
-        generator["params"]["dgen"]["bias"] = jnp.full_like(
-            generator["params"]["dgen"]["bias"], bias
-        )
-        return generator
-
+    with_bias = lambda bias: with_dgen_bias(server["generator"], bias)
     # dGen's count with a zero bias, moved so that its median node sits at 0.5: some nodes take.
     at_zero, _ = net.apply(with_bias(0.0), graph)
     middle = 0.5 - float(jnp.median(at_zero[graph.node_mask]))

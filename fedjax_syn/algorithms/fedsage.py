@@ -18,6 +18,8 @@ graph mended with generated neighbours:
 - Rounds >= 1: FedAvg of the classifier, each client training on its graph mended by the server's
   generator. A model is {classifier, generator}: `predict` mends the graph it is given with the
   model's generator, then classifies, so every evaluation is on mended graphs as in FedSage+.
+  Where dGen gives no node a neighbour, the mended graph is the graph itself and the classifier
+  runs on that (the same model; dropout draws its masks over the graph's nodes only).
   With num_pred = 0 nothing is generated and the algorithm is FedSage (FedAvg of GraphSAGE).
 
 Mending with fixed shapes: node v gets num_pred extra node slots (index N + v * num_pred + p) with
@@ -256,6 +258,11 @@ def neighbours_taken(counts: jax.Array, num_pred: int) -> jax.Array:
     return jnp.round(jnp.clip(counts, 0, num_pred))
 
 
+def takes_any(counts: jax.Array, node_mask: jax.Array, num_pred: int) -> jax.Array:
+    """Whether some real node gets a generated neighbour, i.e. mending changes the graph."""
+    return jnp.any((neighbours_taken(counts, num_pred) > 0) & node_mask)
+
+
 def mend_with(graph: Graph, counts: jax.Array, generated: jax.Array) -> Graph:
     """`graph` plus, for node v, generated neighbours p < round(clip(counts_v, 0, P)) at slots
     N + v * P + p, each linked both ways to v alone. Nodes keep their indices; the cached
@@ -290,22 +297,27 @@ def fedsage_plus(
         features, opts.num_pred, opts.encoder_hidden, opts.fgen_hidden, opts.dropout, opts.noise_std
     )
 
-    def mend(gen_params: Any, graph: Graph) -> Graph:
-        """The graph mended by the generator. fGen (most of the cost: a [H, num_pred * F] layer
-        on every node) runs only when some node gets a neighbour; unbatched (one client at a
-        time) the other branch really is skipped, and its zeros land in masked slots only."""
+    def classify(classifier: Any, gen_params: Any, graph: Graph) -> jax.Array:
+        """Logits [N] of the classifier on `graph` mended by the generator. When dGen gives no
+        node a neighbour (in these splits, after round 0, none gets one) the mended graph is
+        `graph` plus masked slots, so the classifier runs on `graph` itself and fGen, a
+        [H, num_pred * F] layer on every node, does not run: one client at a time the other
+        branch really is skipped (a vmapped `lax.cond` runs both)."""
         counts, h = net.apply(gen_params, graph, method=NeighGen.encode)
-        takes_any = jnp.any((neighbours_taken(counts, opts.num_pred) > 0) & graph.node_mask)
-        generated = jax.lax.cond(
-            takes_any,
-            lambda: net.apply(gen_params, h, method=NeighGen.generate),
-            lambda: jnp.zeros((h.shape[0], opts.num_pred, features), h.dtype),
+
+        def on_mended():
+            generated = net.apply(gen_params, h, method=NeighGen.generate)
+            mended = mend_with(graph, counts, jax.lax.stop_gradient(generated))
+            return task.logits(classifier, mended)[: graph.num_nodes]
+
+        return jax.lax.cond(
+            takes_any(counts, graph.node_mask, opts.num_pred),
+            on_mended,
+            lambda: task.logits(classifier, graph),
         )
-        return mend_with(graph, counts, jax.lax.stop_gradient(generated))
 
     def predict(model, graph):
-        n = graph.num_nodes
-        return task.logits(model["classifier"], mend(model["generator"], graph))[:n]
+        return classify(model["classifier"], model["generator"], graph)
 
     def init_server(key, data):
         gen_key = jax.random.fold_in(key, 1)
@@ -322,11 +334,23 @@ def fedsage_plus(
         return ClientResult(state, upload, metrics, model={**server, "generator": gen})
 
     def client_update(server, state, data, key):
-        mended = mend(server["generator"], data.inputs)
-        mended = mended._replace(neighbour_mean=mean_of_neighbours(mended, mended.x))
-        mended_data = ClientData(mended, data.labels, data.mask, data.val_mask)
-        params, metrics = train_from(
-            task, server["classifier"], mended_data, key, optimizer, schedule
+        """Trains the classifier on the graph mended by the server's generator; on the graph
+        itself when no node gets a neighbour (the same model: the slots would all be masked,
+        though dropout then draws its masks over fewer nodes)."""
+        graph = data.inputs
+        counts, h = net.apply(server["generator"], graph, method=NeighGen.encode)
+
+        def train_on(inputs: Graph):
+            mended_data = ClientData(inputs, data.labels, data.mask, data.val_mask)
+            return train_from(task, server["classifier"], mended_data, key, optimizer, schedule)
+
+        def on_mended():
+            generated = net.apply(server["generator"], h, method=NeighGen.generate)
+            mended = mend_with(graph, counts, jax.lax.stop_gradient(generated))
+            return train_on(mended._replace(neighbour_mean=mean_of_neighbours(mended, mended.x)))
+
+        params, metrics = jax.lax.cond(
+            takes_any(counts, graph.node_mask, opts.num_pred), on_mended, lambda: train_on(graph)
         )
         upload = {"classifier": params, "size": base.num_examples(data)}
         return ClientResult(state, upload, metrics, model={**server, "classifier": params})
