@@ -297,6 +297,11 @@ def fedsage_plus(
         features, opts.num_pred, opts.encoder_hidden, opts.fgen_hidden, opts.dropout, opts.noise_std
     )
 
+    def mend(gen_params: Any, graph: Graph, counts: jax.Array, h: jax.Array) -> Graph:
+        """`graph` with fGen's neighbours, from dGen's `counts` and the latent `h`."""
+        generated = net.apply(gen_params, h, method=NeighGen.generate)
+        return mend_with(graph, counts, jax.lax.stop_gradient(generated))
+
     def classify(classifier: Any, gen_params: Any, graph: Graph) -> jax.Array:
         """Logits [N] of the classifier on `graph` mended by the generator. When dGen gives no
         node a neighbour (in these splits, after round 0, none gets one) the mended graph is
@@ -306,8 +311,7 @@ def fedsage_plus(
         counts, h = net.apply(gen_params, graph, method=NeighGen.encode)
 
         def on_mended():
-            generated = net.apply(gen_params, h, method=NeighGen.generate)
-            mended = mend_with(graph, counts, jax.lax.stop_gradient(generated))
+            mended = mend(gen_params, graph, counts, h)
             return task.logits(classifier, mended)[: graph.num_nodes]
 
         return jax.lax.cond(
@@ -345,8 +349,7 @@ def fedsage_plus(
             return train_from(task, server["classifier"], mended_data, key, optimizer, schedule)
 
         def on_mended():
-            generated = net.apply(server["generator"], h, method=NeighGen.generate)
-            mended = mend_with(graph, counts, jax.lax.stop_gradient(generated))
+            mended = mend(server["generator"], graph, counts, h)
             return train_on(mended._replace(neighbour_mean=mean_of_neighbours(mended, mended.x)))
 
         params, metrics = jax.lax.cond(
