@@ -10,11 +10,21 @@ import numpy as np
 import pytest
 
 from fedjax_syn.algorithms import common, registry
-from fedjax_syn.algorithms.fedavg import train_from
+from fedjax_syn.algorithms.fedavg import local_loss, train_from
+from fedjax_syn.core.errors import UserError
 from fedjax_syn.core.interface import weighted_average
+from fedjax_syn.engine import local
 from fedjax_syn.engine.local import Schedule
 from fedjax_syn.engine.round import EngineConfig, init_step, round_step
-from tests.engine_fixtures import TASK, algorithm, config, make_federation
+from tests.engine_fixtures import (
+    SPEC,
+    TASK,
+    Cfg,
+    algorithm,
+    config,
+    make_federation,
+    programs,
+)
 
 FED = make_federation()
 K = FED.num_clients
@@ -109,6 +119,64 @@ def test_fedprox_with_positive_mu_keeps_clients_closer_to_the_global_model():
         pulled = distance(client(prox.uploads["params"], k), prox.server0)
         free = distance(client(fedavg.uploads["params"], k), fedavg.server0)
         assert 0.0 < pulled < 0.9 * free, (k, pulled, free)
+
+
+def fedavg_rounds(optimizer: str, keep: bool, name: str = "fedavg"):
+    """Two engine rounds of `name` with `optimizer` (lr 0.05), each client's optimiser state kept
+    between rounds or not: (algorithm, [(server, clients) after init, round 1, round 2])."""
+    cfg = config(name, optimizer=optimizer, lr=0.05)
+    cfg["fedavg"] = {"keep_optimizer_state": keep}
+    alg = registry.BUILDERS[name](cfg, TASK, SPEC)
+    init, round_fn = programs(alg)
+    states = [init(FED, INIT_KEY)]
+    for key in (ROUND_KEY, SECOND_KEY):
+        states.append(round_fn(*states[-1], FED, key))
+    return alg, states
+
+
+def test_kept_optimizer_state_carries_each_clients_adam_moments_into_the_next_round():
+    alg, states = fedavg_rounds("adam", keep=True)
+    (_, clients0), (server1, clients1), (server2, _) = states
+    steps = np.asarray(jax.tree.leaves(clients1)[0])  # Adam's step count, one per client
+    assert np.all(np.asarray(jax.tree.leaves(clients0)[0]) == 0) and np.all(steps > 0), steps
+    # Round 2 of client k starts from its own round-1 moments, so its update is local.train's
+    # from that state; with a fresh state it is not.
+    update_key = jax.random.split(SECOND_KEY, 3)[0]
+    keys = jax.random.split(update_key, K)
+    for k in range(K):
+        result = alg.client_update(server1, client(clients1, k), client(FED.train, k), keys[k])
+        loss_fn = local_loss(TASK, client(FED.train, k))
+        optimizer = common.optimizer(config("fedavg", optimizer="adam", lr=0.05))
+        schedule = common.local_schedule(config("fedavg"))
+        kept, _, _ = local.train(
+            loss_fn,
+            server1,
+            optimizer,
+            client(FED.train, k).mask,
+            keys[k],
+            schedule,
+            client(clients1, k),
+        )
+        fresh, _, _ = local.train(
+            loss_fn, server1, optimizer, client(FED.train, k).mask, keys[k], schedule
+        )
+        assert_trees_equal(result.upload["params"], kept, atol=1e-6)
+        assert not trees_close(kept, fresh)
+    _, fresh_states = fedavg_rounds("adam", keep=False)
+    assert_trees_equal(fresh_states[1][0], server1, atol=1e-6)  # round 1: both states are fresh
+    assert not trees_close(fresh_states[2][0], server2)
+
+
+@pytest.mark.parametrize("name", ["fedavg", "fedprox"])
+def test_keeping_a_stateless_optimizers_state_changes_nothing(name):
+    _, kept = fedavg_rounds("sgd", keep=True, name=name)
+    _, fresh = fedavg_rounds("sgd", keep=False, name=name)
+    assert_trees_equal(kept[2][0], fresh[2][0], atol=1e-6)
+
+
+def test_fedavg_options_are_checked():
+    with pytest.raises(UserError, match="unknown fedavg option"):
+        registry.check_options(Cfg(algorithm="fedprox", fedavg={"keep_state": True}))
 
 
 # --- FedPer --------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from fedjax_syn.algorithms import (
     moon,
     scaffold,
 )
-from fedjax_syn.algorithms.fedavg import fedavg, fedprox
+from fedjax_syn.algorithms.fedavg import fedavg, fedavg_options, fedprox
 from fedjax_syn.algorithms.fedavg_ft import fedavg_ft
 from fedjax_syn.algorithms.fedlog.algorithm import build as build_fedlog
 from fedjax_syn.algorithms.fedlog.algorithm import build_released, released_options
@@ -53,7 +53,11 @@ BUILDERS: dict[str, Builder] = {
         task, common.optimizer(cfg), common.local_schedule(cfg)
     ),
     "fedavg": lambda cfg, task, spec: fedavg(
-        task, common.optimizer(cfg), common.local_schedule(cfg), weighted=cfg.weighted
+        task,
+        common.optimizer(cfg),
+        common.local_schedule(cfg),
+        weighted=cfg.weighted,
+        options=fedavg_options(common.options(cfg, "fedavg")),
     ),
     "fedavg_ft": _fedavg_ft,
     "fedprox": lambda cfg, task, spec: fedprox(
@@ -62,6 +66,7 @@ BUILDERS: dict[str, Builder] = {
         common.local_schedule(cfg),
         mu=cfg.prox_mu,
         weighted=cfg.weighted,
+        options=fedavg_options(common.options(cfg, "fedavg")),
     ),
     "fedper": lambda cfg, task, spec: fedper(
         task, common.optimizer(cfg), common.local_schedule(cfg), weighted=cfg.weighted
@@ -113,6 +118,8 @@ TRACKS: dict[str, tuple[str, ...]] = {
 # The option group each algorithm reads (`cfg.<group>`, a dict; absent: the defaults) and its
 # parser: cheap, no data needed, so a config's options are checked before any run starts.
 OPTION_PARSERS: dict[str, tuple[str, Callable[[dict], object]]] = {
+    "fedavg": ("fedavg", fedavg_options),
+    "fedprox": ("fedavg", fedavg_options),
     "fedlog": ("fedlog", from_dict),
     "fedlog_released": ("fedlog", released_options),
     "fedlog_vision": ("fedlog", vision_options),
