@@ -29,12 +29,8 @@ from fedjax_syn.core.errors import check, check_choice
 from fedjax_syn.runs.ledger import append_record, run_id, versions
 
 MODELS = ("convnet", "mlp")
-GLYPHS = (
-    "digits",
-    "mnist",
-    "mnist_5k",
-    "emnist",
-)  # a mirrored glyph is another symbol: augment without flip
+# A mirrored glyph is another symbol: these datasets augment without flips.
+GLYPHS = ("digits", "mnist", "mnist_5k", "emnist")
 # Fields that choose how a condensation run executes, never what it computes.
 EXECUTION_FIELDS = ("class_batching", "conv")
 
