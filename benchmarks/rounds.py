@@ -30,9 +30,15 @@ from fedjax_syn.engine.local import Schedule
 from fedjax_syn.engine.mapping import map_clients
 from fedjax_syn.engine.round import EngineConfig, init_states, make_round
 from fedjax_syn.engine.task import Task
+from fedjax_syn.models import dense
 from fedjax_syn.models.vision import MLP, ConvNet, count_params
 
 NUM_CLASSES = 10
+# The per-client loops: with the setup's model, and for an MLP whose kernel gradients are outer
+# products (models/dense.py: minibatches of at most ROW_LIMIT rows), also with flax's own Dense.
+# `vs loop` is against the faster one.
+PLAIN_LOOP = "loop, flax Dense"
+LOOPS = ("loop", PLAIN_LOOP)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +51,7 @@ class RoundSetup:
     hidden: tuple[int, ...] = (32,)  # MLP hidden widths
     width: int = 32  # ConvNet width
     conv: str = "auto"  # ConvNet convolutions (models/conv.py)
+    dense: str = "auto"  # MLP products (models/dense.py)
     steps: int = 10
     batch: int = 10
     examples: int = 50  # per client; the steps draw minibatches from them
@@ -63,7 +70,7 @@ class RoundSetup:
 
 def make_task(setup: RoundSetup) -> Task:
     if setup.model == "mlp":
-        return Task(MLP(NUM_CLASSES, setup.hidden), graph=False)
+        return Task(MLP(NUM_CLASSES, setup.hidden, setup.dense), graph=False)
     return Task(ConvNet(NUM_CLASSES, setup.width, conv=setup.conv), graph=False)
 
 
@@ -201,13 +208,13 @@ def compare(
     flops += server_flops(alg, server, clients, fed)
 
     fresh = lambda: jax.tree.map(jnp.copy, (server, clients))
-    runners = {
-        "loop": (
-            harness.loop_round(alg, fed, key),
-            harness.loop_carry(server, clients, setup.clients),
-        ),
-        "vmapped": (vmapped_round(alg, fed, key, EngineConfig()), fresh()),
-    }
+    loop_carry = lambda: harness.loop_carry(server, clients, setup.clients)
+    runners = {"loop": (harness.loop_round(alg, fed, key), loop_carry())}
+    outer = setup.model == "mlp" and dense.dense_function(setup.dense) is not None
+    if outer and setup.batch <= dense.ROW_LIMIT:
+        plain = make_algorithm(dataclasses.replace(setup, dense="dot"))
+        runners[PLAIN_LOOP] = (harness.loop_round(plain, fed, key), loop_carry())
+    runners["vmapped"] = (vmapped_round(alg, fed, key, EngineConfig()), fresh())
     for chunk in sorted(c for c in set(chunks) if c < setup.clients):
         config = EngineConfig(client_chunk=chunk)
         runners[f"chunk={chunk}"] = (vmapped_round(alg, fed, key, config), fresh())
@@ -218,7 +225,7 @@ def compare(
         runners[f"sharded x{devices}"] = sharded_runner(alg, setup, key, devices)
     states, timings = harness.time_interleaved(runners, repeats)
 
-    loop_s = timings["loop"].median_s
+    loop_s = min(timings[mode].median_s for mode in LOOPS if mode in timings)
     modes = {}
     for mode, timing in timings.items():
         modes[mode] = {
@@ -228,7 +235,7 @@ def compare(
             "peak_frac": flops / timing.median_s / peak,
             "diff_vs_loop": relative_diff(states["loop"][0], states[mode][0]),
         }
-    engine_layouts = {mode: timing.median_s for mode, timing in timings.items() if mode != "loop"}
+    engine_layouts = {mode: t.median_s for mode, t in timings.items() if mode not in LOOPS}
     return {
         "setup": {**dataclasses.asdict(setup), "description": setup.describe()},
         "fastest_layout": min(engine_layouts, key=engine_layouts.__getitem__),

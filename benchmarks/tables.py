@@ -46,7 +46,7 @@ def rounds_table(record: Record) -> str:
     lines = [
         f"Matmul peak in this run: {record['peak_gflops']:.1f} GFLOP/s "
         f"({record['peak_size']}² f32 matmul, median); round FLOPs by {' and '.join(sources)}. "
-        "`vs loop` = the loop's median / this layout's; `diff` = max |server − loop's server| / "
+        "`vs loop` = the faster loop's median / this layout's; `diff` = max |server − loop's server| / "
         "max |loop's server| after the same rounds.",
         "",
         "| setup | clients | layout | median ms | min ms | max ms | first call s | vs loop "

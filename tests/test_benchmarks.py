@@ -56,13 +56,15 @@ def test_round_comparison_renders_a_table(tmp_path):
         "mlp", 4, (5,), hidden=(3,), steps=2, batch=2, examples=4, unroll=False
     )
     result = rounds.compare(setup, repeats=1, chunks=(2,), peak=1e9)
-    assert set(result["modes"]) == {"loop", "vmapped", "chunk=2"}
+    assert set(result["modes"]) == {"loop", rounds.PLAIN_LOOP, "vmapped", "chunk=2"}
     assert all(m["diff_vs_loop"] < 1e-5 for m in result["modes"].values())
+    loops = [result["modes"][mode] for mode in rounds.LOOPS]  # the faster loop is the reference
+    assert max(m["vs_loop"] for m in loops) == 1.0 and min(m["vs_loop"] for m in loops) <= 1.0
     payload = {"kind": "rounds", "peak_gflops": 1.0, "peak_size": 8, "configs": [result]}
     record = harness.read_result(harness.write_result("tiny", payload, tmp_path))
     assert record["machine"]["cores"] >= 1
     table = tables.render(record)
-    assert "benchmarks/results/tiny.json" in table and table.count("| MLP 5-3-10") == 3
+    assert "benchmarks/results/tiny.json" in table and table.count("| MLP 5-3-10") == 4
     assert result["fastest_layout"] in ("vmapped", "chunk=2")
     assert f"Fastest engine layout, MLP 5-3-10, 2 steps of 2: {result['fastest_layout']}" in table
 

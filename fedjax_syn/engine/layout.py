@@ -4,7 +4,7 @@ one client at a time unbatched or as a vmap of one) by timing each candidate on 
 No layout wins everywhere (BENCHMARKS.md, "Client layout chosen by measurement"): on one CPU core
 a ConvNet round is fastest one client at a time (vmapped, per-client kernels become grouped
 convolutions), a 100-client MLP round in chunks of a few clients (their weights stay in cache), a
-round of 1000 tiny clients in chunks of ten; on an accelerator all clients vmapped. Timing costs a
+round of 1000 tiny clients in chunks of 16 or more; on an accelerator all clients vmapped. Timing costs a
 compilation and a few rounds per candidate, so the run pipeline does it once per program shape and
 remembers the choice (`fedjax_syn.runs.layouts`).
 """

@@ -11,29 +11,34 @@ import jax
 import jax.numpy as jnp
 
 from fedjax_syn.models.conv import conv_function
+from fedjax_syn.models.dense import dense_function
 
 
 class MLPEncoder(nn.Module):
     hidden: Sequence[int] = (32,)
+    dense: str = "auto"  # see models/dense.py: "dot", "outer", or by backend and rows
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         x = x.reshape((x.shape[0], -1))
         for width in self.hidden:
-            x = nn.relu(nn.Dense(width)(x))
+            x = nn.relu(nn.Dense(width, dot_general=dense_function(self.dense))(x))
         return x
 
 
 class MLP(nn.Module):
-    """Fully connected classifier on flattened inputs."""
+    """Fully connected classifier on flattened inputs. `dense` picks how the layers' products are
+    differentiated (`fedjax_syn/models/dense.py`); parameters and results are the same."""
 
     num_classes: int
     hidden: Sequence[int] = (32,)
+    dense: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         del train
-        return nn.Dense(self.num_classes, name="head")(MLPEncoder(self.hidden, name="encoder")(x))
+        h = MLPEncoder(self.hidden, self.dense, name="encoder")(x)
+        return nn.Dense(self.num_classes, dot_general=dense_function(self.dense), name="head")(h)
 
 
 class ConvEncoder(nn.Module):
