@@ -8,14 +8,12 @@ it (a batched dot contracting the minibatch rows) against the sum of outer produ
 """
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import flags
-from jax import lax
 
-from benchmarks import harness
+from benchmarks import hand_written, harness
 from experiments import cli
-from fedjax_syn.models.dense import ROW_LIMIT, outer_product_matmul
+from fedjax_syn.models.dense import ROW_LIMIT
 
 _SHAPES = flags.DEFINE_list(
     "shapes",
@@ -24,22 +22,6 @@ _SHAPES = flags.DEFINE_list(
 )
 _ROWS = flags.DEFINE_list("rows", ["4", "8", "16", "32"], "Minibatch rows (the contraction).")
 _REPEATS = flags.DEFINE_integer("repeats", 7, "Timed calls per formulation.", lower_bound=1)
-
-
-def sgd_step(product):
-    """Every client's kernel after one SGD step on sum(product(x, kernel) * g), vmapped."""
-
-    def one(kernel, x, g):
-        grad = jax.grad(lambda k: jnp.sum(product(x, k) * g))(kernel)
-        return kernel - 0.1 * grad
-
-    return jax.jit(jax.vmap(one))
-
-
-_FORMULATIONS = {
-    "dot": sgd_step(lambda x, k: lax.dot_general(x, k, (((1,), (0,)), ((), ())))),
-    "outer": sgd_step(outer_product_matmul),
-}
 
 
 def parse(text: str, name: str, parts: int) -> tuple[int, ...]:
@@ -67,7 +49,7 @@ def main(argv: list[str]) -> None:
             g = jax.random.normal(k_g, (clients, r, outputs))
             runners = {
                 name: ((lambda s, fn=fn, x=x, g=g: (fn(s[0], x, g), s[1])), (kernel, None))
-                for name, fn in _FORMULATIONS.items()
+                for name, fn in hand_written.KERNEL_STEPS.items()
             }
             states, timings = harness.time_interleaved(runners, _REPEATS.value)
             diff = float(np.max(np.abs(np.asarray(states["dot"][0] - states["outer"][0]))))

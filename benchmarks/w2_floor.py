@@ -15,50 +15,13 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from benchmarks import harness, rounds, workloads
+from benchmarks import hand_written, harness, rounds, workloads
+from benchmarks.hand_written import CLASSES, HIDDEN, INPUTS
 from experiments import cli
 from fedjax_syn.engine.round import EngineConfig, init_states
 
 _CHUNKS = flags.DEFINE_list("chunks", ["10", "100", "1000"], "Clients per chunk, hand-written.")
 _REPEATS = flags.DEFINE_integer("repeats", 7, "Timed rounds per variant.", lower_bound=1)
-
-INPUTS, HIDDEN, CLASSES, LR = 64, 32, 10, 0.05
-
-
-def _outer(a: jax.Array, b: jax.Array) -> jax.Array:
-    """[k, rows, m], [k, rows, n] -> [k, m, n]: the rows' outer products summed."""
-    return sum(a[:, r, :, None] * b[:, r, None, :] for r in range(a.shape[1]))
-
-
-def _train(params, x, y, outer: bool):
-    """k clients' sum of parameters after their steps; x [k, steps, batch, inputs]."""
-    k, steps, batch = y.shape
-    p = jax.tree.map(lambda a: jnp.broadcast_to(a, (k, *a.shape)), params)
-    for s in range(steps):
-        xb, yb = x[:, s], y[:, s]
-        pre = jnp.einsum("cbi,cih->cbh", xb, p["w1"]) + p["b1"][:, None]
-        h = jax.nn.relu(pre)
-        z = jnp.einsum("cbh,cho->cbo", h, p["w2"]) + p["b2"][:, None]
-        dz = (jax.nn.softmax(z) - jax.nn.one_hot(yb, CLASSES)) / batch
-        dh = jnp.einsum("cbo,cho->cbh", dz, p["w2"]) * (pre > 0)
-        kernel_grad = _outer if outer else lambda a, b: jnp.einsum("cbm,cbn->cmn", a, b)
-        grads = {"w1": kernel_grad(xb, dh), "b1": dh.sum(1), "w2": kernel_grad(h, dz)}
-        grads["b2"] = dz.sum(1)
-        p = jax.tree.map(lambda a, g: a - LR * g, p, grads)
-    return jax.tree.map(lambda a: a.sum(0), p)
-
-
-def hand_written_round(chunk: int, outer: bool):
-    """The server's new parameters: the mean of every client's after its steps."""
-
-    @jax.jit
-    def round_fn(params, x, y):
-        clients = y.shape[0]
-        split = lambda a: a.reshape(clients // chunk, chunk, *a.shape[1:])
-        sums = jax.lax.map(lambda xy: _train(params, *xy, outer), (split(x), split(y)))
-        return jax.tree.map(lambda a: a.sum(0) / clients, sums)
-
-    return round_fn
 
 
 def main(argv: list[str]) -> None:
@@ -82,7 +45,7 @@ def main(argv: list[str]) -> None:
     runners = {}
     for chunk in chunks:
         for outer in (False, True):
-            fn = hand_written_round(chunk, outer)
+            fn = hand_written.w2_round(chunk, outer)
             name = f"hand-written, chunk={chunk}, {'outer' if outer else 'dot'}"
             runners[name] = ((lambda state, fn=fn: fn(state, x, y)), params)
     alg, fed = rounds.make_algorithm(setup), rounds.make_federation(setup)

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from benchmarks import condense, end_to_end, harness, report, rounds, tables
+from benchmarks import condense, end_to_end, hand_written, harness, report, rounds, tables
 from fedjax_syn.engine.round import init_states, make_round
 from fedjax_syn.runs.config import default_config
 from tests.engine_fixtures import algorithm, make_federation
@@ -137,3 +137,36 @@ def test_report_rewrites_only_the_marked_sections():
     assert new == text.replace("old a", "| new | a |")
     assert report.rewrite(new, {"a": "| new | a |"}) == new
     assert report.rewrite(text, {}) == text
+
+
+def test_kernel_gradient_formulations_agree():
+    """The two formulations benchmarks.dense times: they must compute the same."""
+    k_w, k_x, k_g = jax.random.split(jax.random.key(0), 3)
+    kernel, x, g = (
+        jax.random.normal(k, s) for k, s in ((k_w, (3, 5, 4)), (k_x, (3, 6, 5)), (k_g, (3, 6, 4)))
+    )
+    steps = {name: np.asarray(fn(kernel, x, g)) for name, fn in hand_written.KERNEL_STEPS.items()}
+    np.testing.assert_allclose(steps["dot"], steps["outer"], rtol=1e-5, atol=1e-5)
+    assert not np.allclose(steps["dot"], kernel)  # the step moved the kernel
+
+
+def test_hand_written_w2_round_is_the_same_in_every_layout():
+    """The hand-written W2 round of benchmarks.w2_floor: chunking and kernel gradients change no result."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, 2, 3, hand_written.INPUTS)).astype(np.float32)
+    y = rng.integers(0, hand_written.CLASSES, size=(4, 2, 3))
+    params = {
+        "w1": rng.normal(size=(hand_written.INPUTS, hand_written.HIDDEN)).astype(np.float32) * 0.1,
+        "b1": np.zeros(hand_written.HIDDEN, np.float32),
+        "w2": rng.normal(size=(hand_written.HIDDEN, hand_written.CLASSES)).astype(np.float32) * 0.1,
+        "b2": np.zeros(hand_written.CLASSES, np.float32),
+    }
+    outs = [
+        hand_written.w2_round(chunk, outer)(params, x, y)
+        for chunk in (1, 2, 4)
+        for outer in (False, True)
+    ]
+    for out in outs[1:]:
+        for a, b in zip(jax.tree.leaves(outs[0]), jax.tree.leaves(out), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(outs[0]["w1"], params["w1"])
