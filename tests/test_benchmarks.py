@@ -125,6 +125,16 @@ def test_a_mapped_program_is_credited_with_its_vmapped_twins_work():
     assert rows[2]["flops"] == 12e9 and "flops_from_twin" not in rows[2]  # no twin measured
 
 
+def test_a_whole_iteration_is_credited_with_its_mapped_composition():
+    row = lambda variant, median, flops: dict(
+        ipc=10, conv="im2col", variant=variant, median_s=median, flops=flops
+    )
+    rows = [row("match_map", 2.0, 100e9), row("epoch", 0.1, 4e9), row("iteration", 60.0, 5e9)]
+    composition = condense.composed(rows)
+    condense.count_iteration_work(rows, composition)
+    assert rows[2]["flops"] == 10 * 100e9 + 9 * 50 * 4e9 and rows[2]["flops_from_parts"]
+
+
 def test_report_rewrites_only_the_marked_sections():
     text = (
         "# Title\n\nProse stays.\n\n"
