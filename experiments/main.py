@@ -74,7 +74,9 @@ _CHECKPOINT_DIR = flags.DEFINE_string(
     "checkpoint_dir", "runs/checkpoints", "run: where programs checkpoint their state."
 )
 _CHECKPOINT_EVERY = flags.DEFINE_integer(
-    "checkpoint_every", 10, "Checkpoint every this many rounds (0: never)."
+    "checkpoint_every",
+    10,
+    "Checkpoint every this many rounds or condensation iterations (0: never).",
 )
 _BATCH_RUNS = flags.DEFINE_bool(
     "batch_runs", True, "Run runs that differ only in data (seed, alpha, ...) as one program."

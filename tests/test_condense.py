@@ -254,6 +254,25 @@ def test_gradient_matching_reduces_loss_on_fresh_networks(digits):
     assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])
 
 
+def test_resuming_from_a_saved_state_ends_where_an_uninterrupted_run_does(digits):
+    """condense()'s checkpoint hooks: the state saved after two of four iterations, handed back
+    by `resume`, gives the same synthetic set as four iterations in one go (images and momentum:
+    a run resumed without its optimiser state ends elsewhere)."""
+    ds = digits[0]
+    common = dict(method="dm", ipc=2, iterations=4, model=MLP(10, (16,)), key=jax.random.key(3))
+    saved = {}
+    whole, _ = condense(ds.train_x, ds.train_y, 10, save=saved.__setitem__, **common)
+    assert sorted(saved) == [1, 2, 3, 4]
+    resumed, _ = condense(ds.train_x, ds.train_y, 10, resume=lambda _: (2, saved[2]), **common)
+    np.testing.assert_array_equal(resumed, whole)
+    images, _ = saved[2]
+    fresh_momentum = lambda start: (2, (images, start[1]))
+    elsewhere, _ = condense(ds.train_x, ds.train_y, 10, resume=fresh_momentum, **common)
+    assert not np.array_equal(elsewhere, whole)
+    with pytest.raises(UserError, match=r"resumed after 5 iterations, outside 0\.\.4"):
+        condense(ds.train_x, ds.train_y, 10, resume=lambda _: (5, saved[4]), **common)
+
+
 def test_condensed_set_beats_random_real_subsets(digits):
     ds, x, y, mask = digits
     key = jax.random.key(0)

@@ -14,9 +14,17 @@ def test_condensation_sweep_writes_a_table_record_and_skips_it_when_rerun(tmp_pa
     config = condense.default_config()
     config.update(dict(model="mlp", iterations=2, eval_epochs=2, eval_nets=2, eval_batch_size=64))
     config.grid = {"ipc": (1,), "method": ("dm",)}
-    ledger = tmp_path / "ledger.jsonl"
+    ledger, checkpoints = tmp_path / "ledger.jsonl", tmp_path / "checkpoints"
     lines = []
-    (record,) = sweep.run_sweep(config, ledger=str(ledger), progress=False, log=lines.append)
+    (record,) = sweep.run_sweep(
+        config,
+        ledger=str(ledger),
+        checkpoint_dir=checkpoints,
+        checkpoint_every=1,
+        progress=False,
+        log=lines.append,
+    )
+    assert not any(checkpoints.iterdir())  # a finished run leaves no checkpoints
     assert record["track"] == "condense" and (record["method"], record["ipc"]) == ("dm", 1)
     metrics = record["metrics"]
     assert len(metrics["syn_acc_per_net"]) == len(metrics["random_acc_per_net"]) == 2
@@ -36,6 +44,27 @@ def test_condensation_sweep_writes_a_table_record_and_skips_it_when_rerun(tmp_pa
         f"skipping 1 of 1 runs already in {ledger}"
     ]
     assert len(ledger_lib.read_ledger(ledger)) == 1
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def test_an_interrupted_condensation_run_resumes_after_its_last_checkpoint(tmp_path):
+    config = condense.default_config()
+    config.update(dict(model="mlp", method="dm", iterations=4, eval_epochs=2, eval_nets=1))
+    config.eval_batch_size = 64
+    reference = condense.run(config)
+
+    def interrupt(i: int, loss: float) -> None:
+        if i == 2:  # the third iteration, before its checkpoint: the newest is after two
+            raise _Interrupted
+
+    with pytest.raises(_Interrupted):
+        condense.run(config, on_iteration=interrupt, checkpoint_dir=tmp_path, checkpoint_every=2)
+    resumed = condense.run(config, checkpoint_dir=tmp_path, checkpoint_every=2)
+    assert reference["resumed_after"] is None and resumed["resumed_after"] == 2
+    assert resumed["metrics"] == reference["metrics"]  # the same synthetic set, bit for bit
 
 
 def test_class_batching_auto_picks_by_backend_and_leaves_the_run_id_alone():

@@ -6,6 +6,7 @@ synthetic set for the same inputs.
 
 import functools
 from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -78,6 +79,8 @@ def condense(
     dsa: bool = False,
     params=None,
     on_iteration: Callable[[int, float], None] | None = None,
+    resume: Callable[[Any], tuple[int, Any] | None] | None = None,
+    save: Callable[[int, Any], None] | None = None,
     **options,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Condenses a whole dataset x [n, ...], y [n] into ipc images per class.
@@ -86,6 +89,12 @@ def condense(
     `on_iteration(i, loss)` is called after every iteration (it waits for the result, so it also
     serves for timing). Returns syn_x [C' * ipc, ...] float32 and syn_y [C' * ipc] int32 for the
     C' classes present in y, class-major; equal to `condense_client` on the same arrays.
+
+    Checkpointing, for runs of hours: `save(done, state)` gets the state (synthetic images and
+    their optimiser state) after every iteration, `done` of them finished; `resume(template)`,
+    given the starting state as a template, returns a saved (done, state) to continue from, or
+    None. Iteration i draws its key from i alone, so a resumed run ends where an uninterrupted
+    one does.
     """
     config = CondenseConfig(method=method, ipc=ipc, iterations=iterations, dsa=dsa, **options)
     check(
@@ -97,12 +106,19 @@ def condense(
     mask = jnp.ones(y.shape, bool)
     start = jax.jit(functools.partial(_start, config=config, model=model))
     syn, opt_state, class_mask, k_iter = start(x, y, mask, key)
+    done, (syn, opt_state) = (resume and resume((syn, opt_state))) or (0, (syn, opt_state))
+    check(
+        0 <= done <= config.iterations,
+        f"resumed after {done} iterations, outside 0..{config.iterations}",
+    )
     step = jax.jit(functools.partial(_ITERATION[config.method], config=config, model=model))
-    for i in range(config.iterations):
+    for i in range(done, config.iterations):
         k = jax.random.fold_in(k_iter, i)
         syn, opt_state, loss = step(syn, opt_state, x, y, mask, class_mask, k, params=params)
         if on_iteration is not None:
             on_iteration(i, float(loss))
+        if save is not None:
+            save(i + 1, (syn, opt_state))
     present = np.asarray(class_mask)
     syn_x = np.asarray(syn)[present].reshape((-1, *syn.shape[2:]))
     syn_y = np.repeat(np.arange(num_classes, dtype=np.int32)[present], ipc)

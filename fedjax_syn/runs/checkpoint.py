@@ -2,7 +2,8 @@
 
 A checkpoint holds `state` (any pytree of arrays: server and client states, optax states, keys) and
 `meta` (JSON: round, curves), so a preempted sweep resumes where it stopped; `save_state` /
-`restore_state` store a run program's `State` this way.
+`restore_state` store a run program's `State` this way, `save_tree` / `restore_tree` any pytree
+(a condensation run's synthetic images and their optimiser state).
 
 Atomicity is orbax's: step N is written to `N.orbax-checkpoint-tmp` and renamed when complete, so a
 save killed midway leaves no step. Integrity is ours: orbax does not checksum array data, so `save`
@@ -239,4 +240,23 @@ def restore_state(ckpt: RunCheckpointer, template: Any) -> Any | None:
         eval_rounds=list(meta["eval_rounds"]),
         dropped=meta.get("dropped", template.dropped),  # absent from checkpoints saved before it
         elapsed_s=float(meta["elapsed_s"]),
+    )
+
+
+def save_tree(ckpt: RunCheckpointer, step: int, tree: Any, meta: dict | None = None) -> None:
+    """Writes any pytree of arrays as step `step`, by its leaves: containers orbax does not
+    restore as themselves (optax's named tuples) come back through the template's structure."""
+    leaves = jax.tree.leaves(tree)
+    ckpt.save(step, {str(i): _host_copy(leaf) for i, leaf in enumerate(leaves)}, meta or {})
+
+
+def restore_tree(ckpt: RunCheckpointer, template: Any) -> tuple[int, Any] | None:
+    """(step, tree shaped like `template`) of the newest intact step, or None."""
+    leaves, treedef = jax.tree.flatten(template)
+    found = ckpt.restore_latest({str(i): _template(leaf) for i, leaf in enumerate(leaves)})
+    if found is None:
+        return None
+    step, restored, _ = found
+    return step, jax.tree.unflatten(
+        treedef, [_rewrap(restored[str(i)], leaf) for i, leaf in enumerate(leaves)]
     )

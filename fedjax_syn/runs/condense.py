@@ -7,6 +7,8 @@ use the same network initialisations (the same evaluation key), so the compariso
 training data. The record follows the condensation schema of `runs.ledger`.
 """
 
+import contextlib
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -26,6 +28,7 @@ from fedjax_syn.condense import (
 from fedjax_syn.condense.augment import TRANSFORMS
 from fedjax_syn.condense.core import CLASS_BATCHING
 from fedjax_syn.core.errors import check, check_choice
+from fedjax_syn.runs.checkpoint import RunCheckpointer, restore_tree, save_tree
 from fedjax_syn.runs.ledger import append_record, run_id, versions
 
 MODELS = ("convnet", "mlp")
@@ -114,8 +117,22 @@ def run(
     *,
     ledger: str | None = None,
     on_iteration: Callable[[int, float], None] | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int = 10,
 ) -> dict[str, Any]:
-    """Condenses the training set, evaluates it and a random real subset; returns the record."""
+    """Condenses the training set, evaluates it and a random real subset; returns the record.
+
+    With `checkpoint_dir`, the synthetic images and their optimiser state are saved after every
+    `checkpoint_every`-th iteration and the last, and a run finding a checkpoint there continues
+    after its iteration (recorded as `resumed_after`), ending where it would have uninterrupted."""
+    with contextlib.ExitStack() as stack:
+        ckpt = None
+        if checkpoint_dir is not None and checkpoint_every > 0:
+            ckpt = stack.enter_context(RunCheckpointer(checkpoint_dir))
+        return _run(cfg, ledger, on_iteration, ckpt, checkpoint_every)
+
+
+def _run(cfg, ledger, on_iteration, ckpt: RunCheckpointer | None, every: int) -> dict[str, Any]:
     from fedjax_syn.data.vision import load_vision
 
     check(cfg.eval_nets >= 1, f"eval_nets must be >= 1, got {cfg.eval_nets}")
@@ -137,11 +154,21 @@ def run(
         inner_loop=cfg.inner_loop or None,
     )
     stamps = [time.perf_counter()]
+    resumed: list[int] = []
 
     def on_step(i: int, loss: float) -> None:
         stamps.append(time.perf_counter())
         if on_iteration is not None:
             on_iteration(i, loss)
+
+    def resume(template):
+        found = restore_tree(ckpt, template)
+        resumed.extend(found[:1] if found else [])
+        return found
+
+    def save(done: int, state) -> None:
+        if done % every == 0 or done == cfg.iterations:
+            save_tree(ckpt, done, state, {"iterations": done})
 
     syn_x, syn_y = condense(
         data.train_x,
@@ -150,6 +177,7 @@ def run(
         key=condense_key,
         model=_model(cfg, data.num_classes, _condensation_conv(cfg)),
         on_iteration=on_step,
+        **(dict(resume=resume, save=save) if ckpt is not None else {}),
         **options,
         **({"dsa_config": dsa} if dsa else {}),
     )
@@ -184,6 +212,7 @@ def run(
         "config": config,
         "seconds_per_iteration": statistics.median(steps[1:]) if len(steps) > 1 else None,
         "first_iteration_s": float(steps[0]) if len(steps) else None,
+        "resumed_after": resumed[0] if resumed else None,
         "condense_time_s": stamps[-1] - stamps[0],
         "wall_time_s": time.perf_counter() - start,
         "versions": versions(),

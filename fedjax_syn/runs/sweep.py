@@ -11,8 +11,10 @@ states, base PRNG keys, round counter, curves, elapsed time) after its first rou
 `checkpoint_every` rounds and after its last round, into `checkpoint_dir/<program id>`. Killed
 at any moment, the same command restores the newest intact step and continues with the same
 compiled program, the same inputs and round keys `fold_in(key, r)`, so the final metrics are
-bit-identical to an uninterrupted run. A program's checkpoints are deleted once its records are
-in the ledger; a program whose runs are all in the ledger is skipped (by `run_id`).
+bit-identical to an uninterrupted run. A condensation run checkpoints its synthetic images and
+their optimiser state every `checkpoint_every` iterations the same way and continues after the
+newest. A program's checkpoints are deleted once its records are in the ledger; a program whose
+runs are all in the ledger is skipped (by `run_id`).
 """
 
 from __future__ import annotations
@@ -116,17 +118,26 @@ def run_job(
     log: Callable[[str], None] = print,
 ) -> list[dict]:
     """Runs (or resumes) one program to its last round; appends its records not yet in the
-    ledger; deletes its checkpoints; returns its records. A condensation run has no rounds to
-    checkpoint: it runs whole."""
+    ledger; deletes its checkpoints; returns its records. A condensation run checkpoints every
+    `checkpoint_every` iterations instead."""
+    directory = pathlib.Path(checkpoint_dir) / job.name if checkpoint_dir else None
     if job.condense:
         step = (lambda i, loss: on_round(i + 1, [])) if on_round else None
-        record = condense.run(job.configs[0], on_iteration=step)
+        record = condense.run(
+            job.configs[0],
+            on_iteration=step,
+            checkpoint_dir=directory,
+            checkpoint_every=checkpoint_every,
+        )
+        if record["resumed_after"] is not None:
+            log(f"resumed {job.name} after iteration {record['resumed_after']} ({directory})")
         if ledger and jax.process_index() == 0:
             append_record(ledger, record)
+        if directory is not None and directory.exists() and jax.process_index() == 0:
+            shutil.rmtree(directory)
         return [record]
     start = time.perf_counter()
     compiled = program.compile_program(job.configs)
-    directory = pathlib.Path(checkpoint_dir) / job.name if checkpoint_dir else None
     ckpt = RunCheckpointer(directory) if directory and checkpoint_every > 0 else None
     try:
         # Restored into the states' shapes: a resumed run never recomputes its initial states.
