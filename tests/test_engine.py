@@ -182,6 +182,27 @@ def test_epoch_schedule_visits_each_real_example_once_per_epoch():
         assert np.asarray(active[rows]).tolist() == [True, True, True, False]
 
 
+def test_step_schedule_draws_only_real_examples_wherever_they_sit():
+    """Real examples scattered among padding (and none at all): every draw is a real one, and
+    all of them get drawn over enough steps."""
+    mask = jnp.array([False, True, False, False, True, True, False, True])
+    idx, weight, active = local.minibatches(mask, jax.random.key(0), local.Schedule(4, steps=40))
+    assert set(np.asarray(idx).ravel().tolist()) == {1, 4, 5, 7}
+    assert bool(active.all()) and bool((weight == 1).all())
+    _, weight, active = local.minibatches(
+        jnp.zeros(8, bool), jax.random.key(0), local.Schedule(4, steps=3)
+    )
+    assert not bool(active.any()) and not bool(weight.any())
+
+
+def test_active_steps_run_in_order_and_skip_the_rest():
+    active = jnp.array([False, True, True, False, True])
+    carry, steps = local.active_steps(
+        lambda seen, x: seen * 10 + x, jnp.zeros((), jnp.int32), jnp.arange(5), active
+    )
+    assert int(steps) == 3 and int(carry) == 124  # steps 1, 2, 4 in that order
+
+
 def test_drop_last_takes_full_batches_or_one_small_batch():
     schedule = local.Schedule(4, epochs=1, drop_last=True)
     _, _, active = local.minibatches(

@@ -55,7 +55,9 @@ def minibatches(mask: jax.Array, key: jax.Array, schedule: Schedule) -> tuple[ja
     b = schedule.batch_size
     n_real = jnp.sum(mask)
     if schedule.steps is not None:
-        order = jnp.argsort(~mask, stable=True)  # real examples first
+        # The real examples' positions first (what follows is never drawn): a compaction, which
+        # costs W2's round less than the stable sort it replaced (BENCHMARKS.md, W2).
+        order = jnp.nonzero(mask, size=n_pad, fill_value=0)[0]
         draws = jax.random.randint(key, (schedule.steps, b), 0, jnp.maximum(n_real, 1))
         idx = order[draws]
         weight = jnp.broadcast_to(n_real > 0, idx.shape).astype(jnp.float32)
@@ -86,7 +88,7 @@ def active_steps(
     A batched (vmapped) loop runs until its busiest member is done, holding the others' carries,
     so each member ends exactly as it would alone.
     """
-    order = jnp.argsort(~active, stable=True)  # active steps first, in their order
+    order = jnp.nonzero(active, size=active.shape[0], fill_value=0)[0]  # active steps, in order
     xs = jax.tree.map(lambda a: a[order], xs)
     num_steps = jnp.sum(active)
 
