@@ -57,15 +57,14 @@ def client_mean(metrics: dict[str, jax.Array], client_mask: jax.Array) -> dict[s
     }
 
 
-def finite_clients(num_clients: int, *stacked: Any) -> jax.Array:
-    """[K] whether every float entry of each client's slice of `stacked` (leading clients axis)
-    is finite: one reduction per leaf, no host sync."""
+def all_finite(*trees: Any) -> jax.Array:
+    """Whether every float entry of `trees` is finite: one reduction per leaf, no host sync."""
     flags = [
-        jnp.all(jnp.isfinite(leaf.reshape(num_clients, -1)), axis=1)
-        for leaf in jax.tree.leaves(stacked)
+        jnp.all(jnp.isfinite(leaf))
+        for leaf in jax.tree.leaves(trees)
         if jnp.issubdtype(leaf.dtype, jnp.inexact)
     ]
-    return functools.reduce(jnp.logical_and, flags, jnp.ones(num_clients, bool))
+    return functools.reduce(jnp.logical_and, flags, jnp.ones((), bool))
 
 
 def _per_client(flags: jax.Array, leaf: jax.Array) -> jax.Array:
@@ -88,13 +87,19 @@ def _federate(
     personalisation."""
     update_key, server_key, personal_key = jax.random.split(key, 3)
     keys = jax.random.split(update_key, fed.num_clients)
-    new_states, uploads, client_metrics, local_models = map_clients(
-        lambda state, data, k: update(server, state, data, k),
+
+    def checked_update(state, data, k):
+        # Checked per client, right after its update, while its results are still in cache
+        # (a second pass over every client's stacked results cost W2's round 4%, BENCHMARKS.md).
+        new_state, upload, metrics, local_model = update(server, state, data, k)
+        return new_state, upload, metrics, local_model, all_finite(new_state, upload)
+
+    new_states, uploads, client_metrics, local_models, finite = map_clients(
+        checked_update,
         (client_states, fed.train, keys),
         config.client_chunk,
         config.vmap_single,
     )
-    finite = finite_clients(fed.num_clients, new_states, uploads)
     counted = fed.client_mask
     if config.on_nonfinite == "drop":
         keep = lambda new, old: jnp.where(_per_client(finite, new), new, old)
