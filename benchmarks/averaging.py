@@ -9,7 +9,6 @@ in one process on stacked leaves of the shapes that showed the difference (BENCH
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from absl import flags
 
 from benchmarks import harness
@@ -60,15 +59,8 @@ def main(argv: list[str]) -> None:
             name: (_step(fn), (stacked, weights, None))
             for name, fn in (("sum", _SUMMED), ("product", _PRODUCT))
         }
-        states, timings = harness.time_interleaved(runners, _REPEATS.value)
-        outs = {name: np.asarray(state[2]) for name, state in states.items()}
-        diff = float(np.max(np.abs(outs["sum"] - outs["product"])))
-        s, p = timings["sum"].median_s, timings["product"].median_s
-        print(
-            f"{'x'.join(map(str, shape))}: sum {s * 1e3:.2f} ms, product {p * 1e3:.2f} ms, "
-            f"{s / p:.1f}x; max |difference| {diff:.1e}",
-            flush=True,
-        )
+        line = harness.side_by_side(runners, _REPEATS.value, lambda s: s[2], digits=2)
+        print(f"{'x'.join(map(str, shape))}: {line}", flush=True)
 
 
 if __name__ == "__main__":

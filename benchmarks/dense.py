@@ -8,7 +8,6 @@ it (a batched dot contracting the minibatch rows) against the sum of outer produ
 """
 
 import jax
-import numpy as np
 from absl import flags
 
 from benchmarks import hand_written, harness
@@ -51,14 +50,8 @@ def main(argv: list[str]) -> None:
                 name: ((lambda s, fn=fn, x=x, g=g: (fn(s[0], x, g), s[1])), (kernel, None))
                 for name, fn in hand_written.KERNEL_STEPS.items()
             }
-            states, timings = harness.time_interleaved(runners, _REPEATS.value)
-            diff = float(np.max(np.abs(np.asarray(states["dot"][0] - states["outer"][0]))))
-            d, o = timings["dot"].median_s, timings["outer"].median_s
-            print(
-                f"{clients} clients, {inputs}x{outputs}, {r} rows: dot {d * 1e3:.3f} ms, "
-                f"outer {o * 1e3:.3f} ms, {d / o:.2f}x; max |difference| {diff:.1e}",
-                flush=True,
-            )
+            line = harness.side_by_side(runners, _REPEATS.value, lambda s: s[0], digits=3)
+            print(f"{clients} clients, {inputs}x{outputs}, {r} rows: {line}", flush=True)
 
 
 if __name__ == "__main__":

@@ -109,6 +109,20 @@ def time_calls(step: Step, state: Any, repeats: int, warmup: int = 1) -> tuple[A
     return states[""], timings[""]
 
 
+def side_by_side(
+    runners: dict[str, tuple[Step, Any]], repeats: int, output: Callable[[Any], Any], digits: int
+) -> str:
+    """Two formulations of one computation timed interleaved, as "<a> <ms>, <b> <ms>, <a / b>x;
+    max |difference| <d>", d between `output` of their final states."""
+    (a, b), (states, timings) = runners, time_interleaved(runners, repeats)
+    diff = float(jnp.max(jnp.abs(jnp.asarray(output(states[a])) - jnp.asarray(output(states[b])))))
+    ta, tb = timings[a].median_s, timings[b].median_s
+    return (
+        f"{a} {ta * 1e3:.{digits}f} ms, {b} {tb * 1e3:.{digits}f} ms, {ta / tb:.2f}x; "
+        f"max |difference| {diff:.1e}"
+    )
+
+
 def time_once(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
     """(fn(*args), wall seconds until its result is ready): for work that runs once, such as a
     compilation or a whole run."""

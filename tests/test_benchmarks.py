@@ -180,3 +180,13 @@ def test_hand_written_w2_round_is_the_same_in_every_layout():
         for a, b in zip(jax.tree.leaves(outs[0]), jax.tree.leaves(out), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert not np.allclose(outs[0]["w1"], params["w1"])
+
+
+def test_side_by_side_names_both_times_their_ratio_and_the_difference():
+    runners = {
+        "double": (lambda s: s * 2.0, np.ones(3)),
+        "add": (lambda s: s + s + 1e-3, np.ones(3)),
+    }
+    line = harness.side_by_side(runners, repeats=2, output=lambda s: s, digits=3)
+    assert line.startswith("double ") and ", add " in line and "x; max |difference| " in line
+    assert float(line.rsplit(" ", 1)[1]) > 0  # the two formulations drifted apart
