@@ -127,8 +127,9 @@ def program(name: str, ipc: int, conv: str, x, y) -> tuple[Any, tuple]:
             nets, syn, class_mask, key, config=config, model=model
         )
         return jax.jit(epoch), (nets, syn, key)
-    # Classes mapped, as a condensation run on CPU maps them (runs/condense.py, "auto").
-    full = CondenseConfig(ipc=ipc, batch_real=_BATCH_REAL.value, class_batching="map")
+    # Classes batched as a condensation run batches them (runs/condense.py, "auto").
+    batching = "map" if jax.default_backend() == "cpu" else "vmap"
+    full = CondenseConfig(ipc=ipc, batch_real=_BATCH_REAL.value, class_batching=batching)
     iteration = lambda syn, opt_state, key, x, y, mask: gm_iteration(
         syn, opt_state, x, y, mask, class_mask, key, config=full, model=model
     )
@@ -206,9 +207,9 @@ def composed(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def count_iteration_work(rows: list[dict[str, Any]], composition: list[dict[str, Any]]) -> None:
     """Gives each whole-`iteration` row the FLOPs of its composition, in place: XLA's count of
-    the whole program takes each loop body (matching steps, epochs) once. The iteration maps
-    classes on CPU (`class_batching="auto"`), so the `map` composition's count is the one."""
-    work = {(c["ipc"], c["conv"]): c["flops"] for c in composition if c["batching"] == "map"}
+    the whole program takes each loop body (matching steps, epochs) once. Every class batching
+    does the same work, so any composition with a count will do."""
+    work = {(c["ipc"], c["conv"]): c["flops"] for c in composition if c["flops"]}
     for r in rows:
         if r["variant"] == "iteration" and work.get((r["ipc"], r["conv"])):
             r["flops"], r["flops_from_parts"] = work[r["ipc"], r["conv"]], True

@@ -231,8 +231,9 @@ def condense_table(record: Record) -> str:
     if any(r.get("flops_from_parts") for r in record["rows"]):
         lines += [
             "",
-            "The `iteration` row is the whole `gm_iteration` timed as one program; its GFLOP are "
-            "those of the composition with classes mapped (XLA counts a loop body once).",
+            "The `iteration` row is the whole `gm_iteration` timed as one program, classes "
+            "batched as a run batches them; its GFLOP are the composition's (XLA counts a loop "
+            "body once).",
         ]
     mapped = [r for r in record["rows"] if r["variant"].endswith("_map")]
     if any(r.get("flops_from_twin") for r in mapped):
