@@ -1,7 +1,7 @@
 """A dense layer's kernel gradient and SGD update for a stack of clients, as flax's Dense computes
 it (a batched dot contracting the minibatch rows) against the sum of outer products of
-`fedjax_syn/models/dense.py`, timed interleaved in one process for several row counts (BENCHMARKS.md,
-"Kernel gradient as outer products"). The row counts where the sum wins set `ROW_LIMIT`.
+`fedjax_syn/models/dense.py`, timed interleaved in one process for several row counts
+(BENCHMARKS.md, "Made the difference for W2"). The row counts where the sum wins set `ROW_LIMIT`.
 
     taskset -c 1 python -m benchmarks.dense
     taskset -c 1 python -m benchmarks.dense --shapes=1000x64x32 --rows=10

@@ -37,6 +37,7 @@ def _train(params, x, y, outer: bool):
     """k clients' sum of parameters after their steps; x [k, steps, batch, inputs]."""
     k, steps, batch = y.shape
     p = jax.tree.map(lambda a: jnp.broadcast_to(a, (k, *a.shape)), params)
+    kernel_grad = _outer if outer else lambda a, b: jnp.einsum("cbm,cbn->cmn", a, b)
     for s in range(steps):
         xb, yb = x[:, s], y[:, s]
         pre = jnp.einsum("cbi,cih->cbh", xb, p["w1"]) + p["b1"][:, None]
@@ -44,7 +45,6 @@ def _train(params, x, y, outer: bool):
         z = jnp.einsum("cbh,cho->cbo", h, p["w2"]) + p["b2"][:, None]
         dz = (jax.nn.softmax(z) - jax.nn.one_hot(yb, CLASSES)) / batch
         dh = jnp.einsum("cbo,cho->cbh", dz, p["w2"]) * (pre > 0)
-        kernel_grad = _outer if outer else lambda a, b: jnp.einsum("cbm,cbn->cmn", a, b)
         grads = {"w1": kernel_grad(xb, dh), "b1": dh.sum(1), "w2": kernel_grad(h, dz)}
         grads["b2"] = dz.sum(1)
         p = jax.tree.map(lambda a, g: a - LR * g, p, grads)

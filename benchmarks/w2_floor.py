@@ -5,7 +5,7 @@ The hand-written round is the least a FedAvg round of W2 must compute: each clie
 on pre-drawn minibatches, forward and backward written out (no masks, no random draws, no
 gathers, no finiteness check), clients in chunks under `lax.map`, kernel gradients as a batched
 dot or as sums of outer products. Timed interleaved in one process with the engine's round in
-its fastest W2 layout (chunks of 16).
+chunks of 16, within 1% of its fastest W2 layout (BENCHMARKS.md, W2 table).
 
     taskset -c 1 python -m benchmarks.w2_floor
 """
@@ -58,9 +58,8 @@ def main(argv: list[str]) -> None:
     _, timings = harness.time_interleaved(runners, _REPEATS.value)
     engine_s = timings["engine, chunk=16"].median_s
     for name, timing in timings.items():
-        print(
-            f"{name}: median {timing.median_s * 1e3:.1f} ms, engine / this {engine_s / timing.median_s:.2f}x"
-        )
+        ratio = engine_s / timing.median_s
+        print(f"{name}: median {timing.median_s * 1e3:.1f} ms, engine / this {ratio:.2f}x")
 
 
 if __name__ == "__main__":
