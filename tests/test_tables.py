@@ -130,6 +130,23 @@ def test_a_group_not_run_at_all_is_one_note_and_gets_no_verdict_line():
     assert "| mnist | fedlog |" in verdicts and "| svhn |" not in verdicts
     hours = sum(360.0 * (i + 1) for i in range(len(records))) / 3600
     assert f"Cost: {len(records)} runs, {hours:.1f} hours of run wall time summed." in markdown
+    # Per group of rows (here the dataset): only groups with runs, each its own runs' sum.
+    assert f"By dataset: mnist: {len(records)} runs, {hours:.1f} h." in markdown
+
+
+def test_cost_is_summed_per_group_of_rows():
+    records = make_records()
+    for i, r in enumerate(records):
+        r["wall_time_s"] = 3600.0 * (i % 4)  # 0 to 3 hours, unevenly over the datasets
+    table = tables.build_table(records, spec(cost=True))
+    markdown = tables.to_markdown(table)
+    parts = [
+        f"{ds}: {n} runs, {h:.1f} h"
+        for ds in dict.fromkeys(key[0] for key in table.row_keys)  # in row order
+        for group in [[r for r in records if r["dataset"] == ds]]
+        for n, h in [(len(group), sum(r["wall_time_s"] for r in group) / 3600)]
+    ]
+    assert f"By dataset: {'; '.join(parts)}." in markdown
 
 
 def test_rows_found_but_not_expected_are_still_listed():

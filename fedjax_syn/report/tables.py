@@ -263,6 +263,8 @@ class Table:
     query: str
     selected: dict[tuple[tuple, str], tuple] = dataclasses.field(default_factory=dict)
     cost: tuple[int, float] = (0, 0.0)  # the matched runs: how many, their summed wall hours
+    # The same per group of rows (every row key but the last; e.g. per dataset and K), in row order.
+    group_cost: dict[tuple, tuple[int, float]] = dataclasses.field(default_factory=dict)
 
 
 def _validation_path(column_path: str) -> str:
@@ -322,8 +324,22 @@ def build_table(records: Iterable[dict], spec: TableSpec, source: str = "ledger"
         f"columns={json.dumps([c.path for c in spec.columns])}"
     )
     bold = _bold_cells(spec, row_keys, cells)
-    hours = sum(r.get("wall_time_s") or 0.0 for r in matched) / 3600
-    return Table(spec, row_keys, seeds_found, cells, bold, query, selected, (len(matched), hours))
+    cost, group_cost = _costs(matched, spec.rows, row_keys)
+    return Table(spec, row_keys, seeds_found, cells, bold, query, selected, cost, group_cost)
+
+
+def _costs(matched: list[dict], rows: Sequence[str], row_keys: Sequence[tuple]):
+    """(runs, summed wall hours) of all matched runs, and per group of rows (all row keys but the
+    last) that has runs, in row order: what each part of a sweep cost, read from its records."""
+    hours = lambda runs: sum(r.get("wall_time_s") or 0.0 for r in runs) / 3600
+    if len(rows) < 2:
+        return (len(matched), hours(matched)), {}
+    by_group: dict[tuple, list[dict]] = {}
+    for record in matched:
+        by_group.setdefault(tuple(lookup(record, k, None) for k in rows[:-1]), []).append(record)
+    order = list(dict.fromkeys(key[:-1] for key in row_keys))
+    groups = {g: (len(by_group[g]), hours(by_group[g])) for g in order if g in by_group}
+    return (len(matched), hours(matched)), groups
 
 
 def _sort_key(key: tuple) -> tuple:
@@ -506,6 +522,13 @@ def to_markdown(table: Table) -> str:
     if spec.cost:
         runs, hours = table.cost
         lines += ["", f"Cost: {runs} runs, {hours:.1f} hours of run wall time summed."]
+        if table.group_cost:
+            labels = ", ".join(_row_label(r) for r in spec.rows[:-1])
+            parts = [
+                f"{', '.join(map(_fmt_value, group))}: {n} runs, {h:.1f} h"
+                for group, (n, h) in table.group_cost.items()
+            ]
+            lines += [f"By {labels}: {'; '.join(parts)}."]
     for heading, notes in _notes(table):
         lines += ["", f"{heading}:", *(f"- {_md_escape(n)}" for n in notes)]
     verdicts = _verdict_lines(table)
