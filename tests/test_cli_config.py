@@ -75,7 +75,8 @@ def test_override_and_grid_on_one_axis_is_an_error():
         ("rounds=None", "rounds must be an integer, got None"),
         ("batch_size=True", "batch_size must be an integer, got True"),
         ("alpha=0.5,0", "alpha must be a finite number > 0, got 0"),
-        ("dataset=cora", "unknown vision dataset 'cora'"),
+        ("dataset=nope", "unknown vision dataset 'nope'"),
+        ("dataset=cora", "dataset 'cora' is a graph dataset but this config is for the vision"),
         ("model=sage", "unknown model 'sage'"),
         ("algorithm=fedavg,fedlog", "algorithm 'fedlog' does not run on the vision track"),
     ],
@@ -83,6 +84,19 @@ def test_override_and_grid_on_one_axis_is_an_error():
 def test_every_grid_point_is_validated(grid, fragment):
     with pytest.raises(UserError, match=fragment):
         _runs(digits_table.get_config(), {}, grid)
+
+
+def test_a_dataset_of_the_other_track_names_a_config_that_takes_it():
+    from experiments.configs import graph_seen, vision_alpha_sweep
+
+    with pytest.raises(UserError, match=r"configs/vision_alpha_sweep\.py --config\.dataset=mnist"):
+        _runs(graph_seen.get_config(), {}, "dataset=mnist")
+    with pytest.raises(UserError, match=r"configs/graph_seen\.py --config\.dataset=cora"):
+        _runs(digits_table.get_config(), {}, "dataset=cora")
+    for module, dataset in ((graph_seen, "cora"), (vision_alpha_sweep, "mnist")):
+        config = module.get_config()  # the configs the errors name take those datasets
+        config.dataset = dataset  # what --config.dataset sets, then narrows the grid to
+        assert {r.dataset for r in _runs(config, {"dataset": dataset})} == {dataset}
 
 
 def test_algorithm_options_of_every_grid_point_are_validated():

@@ -12,7 +12,7 @@ import ml_collections
 
 from fedjax_syn.algorithms import common, registry
 from fedjax_syn.condense.core import METHODS
-from fedjax_syn.core.errors import check, check_choice
+from fedjax_syn.core.errors import UserError, check, check_choice
 from fedjax_syn.data.graph_split import PARTITIONERS, SETTINGS
 from fedjax_syn.data.graphs import GRAPH_DATASETS
 from fedjax_syn.data.partition import PARTITIONS
@@ -101,7 +101,24 @@ def _check_fraction(cfg: ml_collections.ConfigDict, field: str) -> None:
     check(0 <= cfg[field] < 1, f"{field} must be in [0, 1), got {cfg[field]!r}")
 
 
+def _check_track_of_dataset(cfg: ml_collections.ConfigDict) -> None:
+    """A dataset of the other track is a wrong config, not an unknown dataset: say which to use."""
+    if cfg.track == "vision" and cfg.dataset in GRAPH_DATASETS:
+        raise UserError(
+            f"dataset {cfg.dataset!r} is a graph dataset but this config is for the vision track; "
+            "start from a graph config, e.g. "
+            f"--config=experiments/configs/graph_seen.py --config.dataset={cfg.dataset}"
+        )
+    if cfg.track == "graph" and cfg.dataset in VISION_DATASETS:
+        raise UserError(
+            f"dataset {cfg.dataset!r} is a vision dataset but this config is for the graph track; "
+            "start from a vision config, e.g. the default (no --config) or "
+            f"--config=experiments/configs/vision_alpha_sweep.py --config.dataset={cfg.dataset}"
+        )
+
+
 def _check_federated(cfg: ml_collections.ConfigDict) -> None:
+    _check_track_of_dataset(cfg)
     if cfg.track == "vision":
         check_choice("vision dataset", cfg.dataset, VISION_DATASETS)
         check_choice("model", cfg.model, run_config.VISION_MODELS)
