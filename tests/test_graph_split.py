@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from fedjax_syn.core.errors import UserError
-from fedjax_syn.data.graph_split import build_graph_federation, split_table, train_edges
+from fedjax_syn.data.graph_arrays import graph_arrays
+from fedjax_syn.data.graph_split import build_graph_federation, split_table
 from fedjax_syn.data.graphs import load_graph
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -71,7 +72,8 @@ def test_split_invariants(cora, partitioner, setting, k):
 
     trained = np.zeros(cora.num_classes, bool)
     present_in_training = np.zeros(cora.num_classes, bool)
-    for c in fed.clients:
+    training_graph = graph_arrays(fed).train.inputs  # what local training propagates over
+    for i, c in enumerate(fed.clients):
         n = c.num_nodes
         train, val, test, unseen = (getattr(c, m) for m in MASKS)
         missing_seen = c.missing_eval & ~unseen
@@ -90,11 +92,15 @@ def test_split_invariants(cora, partitioner, setting, k):
         assert unseen.sum() == int(np.floor(0.2 * n + 0.5))
         if setting == "closeset":
             assert not np.any(unseen & c.missing_eval)
-        # The training-time subgraph has no edge touching an unseen node, and loses no other edge.
-        kept = train_edges(c)
-        assert not unseen[kept].any()
+        # The training-time subgraph has no edge touching an unseen node, and loses no other edge
+        # (each undirected edge is two directed ones).
+        kept = np.asarray(training_graph.edge_mask[i])
+        senders, receivers = (
+            np.asarray(a[i])[kept] for a in (training_graph.senders, training_graph.receivers)
+        )
+        assert not (unseen[senders] | unseen[receivers]).any()
         touching = unseen[c.edges[0]] | unseen[c.edges[1]]
-        assert kept.shape[1] == c.edges.shape[1] - touching.sum()
+        assert kept.sum() == 2 * (c.edges.shape[1] - touching.sum())
         # Seen split is stratified 0.6 / 0.2 / 0.2 (up to rounding) within each class.
         seen = train | val | test
         for cls in np.unique(c.y[seen]):

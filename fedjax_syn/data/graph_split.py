@@ -25,7 +25,7 @@ changing one parameter never reshuffles an earlier step):
    order, drawn from nodes of trained classes (`closeset`) or from all nodes (`openset`). A draw
    never takes the last remaining seen node of a trained class, so every trained class keeps a
    training label. Unseen nodes and their edges are absent from the training-time subgraph
-   (`train_edges`).
+   (`graph_arrays`' training edge mask).
 4. Seen split, per training client: nodes that are neither unseen nor of a missing class are split
    train / val / test, stratified by class, with cumulative round-half-up boundaries and at least
    one training node per class.
@@ -86,12 +86,6 @@ class GraphFederation:
     clients: list[GraphClient]
     new_client: GraphClient
     protocol: dict
-
-
-def train_edges(client: GraphClient) -> np.ndarray:
-    """[2, e'] local edges of the training-time subgraph: those with no unseen endpoint."""
-    keep = ~(client.unseen[client.edges[0]] | client.unseen[client.edges[1]])
-    return client.edges[:, keep]
 
 
 def _round_half_up(x: float) -> int:
