@@ -404,7 +404,13 @@ def test_verdict_judges_each_cell_against_the_best_other_row_within_one_std():
     records[5]["best"] = {"val": 0.5, "seen": 0.92, "global": 0.92}  # local seen: 76 +- 16
     table = tables.build_table(records, spec(verdict_for=("fedlog",)))
     assert tables.verdict(table, key, 0) == "tie +5.00 (local)"
-    assert "Verdict for fedlog" in tables.to_markdown(table)
+    markdown = tables.to_markdown(table)
+    assert "Verdict for fedlog" in markdown
+    # The summary counts the four columns (seen: tie, win; global: loss, loss) and lists losses.
+    summary = markdown.split("Verdict in short")[1].split("Verdict for")[0]
+    lost = "Global (best) -36.00 (local); Global (last) -36.00 (local)"
+    assert f"| mnist | fedlog | 1 / 1 / 2 | {lost} |" in summary
+    assert "| mnist | fedavg |" not in summary  # only the judged rows
 
 
 def test_validation_choices_name_the_personalised_mode():
@@ -429,3 +435,43 @@ def test_validation_choices_name_the_personalised_mode():
         ),
     )
     assert "algorithm=fedlog: personalized: beta=1" in tables.to_markdown(table)
+
+
+def test_verdict_summary_counts_each_scoring_apart():
+    """fedlog beats fedavg scored `local` and loses scored `global`: one count per scoring."""
+    scores = {"fedlog": (0.9, 0.3), "fedavg": (0.5, 0.7)}  # (local, global) seen accuracy
+    records = [
+        {
+            "run_id": f"{alg}-{seed}",
+            "track": "vision",
+            "dataset": "mnist",
+            "algorithm": alg,
+            "seed": seed,
+            "best": {"val": 0.5, "seen": 0.5},
+            "last": {"val": 0.5, "seen": 0.5},
+            "modes": {
+                mode: {
+                    "best": {"val": 0.5, "seen": score + 0.01 * seed},
+                    "last": {"val": 0.5, "seen": score},
+                }
+                for mode, score in zip(("local", "global"), scores[alg])
+            },
+        }
+        for alg in scores
+        for seed in SEEDS
+    ]
+    spec = tables.accuracy_spec(
+        "t",
+        {"track": "vision"},
+        ("dataset", "algorithm"),
+        ("seen",),
+        "both",
+        modes=("local", "global"),
+        verdict_for=("fedlog",),
+    )
+    markdown = tables.to_markdown(tables.build_table(records, spec))
+    assert (
+        "| dataset | algorithm | local: won / tied / lost | global: won / tied / lost |" in markdown
+    )
+    lost = "Seen (global best) -40.00 (fedavg); Seen (global last) -40.00 (fedavg)"
+    assert f"| mnist | fedlog | 2 / 0 / 0 | 0 / 0 / 2 | {lost} |" in markdown

@@ -425,8 +425,43 @@ def verdict(table: Table, key: tuple, j: int) -> str | None:
     return f"{word} {diff:+.{spec.digits}f}" + ("" if word == "win" else f" ({name})")
 
 
+def _verdict_summary(table: Table, judged: list[tuple]) -> list[str]:
+    """Per judged row, the columns it wins, ties and loses under each scoring (a sub-header's
+    words before best / last: local, global, personalized; none in a table of one scoring), and
+    the columns it loses: the verdict table folded into one line a row."""
+    spec = table.spec
+    mode = lambda column: column.sub.rpartition(" ")[0]
+    modes = list(dict.fromkeys(mode(c) for c in spec.columns))
+    heads = [_row_label(r) for r in spec.rows]
+    heads += [f"{m or 'all'}: won / tied / lost" for m in modes] + ["lost"]
+    lines = [
+        "Verdict in short: columns won / tied / lost under each scoring, best and last round "
+        "together, and the columns lost, by how much and to which row:",
+        "",
+        _md_row(heads),
+        _md_row(["---"] * len(heads)),
+    ]
+    for key in judged:
+        counts = {m: {"win": 0, "tie": 0, "loss": 0} for m in modes}
+        lost = []
+        for j, column in enumerate(spec.columns):
+            text = verdict(table, key, j)
+            if text is None:
+                continue
+            word, rest = text.split(" ", 1)
+            counts[mode(column)][word] += 1
+            if word == "loss":
+                lost.append(f"{column.group} ({column.sub}) {rest}" if column.sub else rest)
+        cells = [
+            f"{c['win']} / {c['tie']} / {c['loss']}" if sum(c.values()) else "—"
+            for c in counts.values()
+        ]
+        lines.append(_md_row([_fmt_value(v) for v in key] + cells + ["; ".join(lost) or "—"]))
+    return [*lines, ""]
+
+
 def _verdict_lines(table: Table) -> list[str]:
-    """A Markdown table of `verdict` for every judged row and column."""
+    """A Markdown table of `verdict` for every judged row and column, after its summary."""
     spec = table.spec
     judged = [k for k in table.row_keys if k[-1] in spec.verdict_for and table.seeds_found[k]]
     if not judged:
@@ -434,6 +469,7 @@ def _verdict_lines(table: Table) -> list[str]:
     heads = [_row_label(r) for r in spec.rows]
     heads += [f"{c.group} ({c.sub})" if c.sub else c.group for c in spec.columns]
     lines = [
+        *_verdict_summary(table, judged),
         f"Verdict for {', '.join(spec.verdict_for)} against the best other row (win or loss: "
         "the difference exceeds the larger of the two stds; tie otherwise):",
         "",
