@@ -27,9 +27,10 @@ student steps, Adam with the run's weight decay, the generator at lr 1e-3, lam_s
 except the student's learning rate, which keeps the released ratio to the clients' (1e-3 against
 1e-2) rather than its value: `lr_distill` defaults to a tenth of the run's `lr`. Under the
 comparison's shared Adam 1e-3 with a few minibatch steps a round, distilling at the released 1e-3
-moved the server model several times as far a round as local training did, and FedTAD fell to
-57.5 % Seen against FedAvg's 81.8 % on Cora K = 3; at a tenth it reaches 82.3 %
-(results/README.md, "FedTAD's distillation rate").
+moved the server model several times as far a round as local training did: FedTAD's global
+model fell to 53.1 % Seen at its best round (37.7 % at the last) against FedAvg's 80.1 % (79.7 %)
+on Cora K = 3; distilling at a tenth it reaches 82.3 % (82.0 %) (results/README.md, "FedTAD's
+distillation rate").
 
 Deviations and simplifications:
 - Topology-aware embedding: the released code concatenates the node features with sampled
