@@ -17,7 +17,8 @@ Modes:
              table the config names;
   reproduce  --table (a config name or file) from nothing: data, split statistics, runs, table
              and figures under --out;
-  tables     tables from --ledger (--spec: a named spec, inline JSON or a JSON file);
+  tables     tables from --ledger (--spec: a named spec, inline JSON, a JSON file or a
+             sweep config file);
   plots      the local-overfitting figures from --ledger;
   splits     the per-client, per-class statistics of every split the config's grid trains on;
   privacy    a privacy config's runs at every DP noise level, trained and audited (what their
@@ -95,7 +96,10 @@ _TABLE = flags.DEFINE_string("table", None, "reproduce: a config name or a confi
 _QUICK = flags.DEFINE_bool("quick", False, "reproduce: shrink rounds, seeds and inner loops.")
 # tables
 _SPEC = flags.DEFINE_string(
-    "spec", "vision", f"tables: named spec ({', '.join(tables.NAMED_SPECS)}), JSON or a JSON file."
+    "spec",
+    "vision",
+    f"tables: named spec ({', '.join(tables.NAMED_SPECS)}), JSON, a JSON file, or a sweep "
+    "config file (.py) whose table to draw.",
 )
 _FORMAT = flags.DEFINE_enum("format", "md", ["md", "latex", "both"], "tables: output format(s).")
 _SEEDS = flags.DEFINE_list(
@@ -168,7 +172,7 @@ def reproduce_mode() -> None:
 
 
 def tables_mode() -> None:
-    spec = tables.resolve_spec(_SPEC.value)
+    spec = configs.table_spec(_SPEC.value)
     if _SEEDS.value is not None:
         try:
             seeds = tuple(int(s) for s in _SEEDS.value)

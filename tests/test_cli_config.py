@@ -64,6 +64,23 @@ def test_options_of_other_algorithms_do_not_multiply_runs():
     ]
 
 
+def test_sweeping_one_more_algorithms_option_leaves_the_other_runs_ids_alone():
+    from fedjax_syn.runs.config import run_id
+
+    def ids(grid):
+        config = graph_seen.get_config()
+        config.dataset = "cora"
+        config.grid = grid
+        return {(r.algorithm, r.get("moon", {}).get("mu")): run_id(r) for r in _runs(config, {})}
+
+    base = {"algorithm": ("fedavg", "fedlog", "moon"), "fedlog": {"beta": (0.1,)}, "seed": (0,)}
+    before = ids(base)
+    after = ids({**base, "moon": {"mu": (0.1, 1.0)}})
+    assert after[("fedavg", None)] == before[("fedavg", None)]
+    assert after[("fedlog", None)] == before[("fedlog", None)]
+    assert {k for k in after if k[0] == "moon"} == {("moon", 0.1), ("moon", 1.0)}
+
+
 def test_override_and_grid_on_one_axis_is_an_error():
     with pytest.raises(UserError, match="and --grid both set seed"):
         _runs(digits_table.get_config(), {"seed": 1}, "seed=0,1")

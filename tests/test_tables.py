@@ -475,3 +475,54 @@ def test_verdict_summary_counts_each_scoring_apart():
     )
     lost = "Seen (global best) -40.00 (fedavg); Seen (global last) -40.00 (fedavg)"
     assert f"| mnist | fedlog | 2 / 0 / 0 | 0 / 0 / 2 | {lost} |" in markdown
+
+
+def test_a_sweep_config_file_is_a_table_spec_of_its_own_table():
+    """--spec=<config>.py draws the table the sweep itself prints, so it is defined once."""
+    from experiments import configs
+    from experiments.configs import comparison
+
+    spec = configs.table_spec(str(REPO / "experiments/configs/comparison.py"))
+    assert spec == tables.table_spec(comparison.get_config(), "comparison")
+    assert spec.filters == {"track": "graph"}
+    assert spec.select_on == ("config.fedlog.beta", "config.moon.mu")
+    assert configs.table_spec("graph") == tables.NAMED_SPECS["graph"]
+    with pytest.raises(UserError, match="does not exist"):
+        configs.table_spec(str(REPO / "experiments/configs/nope.py"))
+
+
+def test_each_row_is_tuned_on_its_own_option_and_the_notes_name_only_that_one():
+    """select_on over two algorithms' options: FedLoG picks beta, MOON picks mu, on validation."""
+    options = {"fedlog": ("fedlog", "beta", (0.1, 1.0)), "moon": ("moon", "mu", (0.1, 1.0))}
+    records = []
+    for alg, (group, name, values) in options.items():
+        for value, seed in itertools.product(values, SEEDS):
+            val = {0.1: 0.6, 1.0: 0.8}[value] if alg == "fedlog" else {0.1: 0.9, 1.0: 0.5}[value]
+            summary = {"val": val, "seen": value}
+            records.append(
+                {
+                    "run_id": f"{alg}-{value}-{seed}",
+                    "track": "vision",
+                    "dataset": "mnist",
+                    "algorithm": alg,
+                    "seed": seed,
+                    "config": {group: {name: value}},
+                    "best": summary,
+                    "last": summary,
+                }
+            )
+    spec = tables.accuracy_spec(
+        "t",
+        {"track": "vision"},
+        ("dataset", "algorithm"),
+        ("seen",),
+        "best",
+        select_on=("config.fedlog.beta", "config.moon.mu"),
+    )
+    table = tables.build_table(records, spec)
+    assert table.cells[("mnist", "fedlog"), 0].mean == pytest.approx(100.0)  # beta 1 (val 0.8)
+    assert table.cells[("mnist", "moon"), 0].mean == pytest.approx(10.0)  # mu 0.1 (val 0.9)
+    markdown = tables.to_markdown(table)
+    assert "algorithm=fedlog: personalized: beta=1" in markdown
+    assert "algorithm=moon: personalized: mu=0.1" in markdown
+    assert "None" not in markdown

@@ -8,6 +8,7 @@ import pkgutil
 import ml_collections
 
 from fedjax_syn.core.errors import check
+from fedjax_syn.report import tables
 
 
 def available() -> list[str]:
@@ -27,3 +28,12 @@ def load(table: str) -> tuple[str, ml_collections.ConfigDict]:
     names = available()
     check(table in names, f"unknown table {table!r}; choose one of {', '.join(names)}")
     return table, importlib.import_module(f"{__name__}.{table}").get_config()
+
+
+def table_spec(text: str) -> tables.TableSpec:
+    """The table `--spec` names: a config file's (`.py`, its `table` field, so a sweep and its
+    table are defined once), else a named spec, inline JSON or a JSON file."""
+    if text.endswith(".py"):
+        name, config = load(text)
+        return tables.table_spec(config, name)
+    return tables.resolve_spec(text)

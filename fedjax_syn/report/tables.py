@@ -506,12 +506,16 @@ def _notes(table: Table) -> list[tuple[str, list[str]]]:
             missing.append(f"{where}: seed(s) {', '.join(map(str, absent))}")
         elif spec.seeds is None and not found:
             missing.append(f"{where}: all seeds")
-        picks = [
-            f"{path.removesuffix('best.val').strip('.').removeprefix('modes.') or 'personalized'}: "
-            + _assignments([_row_label(p) for p in spec.select_on], v)
-            for (k, path), v in table.selected.items()
-            if k == key
-        ]
+        picks = []
+        for (k, path), values in table.selected.items():
+            if k != key:
+                continue
+            mode = path.removesuffix("best.val").strip(".").removeprefix("modes.")
+            named = zip(spec.select_on, values, strict=True)  # a row has only its own options
+            chosen_on = ", ".join(
+                f"{_row_label(p)}={_fmt_value(v)}" for p, v in named if v is not None
+            )
+            picks.append(f"{mode or 'personalized'}: {chosen_on}")
         if picks:
             chosen.append(f"{where}: {'; '.join(picks)}")
     notes = [("Missing runs", missing), ("Selected on validation", chosen)]

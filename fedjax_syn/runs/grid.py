@@ -67,6 +67,7 @@ def grid_configs(config: ml_collections.ConfigDict) -> list[ml_collections.Confi
             isinstance(values, (list, tuple)) and len(values) > 0,
             f"grid axis {name!r} must be a non-empty list, got {values!r}",
         )
+    own_groups = {group for group in _option_groups() if group in config}
     points = []
     for values in itertools.product(*(v for _, v in axes)):
         point = config.copy_and_resolve_references()
@@ -86,7 +87,7 @@ def grid_configs(config: ml_collections.ConfigDict) -> list[ml_collections.Confi
                     set_field(point, field, v)
             else:
                 set_field(point, name, value)
-        _drop_unread_options(point)
+        _drop_unread_options(point, own_groups)
         points.append(point)
     unique = {run_id(point.to_dict()): point for point in reversed(points)}
     return list(reversed(unique.values()))
@@ -96,15 +97,20 @@ def _option_groups() -> set[str]:
     return {group for group, _ in OPTION_PARSERS.values()}
 
 
-def _drop_unread_options(point: ml_collections.ConfigDict) -> None:
-    """Empties the option groups the point's algorithm does not read, in place: a FedAvg point of
+def _drop_unread_options(point: ml_collections.ConfigDict, own_groups: set[str]) -> None:
+    """Clears the option groups the point's algorithm does not read, in place: a FedAvg point of
     a grid that also sweeps `fedlog.beta` is one run, not one per beta (`grid_configs` keeps the
-    first of equal points)."""
+    first of equal points). A group of the config itself (`own_groups`) is emptied, one only the
+    grid brought is removed, so sweeping one more algorithm's option leaves the other runs' ids
+    as they were."""
     read = OPTION_PARSERS.get(point.get("algorithm"), (None,))[0]
     with point.unlocked():
         for group in _option_groups() - {read}:
-            if point.get(group):
-                point[group] = ml_collections.ConfigDict()
+            if group in own_groups:
+                if point.get(group):
+                    point[group] = ml_collections.ConfigDict()
+            elif group in point:
+                del point[group]
 
 
 def _literal(text: str) -> Any:
