@@ -149,42 +149,33 @@ def test_vmapped_round_equals_per_client_loop_with_a_padded_client():
     )
 
 
-def test_the_students_adam_moments_carry_over_rounds_unless_asked_not_to():
+def test_the_student_keeps_its_adam_moments_and_distils_at_a_tenth_of_the_clients_lr():
     """As released, distillation continues the student's optimiser from the last round (its step
-    count and moments); with keep_student_state=False every round starts it afresh."""
+    count and moments; keep_student_state=False restarts it every round), and by default at a
+    tenth of the clients' learning rate (graph_algorithm's clients train at 1e-2)."""
     _, fed = synthetic_federation(num_clients=3, slots=4)
-    round_key = jax.random.key(11)
     steps = TINY["server_epochs"] * TINY["distill_steps"]
-    models = {}  # (keep, round) -> server model
-    for keep in (True, False):
-        alg = graph_algorithm("fedtad", num_clients=4, fedtad={**TINY, "keep_student_state": keep})
+    models = {}  # (keep, lr_distill, round) -> server model
+    for keep, lr in ((True, None), (True, 1e-3), (True, 1e-2), (False, None)):
+        opts = {**TINY, "keep_student_state": keep, "lr_distill": lr}
+        alg = graph_algorithm("fedtad", num_clients=4, fedtad=opts)
         server, clients = init_states(alg, fed, jax.random.key(3))
         round_fn = make_round(alg, EngineConfig(donate=False))
         for r in range(2):
-            server, clients, _ = round_fn(
-                server, clients, fed, jax.random.fold_in(round_key, r), evaluate=False
-            )
+            key = jax.random.fold_in(jax.random.key(11), r)
+            server, clients, _ = round_fn(server, clients, fed, key, evaluate=False)
             count = optax.tree_utils.tree_get(server["student_opt"], "count")
             assert int(count) == (r + 1 if keep else 1) * steps
-            models[keep, r] = server["model"]
-    # The first round is the same either way (both start from a fresh state); the second is not.
-    jax.tree.map(np.testing.assert_array_equal, models[True, 0], models[False, 0])
-    leaves = zip(jax.tree.leaves(models[True, 1]), jax.tree.leaves(models[False, 1]))
-    assert not all(np.allclose(a, b) for a, b in leaves)
+            models[keep, lr, r] = server["model"]
 
+    def same(a, b):
+        return all(np.allclose(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
-def test_the_student_distils_at_a_tenth_of_the_clients_learning_rate_by_default():
-    """graph_algorithm's clients train at lr 1e-2: by default the student distils at 1e-3."""
-    _, fed = synthetic_federation(num_clients=3, slots=4)
-    models = {}
-    for lr_distill in (None, 1e-3, 1e-2):
-        alg = graph_algorithm("fedtad", num_clients=4, fedtad={**TINY, "lr_distill": lr_distill})
-        server, clients = init_states(alg, fed, jax.random.key(3))
-        round_fn = make_round(alg, EngineConfig(donate=False))
-        models[lr_distill] = round_fn(server, clients, fed, jax.random.key(4), evaluate=False)[0]
-    jax.tree.map(np.testing.assert_array_equal, models[None]["model"], models[1e-3]["model"])
-    leaves = zip(jax.tree.leaves(models[None]["model"]), jax.tree.leaves(models[1e-2]["model"]))
-    assert not all(np.allclose(a, b) for a, b in leaves)
+    assert same(models[True, None, 1], models[True, 1e-3, 1])
+    assert not same(models[True, None, 1], models[True, 1e-2, 1])
+    # Restarting the moments: the first round is the same (both start afresh), the second not.
+    assert same(models[True, None, 0], models[False, None, 0])
+    assert not same(models[True, None, 1], models[False, None, 1])
 
 
 def test_options_are_checked_and_the_method_is_graph_only():
