@@ -425,7 +425,12 @@ def verdict(table: Table, key: tuple, j: int) -> str | None:
     return f"{word} {diff:+.{spec.digits}f}" + ("" if word == "win" else f" ({name})")
 
 
-def _verdict_summary(table: Table, judged: list[tuple]) -> list[str]:
+def _column_label(column: Column) -> str:
+    """A column's Markdown header: its group, with its sub-header in parentheses."""
+    return f"{column.group} ({column.sub})" if column.sub else column.group
+
+
+def _verdict_summary(table: Table, verdicts: dict[tuple, list[str | None]]) -> list[str]:
     """Per judged row, the columns it wins, ties and loses under each scoring (a sub-header's
     words before best / last: local, global, personalized; none in a table of one scoring), and
     the columns it loses: the verdict table folded into one line a row."""
@@ -441,17 +446,16 @@ def _verdict_summary(table: Table, judged: list[tuple]) -> list[str]:
         _md_row(heads),
         _md_row(["---"] * len(heads)),
     ]
-    for key in judged:
+    for key, row in verdicts.items():
         counts = {m: {"win": 0, "tie": 0, "loss": 0} for m in modes}
         lost = []
-        for j, column in enumerate(spec.columns):
-            text = verdict(table, key, j)
+        for column, text in zip(spec.columns, row, strict=True):
             if text is None:
                 continue
             word, rest = text.split(" ", 1)
             counts[mode(column)][word] += 1
             if word == "loss":
-                lost.append(f"{column.group} ({column.sub}) {rest}" if column.sub else rest)
+                lost.append(f"{_column_label(column)} {rest}")
         cells = [
             f"{c['win']} / {c['tie']} / {c['loss']}" if sum(c.values()) else "—"
             for c in counts.values()
@@ -466,19 +470,18 @@ def _verdict_lines(table: Table) -> list[str]:
     judged = [k for k in table.row_keys if k[-1] in spec.verdict_for and table.seeds_found[k]]
     if not judged:
         return []
-    heads = [_row_label(r) for r in spec.rows]
-    heads += [f"{c.group} ({c.sub})" if c.sub else c.group for c in spec.columns]
+    verdicts = {key: [verdict(table, key, j) for j in range(len(spec.columns))] for key in judged}
+    heads = [_row_label(r) for r in spec.rows] + [_column_label(c) for c in spec.columns]
     lines = [
-        *_verdict_summary(table, judged),
+        *_verdict_summary(table, verdicts),
         f"Verdict for {', '.join(spec.verdict_for)} against the best other row (win or loss: "
         "the difference exceeds the larger of the two stds; tie otherwise):",
         "",
         _md_row(heads),
         _md_row(["---"] * len(heads)),
     ]
-    for key in judged:
-        cells = [verdict(table, key, j) or "—" for j in range(len(spec.columns))]
-        lines.append(_md_row([_fmt_value(v) for v in key] + cells))
+    for key, row in verdicts.items():
+        lines.append(_md_row([_fmt_value(v) for v in key] + [text or "—" for text in row]))
     return lines
 
 
@@ -547,7 +550,7 @@ def to_markdown(table: Table) -> str:
     """The table as GitHub Markdown, with caption, missing runs and the query under it."""
     spec = table.spec
     headers = [_row_label(r) for r in spec.rows] + ["n"]
-    headers += [f"{c.group} ({c.sub})" if c.sub else c.group for c in spec.columns]
+    headers += [_column_label(c) for c in spec.columns]
     headers += [spec.reference.label] if spec.reference else []
     align = ["---"] * len(spec.rows) + ["---:"] * (len(headers) - len(spec.rows))
     lines = [f"**{_md_escape(spec.title)}**", "", _md_row(headers), _md_row(align)]
