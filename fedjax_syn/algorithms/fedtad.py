@@ -253,7 +253,7 @@ def fedtad(
     *,
     weighted: bool = True,
     weight_decay: float = 0.0,
-    local_lr: float = 1e-2,
+    local_lr: float,
 ) -> base.FederatedAlgorithm:
     """FedTAD over `optimizer`'s local training; `local_lr` (that optimiser's learning rate)
     sets the distillation's when `opts.lr_distill` is None."""
