@@ -25,23 +25,6 @@ def max_difference(a, b) -> float:
     return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) for x, y in pairs)
 
 
-def engine() -> dict:
-    """FedAvg-FT on 5 MLP clients padded to 8: one device, then the clients split over 8."""
-    from tests.engine_fixtures import make_federation
-    from tests.test_engine import run_rounds
-
-    fed = make_federation(sizes=(7, 12, 3, 9, 5), pad_clients_to=DEVICES)
-    single_server, _, single = run_rounds("fedavg_ft", fed)
-    sharded_fed = sharding.shard_federation(fed, sharding.client_mesh())
-    sharded_server, _, sharded = run_rounds("fedavg_ft", sharded_fed)
-    return {
-        "devices": len(sharded_fed.train.inputs.sharding.device_set),
-        "single": single,
-        "sharded": sharded,
-        "server_diff": max_difference(single_server, sharded_server),
-    }
-
-
 def graph() -> dict:
     """FedAvg-FT with GraphSAGE on 3 subgraph clients: one device, then padded to 8 slots and
     split over 8 devices."""
@@ -85,7 +68,7 @@ def batched() -> dict:
     }
 
 
-CHECKS = {"engine": engine, "graph": graph, "batched": batched}
+CHECKS = {"graph": graph, "batched": batched}
 
 
 def main(out: str) -> None:

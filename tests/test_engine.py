@@ -1,5 +1,6 @@
 """The engine's contract: vmapped == per-client loop, padding changes nothing, runs are deterministic,
-chunked == vmapped, sharded == single device."""
+chunked == vmapped (sharded == single device: test_graph_engine and test_program, which run on 8
+emulated devices)."""
 
 import functools
 
@@ -11,8 +12,6 @@ import pytest
 from fedjax_syn.engine import evaluation, local
 from fedjax_syn.engine.round import EngineConfig, make_init, make_round, round_step
 from tests.engine_fixtures import algorithm, loop_round, make_federation
-
-BASELINES = ("fedavg", "fedavg_ft", "fedper", "fedprox", "local")
 
 
 @functools.cache
@@ -64,7 +63,9 @@ def test_vmapped_round_equals_per_client_loop(name):
     assert not all(np.allclose(a, b) for a, b in zip(before, after, strict=True))
 
 
-@pytest.mark.parametrize("name", BASELINES)
+# FedAvg-FT covers the server's weighted average and evaluation after fine-tuning; FedPer, state
+# kept per client. FedAvg, FedProx and local training add no code that padding reaches.
+@pytest.mark.parametrize("name", ["fedavg_ft", "fedper"])
 def test_padding_never_changes_the_round(name):
     """Padded examples and padded clients change neither the states nor any metric."""
     real = 3
@@ -106,7 +107,7 @@ def _round_loops(name, fed, chunk) -> set[str]:
     return _loops(one_round, server, clients, fed, jax.random.key(1))
 
 
-@pytest.mark.parametrize("name", ["fedavg", "fedavg_ft"])
+@pytest.mark.parametrize("name", ["fedavg_ft"])  # FedAvg's round, then fine-tuning per client
 def test_chunked_clients_equal_vmapped(name):
     fed = make_federation(sizes=(7, 12, 3, 9))
     vm_server, _, vm = run_rounds(name, fed)
@@ -222,13 +223,3 @@ def test_weighted_average_ignores_zero_weight_clients():
     stacked = {"w": jnp.array([[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]])}
     out = weighted_average(stacked, jnp.array([1.0, 3.0, 0.0]))
     np.testing.assert_allclose(out["w"], [2.5, 3.5])
-
-
-def test_sharded_round_on_8_devices_equals_single_device(multi_device):
-    """5 clients padded to 8 and split over 8 emulated devices == the same clients on one."""
-    result = multi_device["engine"]
-    assert result["devices"] == 8
-    assert result["server_diff"] < 1e-5
-    assert len(result["single"]) == len(result["sharded"]) == 2
-    for a, b in zip(result["single"], result["sharded"], strict=True):
-        assert a == pytest.approx(b, abs=1e-6)

@@ -495,27 +495,23 @@ def test_vmapped_round_equals_per_client_loop(tiny_runs):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
 
 
-def test_clients_one_at_a_time_equal_vmapped(tiny_runs):
-    """`client_chunk=1` (what the graph tables run on the CPU): round 0 and the rounds through
-    `lax.map`, each client with its own early stopping and minibatch count."""
+def test_padding_and_clients_one_at_a_time_never_change_the_run(tiny_runs):
+    """Padded nodes, edges and clients, run with `client_chunk=1` (what the graph tables run on
+    the CPU: round 0 and the rounds through `lax.map`, each client with its own early stopping
+    and minibatch count), give the vmapped run on the unpadded federation. One program checks
+    both: either change alone would break the equality."""
     _, runs = tiny_runs
-    _, (server_state, _), history = Runner(
-        fedlog(tiny_task(), C, TINY), tiny_federation(), chunk=1
-    ).run(3, seed=0)
+    padded = tiny_federation(pad_nodes=5, pad_edges=7, pad_clients_to=5)
+    _, (server_state, _), history = Runner(fedlog(tiny_task(), C, TINY), padded, chunk=1).run(
+        3, seed=0
+    )
     (vmapped_server, _), plain = runs["a"][1], runs["a"][2]
     for a, b in zip(jax.tree.leaves(server_state), jax.tree.leaves(vmapped_server), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
     for chunked, vmapped in zip(history, plain, strict=True):
-        assert chunked == pytest.approx(vmapped, abs=1e-6)
-
-
-def test_padding_never_changes_the_run(tiny_runs):
-    _, runs = tiny_runs
-    padded = tiny_federation(pad_nodes=5, pad_edges=7, pad_clients_to=5)
-    _, _, history = Runner(fedlog(tiny_task(), C, TINY), padded).run(3, seed=0)
-    for plain, pad in zip(runs["a"][2], history, strict=True):
-        for setting, value in plain.items():
-            assert pad[setting] == pytest.approx(value, abs=1e-6), setting
+        assert chunked.keys() == vmapped.keys()
+        for setting, value in vmapped.items():
+            assert chunked[setting] == pytest.approx(value, abs=1e-6), setting
 
 
 # ---------------------------------------------------------------------------------------------
