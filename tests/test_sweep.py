@@ -1,6 +1,7 @@
 """Sweeps: grid expansion, planning runs into programs, skipping finished runs, and resuming
 after `kill -9` with bit-identical final metrics."""
 
+import fcntl
 import importlib.util
 import os
 import pathlib
@@ -295,3 +296,37 @@ def test_a_resumed_run_restores_without_computing_its_initial_states(
     assert lines == [f"resumed {job.name} from round 1 ({tmp_path / job.name})"]
     assert counted_inits == []
     assert [r["curves"] for r in got] == [r["curves"] for r in expected]
+
+
+# ---------------------------------------------------------------------------------------------
+# Several processes on one sweep.
+
+
+def test_a_program_another_process_holds_is_skipped_then_run_once_released(tmp_path):
+    """Sweeps sharing a ledger and a checkpoint folder never run one program twice: a program
+    whose lock is held (here by this test, as another process would hold it) is skipped, and
+    the next sweep runs it once the lock is free."""
+    config = default_config()
+    config.update(dict(num_clients=3, hidden=(16,), batch_size=32, rounds=2))
+    config.grid = {"algorithm": ("fedavg", "local")}
+    held, other = sweep.plan(grid_configs(config))
+    ledger, checkpoints = tmp_path / "ledger.jsonl", tmp_path / "checkpoints"
+    checkpoints.mkdir()
+    lines = []
+    with open(checkpoints / f"{held.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        records = sweep.run_sweep(
+            config, ledger=str(ledger), checkpoint_dir=checkpoints, progress=False, log=lines.append
+        )
+    assert f"skipping {held.name}: another process is running it" in lines
+    assert [r["run_id"] for r in records] == list(other.run_ids)
+    assert [r["run_id"] for r in ledger_lib.read_ledger(ledger)] == list(other.run_ids)
+
+    lines.clear()
+    records = sweep.run_sweep(
+        config, ledger=str(ledger), checkpoint_dir=checkpoints, progress=False, log=lines.append
+    )
+    assert lines[0] == f"skipping 1 of 2 runs already in {ledger}"
+    assert [r["run_id"] for r in records] == [*held.run_ids, *other.run_ids]  # grid order
+    assert len(ledger_lib.read_ledger(ledger)) == 2
+    assert not any(checkpoints.iterdir())  # neither checkpoints nor lock files are left

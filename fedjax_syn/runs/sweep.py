@@ -15,11 +15,19 @@ bit-identical to an uninterrupted run. A condensation run checkpoints its synthe
 their optimiser state every `checkpoint_every` iterations the same way and continues after the
 newest. A program's checkpoints are deleted once its records are in the ledger; a program whose
 runs are all in the ledger is skipped (by `run_id`).
+
+Several processes (one per core, say) can run the same sweep with the same ledger and checkpoint
+folder: each program is claimed with an exclusive lock on `checkpoint_dir/<program id>.lock`
+before it starts, and a process skips a program another one holds, or one whose runs reached the
+ledger since it planned. The operating system releases a lock when its process dies, so a killed
+process's program is taken over (from its checkpoints) by the next one that reaches it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import pathlib
 import shutil
@@ -168,6 +176,28 @@ def run_job(
     return records
 
 
+def _lock_path(job: Job, checkpoint_dir: str | pathlib.Path) -> pathlib.Path:
+    return pathlib.Path(checkpoint_dir) / f"{job.name}.lock"
+
+
+@contextlib.contextmanager
+def _claim(job: Job, checkpoint_dir: str | pathlib.Path | None):
+    """Yields whether this process holds `job` (always, without a checkpoint folder or with
+    several processes of one distributed run, which all run every program together)."""
+    if not checkpoint_dir or jax.process_count() > 1:
+        yield True
+        return
+    path = _lock_path(job, checkpoint_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True  # released when the file closes, or when the process dies
+
+
 def _ledger_ids(ledger: str | pathlib.Path) -> set[str]:
     if not pathlib.Path(ledger).exists():
         return set()
@@ -216,8 +246,9 @@ def run_sweep(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> list[dict]:
-    """Runs every point of the config's grid not yet in `ledger`; returns the records of all
-    points (earlier ones read from the ledger), in grid order."""
+    """Runs every point of the config's grid not yet in `ledger` that no other process holds;
+    returns the records of the points in the ledger (earlier ones read from it) in grid order,
+    without those another process is still running."""
     log = log or (lambda line: tqdm.write(line))
     if jax.process_index() != 0:  # multi-process: every process computes, the first one reports
         progress, log = False, lambda line: None
@@ -241,35 +272,48 @@ def run_sweep(
         total=len(points), initial=skipped, desc="runs", unit="run", disable=not progress
     ) as grid_bar:
         for job in pending:
-            first = job.configs[0]
-            label = f"{first.method} ipc={first.ipc}" if job.condense else first.algorithm
-            if len(job.configs) > 1:
-                label += f" x{len(job.configs)} [{describe(job.configs)}]"
-            unit = "iteration" if job.condense else "round"
-            with tqdm(
-                total=job.steps, desc=label, unit=unit, leave=False, disable=not progress
-            ) as bar:
-
-                def on_round(r: int, metrics: list[dict], bar=bar) -> None:
-                    bar.update(r - bar.n)
-                    val = [m["val"] for m in metrics if m["val"] == m["val"]]
-                    if val:
-                        bar.set_postfix(val=f"{np.mean(val):.3f}")
-
-                records = run_job(
-                    job,
-                    ledger=ledger,
-                    checkpoint_dir=checkpoint_dir,
-                    checkpoint_every=checkpoint_every,
-                    on_round=on_round if progress else None,
-                    log=log,
+            with _claim(job, checkpoint_dir) as mine:
+                if not mine:
+                    log(f"skipping {job.name}: another process is running it")
+                    continue
+                if set(job.run_ids) <= _ledger_ids(ledger):
+                    log(f"skipping {job.name}: another process finished it")
+                    continue
+                fresh.update(
+                    _run_claimed(job, ledger, checkpoint_dir, checkpoint_every, progress, log)
                 )
-            for record in records:
-                fresh[record["run_id"]] = record
-                log(summary_line(record))
+                if checkpoint_dir:  # finished: its lock file goes (a late opener sees the ledger)
+                    _lock_path(job, checkpoint_dir).unlink(missing_ok=True)
             grid_bar.update(len(job.run_ids))
-    stored = {}
-    if skipped:
-        stored = {r["run_id"]: r for r in read_ledger(ledger)}
-    ids = [run_id(p) for p in points]
-    return [fresh.get(rid) or stored[rid] for rid in ids]
+    missing = len(fresh) < len(points) and pathlib.Path(ledger).exists()
+    stored = {r["run_id"]: r for r in read_ledger(ledger)} if missing else {}
+    records = (fresh.get(rid) or stored.get(rid) for rid in map(run_id, points))
+    return [record for record in records if record is not None]
+
+
+def _run_claimed(job, ledger, checkpoint_dir, checkpoint_every, progress, log) -> dict[str, dict]:
+    """Runs one claimed program with its progress bar; its records by run id."""
+    first = job.configs[0]
+    label = f"{first.method} ipc={first.ipc}" if job.condense else first.algorithm
+    if len(job.configs) > 1:
+        label += f" x{len(job.configs)} [{describe(job.configs)}]"
+    unit = "iteration" if job.condense else "round"
+    with tqdm(total=job.steps, desc=label, unit=unit, leave=False, disable=not progress) as bar:
+
+        def on_round(r: int, metrics: list[dict], bar=bar) -> None:
+            bar.update(r - bar.n)
+            val = [m["val"] for m in metrics if m["val"] == m["val"]]
+            if val:
+                bar.set_postfix(val=f"{np.mean(val):.3f}")
+
+        records = run_job(
+            job,
+            ledger=ledger,
+            checkpoint_dir=checkpoint_dir,
+            checkpoint_every=checkpoint_every,
+            on_round=on_round if progress else None,
+            log=log,
+        )
+    for record in records:
+        log(summary_line(record))
+    return {record["run_id"]: record for record in records}
