@@ -176,18 +176,17 @@ def run_job(
     return records
 
 
-def _lock_path(job: Job, checkpoint_dir: str | pathlib.Path) -> pathlib.Path:
-    return pathlib.Path(checkpoint_dir) / f"{job.name}.lock"
-
-
 @contextlib.contextmanager
 def _claim(job: Job, checkpoint_dir: str | pathlib.Path | None):
     """Yields whether this process holds `job` (always, without a checkpoint folder or with
-    several processes of one distributed run, which all run every program together)."""
+    several processes of one distributed run, which all run every program together). A held
+    lock's file is removed when the block ends without an error (the program's runs are then in
+    the ledger, where a process that opens the file later finds them); the lock itself is
+    released when the file closes, or when the process dies."""
     if not checkpoint_dir or jax.process_count() > 1:
         yield True
         return
-    path = _lock_path(job, checkpoint_dir)
+    path = pathlib.Path(checkpoint_dir) / f"{job.name}.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as handle:
         try:
@@ -195,7 +194,8 @@ def _claim(job: Job, checkpoint_dir: str | pathlib.Path | None):
         except BlockingIOError:
             yield False
             return
-        yield True  # released when the file closes, or when the process dies
+        yield True
+        path.unlink(missing_ok=True)
 
 
 def _ledger_ids(ledger: str | pathlib.Path) -> set[str]:
@@ -282,8 +282,6 @@ def run_sweep(
                 fresh.update(
                     _run_claimed(job, ledger, checkpoint_dir, checkpoint_every, progress, log)
                 )
-                if checkpoint_dir:  # finished: its lock file goes (a late opener sees the ledger)
-                    _lock_path(job, checkpoint_dir).unlink(missing_ok=True)
             grid_bar.update(len(job.run_ids))
     missing = len(fresh) < len(points) and pathlib.Path(ledger).exists()
     stored = {r["run_id"]: r for r in read_ledger(ledger)} if missing else {}
