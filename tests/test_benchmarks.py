@@ -182,6 +182,32 @@ def test_hand_written_w2_round_is_the_same_in_every_layout():
     assert not np.allclose(outs[0]["w1"], params["w1"])
 
 
+def test_w2_step_parts_are_the_pieces_of_one_step():
+    """`benchmarks.w2_floor --parts` times these pieces: together they are the written-out step."""
+    rng = np.random.default_rng(1)
+    k, batch = 3, 4
+    xb = rng.normal(size=(k, batch, hand_written.INPUTS)).astype(np.float32)
+    yb = rng.integers(0, hand_written.CLASSES, size=(k, batch))
+    shapes = {
+        "w1": (hand_written.INPUTS, hand_written.HIDDEN),
+        "b1": (hand_written.HIDDEN,),
+        "w2": (hand_written.HIDDEN, hand_written.CLASSES),
+        "b2": (hand_written.CLASSES,),
+    }
+    params = {n: rng.normal(size=(k, *s)).astype(np.float32) * 0.1 for n, s in shapes.items()}
+    out = {name: fn(*args) for name, (fn, args) in hand_written.step_parts(params, xb, yb).items()}
+    want = hand_written.w2_step(params, xb, yb, outer=True)
+    got = {
+        "w1": out["first kernel: outer products + SGD"],
+        "w2": out["second kernel: outer products + SGD"],
+        "b1": out["biases + SGD"][0],
+        "b2": out["biases + SGD"][1],
+    }
+    for name in shapes:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-6, atol=1e-7, err_msg=name)
+        assert not np.allclose(got[name], params[name]), name  # the step moved it
+
+
 def test_side_by_side_names_both_times_their_ratio_and_the_difference():
     runners = {
         "double": (lambda s: s * 2.0, np.ones(3)),
