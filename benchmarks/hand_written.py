@@ -132,3 +132,29 @@ def w2_round(chunk: int, outer: bool):
         return jax.tree.map(lambda a: a.sum(0) / clients, sums)
 
     return round_fn
+
+
+def kernel_products_round(chunk: int, unroll: bool, lr: float = 1e-5):
+    """W1's two large products and nothing else: for every client, each step h = x W, then
+    W <- W - lr x^T h (the first layer's forward product and kernel gradient, feeding the SGD
+    update), on pre-drawn minibatches x [clients, steps, batch, inputs]; clients one at a time
+    (chunk 1) or vmapped in chunks under `lax.map`, steps unrolled or looped. Returns the mean
+    of the clients' kernels. `lr` is small so that the kernels stay finite without the rest of
+    the step."""
+
+    def client(kernel, xc):
+        def step(w, xb):
+            return w - lr * jnp.einsum("bi,bh->ih", xb, xb @ w), None
+
+        return lax.scan(step, kernel, xc, unroll=True if unroll else 1)[0]
+
+    @jax.jit
+    def round_fn(kernel, x):
+        clients = x.shape[0]
+        if chunk == 1:
+            return lax.map(lambda xc: client(kernel, xc), x).mean(0)
+        chunks = x.reshape(clients // chunk, chunk, *x.shape[1:])
+        sums = lax.map(lambda xs: jax.vmap(client, (None, 0))(kernel, xs).sum(0), chunks)
+        return sums.sum(0) / clients
+
+    return round_fn

@@ -208,6 +208,26 @@ def test_w2_step_parts_are_the_pieces_of_one_step():
         assert not np.allclose(got[name], params[name]), name  # the step moved it
 
 
+def test_w1_products_round_is_the_same_in_every_form_and_follows_the_update():
+    """`benchmarks.w1_floor`'s products alone: per client and step W <- W - lr x^T (x W)."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(4, 3, 5, 6)).astype(np.float32)  # clients, steps, batch, inputs
+    kernel = rng.normal(size=(6, 2)).astype(np.float32)
+    lr = 1e-2
+    want = []
+    for xc in x.astype(np.float64):
+        w = kernel.astype(np.float64)
+        for xb in xc:
+            w = w - lr * xb.T @ (xb @ w)
+        want.append(w)
+    want = np.mean(want, axis=0)
+    for chunk in (1, 2):
+        for unroll in (True, False):
+            got = hand_written.kernel_products_round(chunk, unroll, lr)(kernel, x)
+            np.testing.assert_allclose(got, want, rtol=1e-4, err_msg=f"{chunk} {unroll}")
+    assert not np.allclose(want, kernel, rtol=1e-2)
+
+
 def test_side_by_side_names_both_times_their_ratio_and_the_difference():
     runners = {
         "double": (lambda s: s * 2.0, np.ones(3)),
