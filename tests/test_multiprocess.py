@@ -147,16 +147,15 @@ def test_two_processes_stopped_and_resumed_equal_one_process(tmp_path):
     (job,) = sweep.plan(grid_configs(_load(config)))  # both seeds in one program
     checkpoints = tmp_path / "checkpoints" / job.name
 
-    # The reference: one process, one device, no sharding, never checkpointed.
-    reference = subprocess.run(
-        [sys.executable, "-m", "experiments.main", *_flags(config, tmp_path, "reference.jsonl", 0)],
-        cwd=REPO,
-        env=_env(1),
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
+    # The reference: the sweep the command runs, in this process (one device, no sharding,
+    # never checkpointed).
+    sweep.run_sweep(
+        _load(config),
+        ledger=str(tmp_path / "reference.jsonl"),
+        checkpoint_dir=None,
+        progress=False,
+        log=lambda line: None,
     )
-    assert reference.returncode == 0, reference.stderr[-3000:]
     expected = {r["run_id"]: r for r in read_ledger(tmp_path / "reference.jsonl")}
     assert expected.keys() == set(job.run_ids)
 

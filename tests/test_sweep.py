@@ -221,9 +221,19 @@ def test_kill_9_then_rerun_resumes_with_bit_identical_metrics(tmp_path):
             assert record[field] == expected[rid][field], (rid, field)
     assert not any(checkpoints.iterdir())  # finished programs leave no checkpoints
 
-    # 4. Everything is in the ledger: nothing runs, nothing is appended.
-    text = _run(command, env)
-    assert "skipping 3 of 3 runs" in text
+    # 4. Everything is in the ledger: nothing runs, nothing is appended (the sweep the command
+    # runs, called in this process: a fifth process would only repeat the startup).
+    lines = []
+    records = sweep.run_sweep(
+        _load(config),
+        ledger=str(ledger),
+        checkpoint_dir=checkpoints,
+        max_batch=2,
+        progress=False,
+        log=lines.append,
+    )
+    assert lines == [f"skipping 3 of 3 runs already in {ledger}"]
+    assert [r["run_id"] for r in records] == [r["run_id"] for r in got.values()]
     assert len(ledger_lib.read_ledger(ledger)) == 3
 
 
