@@ -140,6 +140,16 @@ def matmul_peak(n: int = 2048, repeats: int = 7) -> float:
     return 2 * n**3 / timing.median_s
 
 
+def dividing_chunks(values: Sequence[str], clients: int) -> list[int]:
+    """The client chunk sizes of a `--chunks` flag; a size that is not a positive divisor of
+    `clients` ends the benchmark with one error line."""
+    chunks = [int(c) for c in values]
+    for chunk in chunks:
+        if chunk < 1 or clients % chunk:
+            cli.fail(f"--chunks: {chunk} does not divide the {clients} clients")
+    return chunks
+
+
 def take_client(tree: Any, k: int) -> Any:
     """Client k's slice of a tree stacked on a leading clients axis."""
     return jax.tree.map(lambda leaf: leaf[k], tree)

@@ -30,10 +30,7 @@ _REPEATS = flags.DEFINE_integer("repeats", 7, "Timed rounds per variant.", lower
 def main(argv: list[str]) -> None:
     del argv
     setup = workloads.w1(quick=True)
-    chunks = [int(c) for c in _CHUNKS.value]
-    for chunk in chunks:
-        if chunk < 1 or setup.clients % chunk:
-            cli.fail(f"--chunks: {chunk} does not divide the {setup.clients} clients")
+    chunks = harness.dividing_chunks(_CHUNKS.value, setup.clients)
     print(f"load average {harness.load_average():.1f}; {harness.cpu_model()}")
     peak = harness.matmul_peak()
     (inputs,), (hidden,) = setup.input_shape, setup.hidden

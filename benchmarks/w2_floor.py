@@ -31,10 +31,7 @@ _PARTS = flags.DEFINE_bool("parts", False, "Also time one step's pieces, all cli
 def main(argv: list[str]) -> None:
     del argv
     setup = workloads.w2(quick=True)
-    chunks = [int(c) for c in _CHUNKS.value]
-    for chunk in chunks:
-        if chunk < 1 or setup.clients % chunk:
-            cli.fail(f"--chunks: {chunk} does not divide the {setup.clients} clients")
+    chunks = harness.dividing_chunks(_CHUNKS.value, setup.clients)
     print(f"load average {harness.load_average():.1f}; {harness.cpu_model()}")
     rng = np.random.default_rng(0)
     shape = (setup.clients, setup.steps, setup.batch)
