@@ -58,26 +58,26 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _env(devices: int) -> dict:
+def _env() -> dict:
+    """A worker's environment: DEVICES_PER_PROCESS emulated CPU devices, gloo collectives."""
     return {
         **os.environ,
         "PYTHONPATH": str(REPO),
         "JAX_PLATFORMS": "cpu",
         "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo",  # jax 0.10's default, stated
         "XLA_FLAGS": (
-            os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={devices}"
+            os.environ.get("XLA_FLAGS", "")
+            + f" --xla_force_host_platform_device_count={DEVICES_PER_PROCESS}"
         ),
     }
 
 
-def _flags(
-    config: pathlib.Path, tmp: pathlib.Path, ledger: str, checkpoint_every: int = 2
-) -> list[str]:
+def _flags(config: pathlib.Path, tmp: pathlib.Path) -> list[str]:
     return [
         f"--config={config}",
-        f"--ledger={tmp / ledger}",
+        f"--ledger={tmp / 'ledger.jsonl'}",
         f"--checkpoint_dir={tmp / 'checkpoints'}",
-        f"--checkpoint_every={checkpoint_every}",  # 2: after rounds 1, 2 and 3
+        "--checkpoint_every=2",  # after rounds 1, 2 and 3
         "--noprogress",
         f"--compilation_cache_dir={tmp / 'jax_cache'}",  # the resume loads the first compile
     ]
@@ -108,7 +108,7 @@ def _run_processes(tmp: pathlib.Path, name: str, flags: list[str], stop_after: i
                 subprocess.Popen(
                     command,
                     cwd=REPO,
-                    env=_env(DEVICES_PER_PROCESS),
+                    env=_env(),
                     stdout=out,
                     stderr=subprocess.STDOUT,
                 )
@@ -160,7 +160,7 @@ def test_two_processes_stopped_and_resumed_equal_one_process(tmp_path):
     assert expected.keys() == set(job.run_ids)
 
     # 1. Two processes, stopped once round 2's checkpoint is on disk.
-    flags = _flags(config, tmp_path, "ledger.jsonl")
+    flags = _flags(config, tmp_path)
     codes, reports, texts = _run_processes(tmp_path, "stopped", flags, stop_after=2)
     assert codes == [STOPPED, STOPPED], _describe(codes, texts)
     for i, report in enumerate(reports):
