@@ -8,6 +8,8 @@ figures from a results ledger.
     python -m experiments.main --mode=tables --ledger=results/graph/ledger.jsonl --spec=graph
     python -m experiments.main --mode=plots --ledger=runs/ledger.jsonl --plot=alpha
     python -m experiments.main --mode=splits --config=experiments/configs/cora.py
+    python -m experiments.main --mode=plan --config=experiments/configs/comparison.py \
+        --ledger=results/comparison/ledger.jsonl
     python -m experiments.main --mode=privacy --config=experiments/configs/privacy.py
 
 Modes:
@@ -21,6 +23,10 @@ Modes:
              sweep config file);
   plots      the local-overfitting figures from --ledger;
   splits     the per-client, per-class statistics of every split the config's grid trains on;
+  plan       where the config's sweep stands, without running anything: per group of runs, how
+             many are in --ledger, running in another process, checkpointed (at which round)
+             or pending, their wall time so far and an estimate of the rest from the ledger's
+             finished runs (fedjax_syn/runs/progress.py);
   privacy    a privacy config's runs at every DP noise level, trained and audited (what their
              uploads give away), appended to --ledger (default results/privacy/ledger.jsonl),
              then privacy.md and privacy.png under --out (default results/privacy).
@@ -43,7 +49,7 @@ from ml_collections import config_flags
 from experiments import cli, configs
 from fedjax_syn.core.errors import UserError, check
 from fedjax_syn.report import tables
-from fedjax_syn.runs import grid, sweep, validate
+from fedjax_syn.runs import grid, progress, sweep, validate
 from fedjax_syn.runs.ledger import (
     GRAPH_SETTINGS,
     VISION_SETTINGS,
@@ -52,7 +58,7 @@ from fedjax_syn.runs.ledger import (
     write_atomic,
 )
 
-MODES = ("run", "reproduce", "tables", "plots", "splits", "privacy")
+MODES = ("run", "reproduce", "tables", "plots", "splits", "plan", "privacy")
 _PRIVACY_OUT = "results/privacy"
 _DEFAULT_CONFIG = str(pathlib.Path(__file__).parent / "configs" / "digits_table.py")
 
@@ -69,9 +75,9 @@ _OUT = flags.DEFINE_string(
     "Output folder (reproduce: runs/reproduce/TABLE; tables: print only; plots: figures; "
     "privacy: results/privacy).",
 )
-# run and reproduce
+# run, reproduce and plan
 _CHECKPOINT_DIR = flags.DEFINE_string(
-    "checkpoint_dir", "runs/checkpoints", "run: where programs checkpoint their state."
+    "checkpoint_dir", "runs/checkpoints", "run, plan: where programs checkpoint their state."
 )
 _CHECKPOINT_EVERY = flags.DEFINE_integer(
     "checkpoint_every",
@@ -229,6 +235,16 @@ def splits_mode() -> None:
         print(f"{name}\n{text}")
 
 
+def plan_mode() -> None:
+    config, points = _command_line_config()
+    jobs = sweep.plan(points, _BATCH_RUNS.value, _MAX_BATCH.value)
+    path = pathlib.Path(_LEDGER.value)
+    records = read_ledger(path) if path.exists() else []
+    done = {record.get("run_id") for record in records}
+    states = progress.job_progress(jobs, done, _CHECKPOINT_DIR.value, progress.held_flocks())
+    print(progress.report(config, points, states, records))
+
+
 def privacy_mode() -> None:
     from fedjax_syn.privacy import benchmark
 
@@ -247,6 +263,7 @@ def main(argv: list[str]) -> None:
         "tables": tables_mode,
         "plots": plots_mode,
         "splits": splits_mode,
+        "plan": plan_mode,
         "privacy": privacy_mode,
     }
     modes[_MODE.value]()

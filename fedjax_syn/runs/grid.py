@@ -56,11 +56,16 @@ def _leaves(tree: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return out
 
 
+def grid_axes(config: ml_collections.ConfigDict) -> list[tuple[str, Any]]:
+    """The grid's axes as (dotted field, values), in product order."""
+    return _leaves(config.get("grid") or {})
+
+
 def grid_configs(config: ml_collections.ConfigDict) -> list[ml_collections.ConfigDict]:
     """One config per point of `config.grid` (see the module docstring), in product order (last
     axis fastest), without the sweep-only fields; the config itself (minus those fields) when
     there is no grid. A `variant` point records the variant's name in its `variant` field."""
-    axes = _leaves(config.get("grid") or {})
+    axes = grid_axes(config)
     variants = config.get("variants") or {}
     for name, values in axes:
         check(
@@ -169,7 +174,7 @@ def narrow_grid(config: ml_collections.ConfigDict, overrides: Mapping[str, Any])
     A grid point sets every axis field, so without this `--config.algorithm=fedprox` would be
     overwritten at every point of a grid that sweeps `algorithm`, and silently ignored.
     """
-    axes = dict(_leaves(config.get("grid") or {}))
+    axes = dict(grid_axes(config))
     _set_axes(config, {field: [value] for field, value in overrides.items() if field in axes})
 
 
