@@ -10,7 +10,6 @@ import dataclasses
 import json
 import os
 import pathlib
-import platform
 import resource
 import statistics
 import subprocess
@@ -25,7 +24,7 @@ import jax.numpy as jnp
 from experiments import cli
 from fedjax_syn.core.arrays import Federation
 from fedjax_syn.core.interface import FederatedAlgorithm
-from fedjax_syn.runs.ledger import versions, write_atomic
+from fedjax_syn.runs.ledger import cpu_model, versions, write_atomic
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "benchmarks" / "results"
@@ -188,14 +187,6 @@ def loop_carry(server: Any, clients: Any, num_clients: int) -> tuple[Any, list[A
 def peak_rss_mib() -> float:
     """This process's peak resident memory so far (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def usable_cores() -> int | None:

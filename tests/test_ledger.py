@@ -158,9 +158,9 @@ def test_summarize_curves_rejects_ragged_or_missing_curves():
         ledger_lib.summarize_curves({"seen": [0.1]})
 
 
-def test_versions_names_libraries_and_backend():
+def test_versions_names_libraries_machine_and_backend():
     v = ledger_lib.versions()
-    for key in ("python", "jax", "jaxlib", "flax", "optax", "numpy", "platform", "backend"):
+    for key in ("python", "jax", "jaxlib", "flax", "optax", "numpy", "platform", "cpu", "backend"):
         assert v[key], key
     json.dumps(v)
 

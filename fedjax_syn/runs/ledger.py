@@ -22,7 +22,7 @@ Record schema (written by the training launcher; accuracies are fractions in [0,
      "last": {"round": int, "val": float, <setting>: float, ...},  # final evaluated round
      "modes": {"local" | "global": {"best": {...}, "last": {...}}},  # other evaluation modes
      "wall_time_s": float, "compile_time_s": float,  # compile: the initialisation and round
-     "versions": versions(),
+     "versions": versions(),     # libraries, platform, cpu, backend, devices
      "created": "2025-01-31T12:00:00+00:00"}                         # added by append_record
 
 Vision settings: seen, global, missing_class, new_client. Graph settings: seen, unseen_node,
@@ -283,8 +283,18 @@ def _to_python(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo, else what `platform` knows): wall times are
+    only comparable between runs on the same kind of machine."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine() or "unknown CPU"
+
+
 def versions() -> dict:
-    """Library versions and the accelerator backend, recorded with every run."""
+    """Library versions, the machine and the accelerator backend, recorded with every run."""
     import jax  # deferred: readers of the ledger should not need to start a backend
 
     def version(dist: str) -> str | None:
@@ -298,6 +308,7 @@ def versions() -> dict:
         "python": platform.python_version(),
         **{d: version(d) for d in ("jax", "jaxlib", "flax", "optax", "numpy", "orbax-checkpoint")},
         "platform": platform.platform(),
+        "cpu": cpu_model(),
         "backend": jax.default_backend(),
         "devices": f"{len(devices)} x {devices[0].device_kind}",
     }
