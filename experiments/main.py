@@ -242,7 +242,7 @@ def plan_mode() -> None:
     records = read_ledger(path) if path.exists() else []
     done = {record.get("run_id") for record in records}
     states = progress.job_progress(jobs, done, _CHECKPOINT_DIR.value, progress.held_flocks())
-    print(progress.report(config, points, states, records))
+    print(progress.report(config, states, records))
 
 
 def privacy_mode() -> None:

@@ -81,7 +81,7 @@ def test_report_counts_each_group_and_estimates_from_finished_runs_of_the_same_s
     (tmp_path / _job_of(jobs, by_key["fedprox", 1.0, 1]).name / "40").mkdir(parents=True)
     done = {r["run_id"] for r in records}
     states = progress.job_progress(jobs, done, tmp_path)
-    lines = progress.report(config, points, states, records).splitlines()
+    lines = progress.report(config, states, records).splitlines()
     # A row per value of every axis but seed and algorithm. alpha 0.1: fedavg seed 1 estimated
     # from seed 0 (100 s); neither fedprox run has a finished run of its settings.
     assert lines[0] == (

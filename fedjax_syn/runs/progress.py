@@ -7,10 +7,10 @@ claims or computes: it reads the grid, the ledger and the checkpoint folder.
 
 Estimates are medians of the `wall_time_s` of finished runs (the run's share of its program's
 time, resumed time included) whose config equals a pending run's but for the seed, the data
-folder and the option groups the grid sweeps (`fedlog.beta`, ...). A run without such a finished run is counted
-as unestimated, never guessed from other settings: a run's cost moves by factors with the
-dataset, the number of clients or the images per class. Wall time is what a run took on the
-machine that ran it, pauses included.
+folder and the option groups the grid sweeps (`fedlog.beta`, ...). A run without such a finished
+run is counted as unestimated, never guessed from other settings: a run's cost moves by factors
+with the dataset, the number of clients or the images per class. Wall time is what a run took on
+the machine that ran it, pauses included.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from typing import Any
 
 import ml_collections
 
-from fedjax_syn.runs.config import run_id
 from fedjax_syn.runs.grid import grid_axes
 from fedjax_syn.runs.sweep import Job
 
@@ -124,7 +123,6 @@ def _medians(records: Iterable[dict], ignored: set[str]) -> dict[str, float]:
 
 def report(
     config: ml_collections.ConfigDict,
-    points: Sequence[ml_collections.ConfigDict],
     progress: Sequence[JobProgress],
     records: Sequence[dict],
 ) -> str:
@@ -136,22 +134,21 @@ def report(
     ignored = {"seed", "data_dir", *(name.split(".")[0] for name in names if "." in name)}
     medians = _medians(records, ignored)
     wall_of = {r.get("run_id"): r.get("wall_time_s") for r in records}
-    job_of = {rid: p for p in progress for rid in p.job.run_ids}
 
-    groups: dict[tuple, list[ml_collections.ConfigDict]] = {}
-    for point in points:
-        groups.setdefault(_values(point, rows), []).append(point)
+    # (point, run id, its program) by group, each program's newest step counted at its first run.
+    groups: dict[tuple, list[tuple[ml_collections.ConfigDict, str, JobProgress]]] = {}
+    for job in progress:
+        for point, rid in zip(job.job.configs, job.job.run_ids):
+            groups.setdefault(_values(point, rows), []).append((point, rid, job))
     lines, total = [], _Tally()
     for key, members in groups.items():
         tally = _Tally()
-        for point in members:
-            rid = run_id(point)
-            job = job_of.get(rid)
+        for point, rid, job in members:
             # A run in the ledger is done even where the rest of its program is not.
-            state = "done" if rid in wall_of else job.state if job else "pending"
+            state = "done" if rid in wall_of else job.state
             tally.count(state)
-            if job and job.step is not None and job.job.run_ids[0] == rid:
-                tally.steps.append(job.step)  # once per program
+            if job.step is not None and job.job.run_ids[0] == rid:
+                tally.steps.append(job.step)
             if state == "done":
                 tally.spent += wall_of.get(rid) or 0.0
                 continue
