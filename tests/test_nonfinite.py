@@ -60,14 +60,16 @@ def _assert_equal(a, b):
 
 
 def test_healthy_rounds_are_the_same_whatever_the_mode():
-    """Dropping is `where` on all-true flags: bit for bit the numbers of "stop", which only reads."""
+    """Dropping is `where` on all-true flags: the numbers of "stop", which only reads. Up to float
+    rounding: they are two programs, which XLA may fuse, and so round, differently."""
     fed, server, clients = _after_one_round("stop")
     key = jax.random.key(5)
     outputs = {
         mode: _programs(mode)[1](server, clients, fed, key, evaluate=True)
         for mode in ("stop", "drop")
     }
-    _assert_equal(outputs["stop"], outputs["drop"])
+    for x, y in zip(*(jax.tree.leaves(outputs[mode]) for mode in ("stop", "drop")), strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-7)
     np.testing.assert_array_equal(outputs["stop"][2]["finite"], [True] * 4)
 
 

@@ -113,7 +113,8 @@ def test_round_one_without_correction_equals_fedavg():
     avg0, avg_local, avg1 = round_one(fedavg, fed)
     sc0, sc_local, sc1 = round_one(scaffold, fed)
     assert_trees_equal(sc0["params"], avg0)
-    assert_trees_equal(sc_local, avg_local)  # zero correction: the same local training
+    # Zero correction: the same local training, up to the rounding of two programs fused apart.
+    assert_trees_equal(sc_local, avg_local, atol=1e-7)
     assert_trees_equal(sc1["params"], avg1, atol=1e-6)
     assert not trees_close(avg1, avg0)
 
