@@ -116,7 +116,12 @@ def _flip_byte(path: pathlib.Path) -> None:
     [
         ("truncated state metadata", lambda step: _truncate(step / "state" / "_METADATA")),
         ("deleted meta", lambda step: (step / "meta" / "metadata").unlink()),
-        ("truncated array data", lambda step: _truncate(largest_file(step / "state"))),
+        pytest.param(
+            ("truncated array data", lambda step: _truncate(largest_file(step / "state"))),
+            # Orbax abandons its other pending shard reads once one fails; Python then reports
+            # those coroutines as "exception ignored". The restore itself fails as it should.
+            marks=pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+        ),
         ("flipped byte in array data", lambda step: _flip_byte(largest_file(step / "state"))),
     ],
     ids=lambda d: d[0],
