@@ -114,6 +114,16 @@ def sgd(lr=0.1):
 SCHEDULE = Schedule(batch_size=4, epochs=2)
 
 
+def assert_trees_close(a, b, atol=1e-5, rtol=1e-5):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=atol, rtol=rtol)
+
+
+def trees_close(a, b, atol=1e-5) -> bool:
+    pairs = zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    return all(np.allclose(x, y, atol=atol, rtol=0) for x, y in pairs)
+
+
 def loop_round(alg, server, clients, fed, round_key):
     """One round written as a Python loop over clients, one jitted client update at a time —
     the reference a vmapped round must equal. Returns (server, stacked client states)."""

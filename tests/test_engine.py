@@ -11,7 +11,7 @@ import pytest
 
 from fedjax_syn.engine import evaluation, local
 from fedjax_syn.engine.round import EngineConfig, make_init, make_round, round_step
-from tests.engine_fixtures import algorithm, loop_round, make_federation
+from tests.engine_fixtures import algorithm, assert_trees_close, loop_round, make_federation
 
 
 @functools.cache
@@ -35,11 +35,6 @@ def run_rounds(name, fed, rounds=2, chunk=None, seed=0, unroll=False):
         )
         history.append(evaluation.accuracies(metrics["counts"]["personalized"]))
     return server, clients, history
-
-
-def assert_trees_close(a, b, atol=1e-5):
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=atol, rtol=1e-5)
 
 
 def real_clients(tree, k: int):

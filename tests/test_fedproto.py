@@ -24,25 +24,17 @@ from tests.engine_fixtures import (
     NUM_CLASSES,
     SPEC,
     TASK,
+    assert_trees_close,
     config,
     loop_round,
     make_federation,
     programs,
+    trees_close,
 )
 from tests.test_graph_engine import graph_algorithm, synthetic_federation
 
 PADDED = make_federation(pad_clients_to=4)  # client 3 is padding
 REAL = 3
-
-
-def assert_trees_close(a, b, atol=1e-5):
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=atol, rtol=1e-5)
-
-
-def trees_close(a, b, atol=1e-5) -> bool:
-    pairs = zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
-    return all(np.allclose(x, y, atol=atol, rtol=0) for x, y in pairs)
 
 
 def take(tree, k: int):

@@ -18,7 +18,7 @@ from fedjax_syn.engine.task import Task
 from fedjax_syn.models.gnn import GNN
 from fedjax_syn.runs import program
 from fedjax_syn.runs.prepare import prepare
-from tests.engine_fixtures import Cfg, loop_round
+from tests.engine_fixtures import Cfg, assert_trees_close, loop_round
 
 CLASSES = 4
 
@@ -75,11 +75,6 @@ def run_rounds(alg, fed, rounds: int = 2, seed: int = 0):
         )
         history.append(evaluation.accuracies(metrics["counts"]["personalized"]))
     return server, history
-
-
-def assert_trees_close(a, b, atol=1e-5):
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=atol, rtol=1e-5)
 
 
 def test_client_arrays_follow_the_split():

@@ -12,20 +12,19 @@ import pytest
 from fedjax_syn.algorithms.moon import MoonOptions, contrastive, moon_loss, moon_options
 from fedjax_syn.algorithms.registry import BUILDERS
 from fedjax_syn.core.errors import UserError
-from tests.engine_fixtures import SPEC, TASK, config, loop_round, make_federation, programs
+from tests.engine_fixtures import (
+    SPEC,
+    TASK,
+    assert_trees_close,
+    config,
+    loop_round,
+    make_federation,
+    programs,
+    trees_close,
+)
 from tests.test_graph_engine import graph_algorithm, synthetic_federation
 
 TAU = 0.5
-
-
-def assert_trees_close(a, b, atol=1e-5):
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=atol, rtol=1e-5)
-
-
-def trees_close(a, b, atol=1e-5) -> bool:
-    pairs = zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
-    return all(np.allclose(x, y, atol=atol, rtol=0) for x, y in pairs)
 
 
 # --- the contrastive term ----------------------------------------------------------------------

@@ -13,7 +13,7 @@ from fedjax_syn.core.errors import NonFiniteError, UserError
 from fedjax_syn.engine.round import EngineConfig, make_init, make_round
 from fedjax_syn.runs import program, sweep
 from fedjax_syn.runs.config import default_config, run_id
-from tests.engine_fixtures import algorithm, make_federation
+from tests.engine_fixtures import algorithm, assert_trees_close, make_federation
 
 # ---------------------------------------------------------------------------------------------
 # The engine: 3 real clients and a padded one; client 1's training inputs turn NaN.
@@ -59,21 +59,16 @@ def _assert_equal(a, b):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-def _assert_close(a, b):
-    """Equal up to float rounding: for two programs, which XLA may fuse, and so round, apart."""
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-7)
-
-
 def test_healthy_rounds_are_the_same_whatever_the_mode():
-    """Dropping is `where` on all-true flags: the numbers of "stop", which only reads."""
+    """Dropping is `where` on all-true flags: the numbers of "stop", which only reads. Up to float
+    rounding: they are two programs, which XLA may fuse, and so round, differently."""
     fed, server, clients = _after_one_round("stop")
     key = jax.random.key(5)
     outputs = {
         mode: _programs(mode)[1](server, clients, fed, key, evaluate=True)
         for mode in ("stop", "drop")
     }
-    _assert_close(outputs["stop"], outputs["drop"])
+    assert_trees_close(outputs["stop"], outputs["drop"], atol=1e-7, rtol=1e-6)
     np.testing.assert_array_equal(outputs["stop"][2]["finite"], [True] * 4)
 
 
