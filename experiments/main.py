@@ -48,7 +48,7 @@ from ml_collections import config_flags
 
 from experiments import cli, configs
 from fedjax_syn.core.errors import UserError, check
-from fedjax_syn.report import tables
+from fedjax_syn.report import render, specs, tables
 from fedjax_syn.runs import grid, progress, sweep, validate
 from fedjax_syn.runs.ledger import (
     GRAPH_SETTINGS,
@@ -103,7 +103,7 @@ _QUICK = flags.DEFINE_bool("quick", False, "reproduce: shrink rounds, seeds and 
 _SPEC = flags.DEFINE_string(
     "spec",
     "vision",
-    f"tables: named spec ({', '.join(tables.NAMED_SPECS)}), JSON, a JSON file, or a sweep "
+    f"tables: named spec ({', '.join(specs.NAMED_SPECS)}), JSON, a JSON file, or a sweep "
     "config file (.py) whose table to draw.",
 )
 _FORMAT = flags.DEFINE_enum("format", "md", ["md", "latex", "both"], "tables: output format(s).")
@@ -152,9 +152,9 @@ def run_mode() -> None:
         max_batch=_MAX_BATCH.value,
         progress=_PROGRESS.value,
     )
-    table = tables.build_table(records, tables.table_spec(config, name), source=_LEDGER.value)
+    table = tables.build_table(records, specs.table_spec(config, name), source=_LEDGER.value)
     if jax.process_index() == 0:
-        print(tables.to_markdown(table))
+        print(render.to_markdown(table))
         print(f"ledger: {_LEDGER.value}")
 
 
@@ -193,9 +193,9 @@ def tables_mode() -> None:
     table = tables.build_table(read_ledger(_LEDGER.value), spec, source=_LEDGER.value)
     rendered = {}
     if _FORMAT.value in ("md", "both"):
-        rendered["md"] = tables.to_markdown(table)
+        rendered["md"] = render.to_markdown(table)
     if _FORMAT.value in ("latex", "both"):
-        rendered["tex"] = tables.to_latex(table)
+        rendered["tex"] = render.to_latex(table)
     for text in rendered.values():
         print(text)
     for suffix, text in rendered.items() if _OUT.value else ():

@@ -6,7 +6,7 @@ import pytest
 
 import fedjax_syn.runs.ledger as ledger_lib
 from fedjax_syn.core.errors import UserError
-from fedjax_syn.report import tables
+from fedjax_syn.report import specs, tables
 from fedjax_syn.runs import condense, sweep
 
 
@@ -32,9 +32,7 @@ def test_condensation_sweep_writes_a_table_record_and_skips_it_when_rerun(tmp_pa
     assert all(0.0 <= a <= 1.0 for a in metrics["syn_acc_per_net"] + metrics["random_acc_per_net"])
     assert any(line.startswith("digits dm ipc=1 seed=0 | syn_acc=") for line in lines)
 
-    table = tables.build_table(
-        ledger_lib.read_ledger(ledger), tables.table_spec(config, "condense")
-    )
+    table = tables.build_table(ledger_lib.read_ledger(ledger), specs.table_spec(config, "condense"))
     assert table.seeds_found == {("digits", "dm", 1): (0,)}
     assert set(table.cells) == {(("digits", "dm", 1), 0), (("digits", "dm", 1), 1)}
 

@@ -11,7 +11,7 @@ import pytest
 import fedjax_syn.runs.ledger as ledger_lib
 from experiments import configs
 from fedjax_syn.report import reproduce
-from fedjax_syn.report.tables import table_spec
+from fedjax_syn.report.specs import table_spec
 from fedjax_syn.runs import sweep
 from fedjax_syn.runs.config import run_id
 from fedjax_syn.runs.grid import grid_configs

@@ -18,7 +18,7 @@ import pytest
 import fedjax_syn.runs.ledger as ledger_lib
 from fedjax_syn.algorithms import registry
 from fedjax_syn.core.errors import UserError
-from fedjax_syn.report.tables import table_spec
+from fedjax_syn.report.specs import table_spec
 from fedjax_syn.runs import program, sweep
 from fedjax_syn.runs.checkpoint import RunCheckpointer, save_state
 from fedjax_syn.runs.config import default_config, run_id

@@ -12,7 +12,7 @@ import pytest
 
 import fedjax_syn.runs.ledger as ledger_lib
 from fedjax_syn.core.errors import UserError
-from fedjax_syn.report import plots, published, tables
+from fedjax_syn.report import plots, published, render, specs, tables
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DATASETS = ("mnist", "cifar10")
@@ -46,7 +46,7 @@ def make_records(skip=()):
 
 
 def spec(**layout):
-    return tables.accuracy_spec(
+    return specs.accuracy_spec(
         "t", {"track": "vision"}, ("dataset", "algorithm"), SETTINGS, "both", **layout
     )
 
@@ -63,7 +63,7 @@ def md_rows(markdown: str) -> dict[tuple, list[str]]:
 
 def test_cells_are_mean_and_population_std_with_bold_best_per_dataset():
     records = make_records()
-    markdown = tables.to_markdown(tables.build_table(records, spec()))
+    markdown = render.to_markdown(tables.build_table(records, spec()))
     rows = md_rows(markdown)
     columns = [(m, s) for s in SETTINGS for m in ("best", "last")]
     for j, (metric, setting) in enumerate(columns):
@@ -93,17 +93,17 @@ def test_cells_are_mean_and_population_std_with_bold_best_per_dataset():
 def test_single_metric_table_has_one_column_per_setting():
     records = make_records()
     table = tables.build_table(
-        records, tables.accuracy_spec("t", {}, ("dataset", "algorithm"), SETTINGS, "last")
+        records, specs.accuracy_spec("t", {}, ("dataset", "algorithm"), SETTINGS, "last")
     )
     assert [c.path for c in table.spec.columns] == ["last.seen", "last.global"]
-    assert "| Seen | Global |" in tables.to_markdown(table)
+    assert "| Seen | Global |" in render.to_markdown(table)
 
 
 def test_missing_runs_are_shown_never_dropped():
     records = make_records(skip={("mnist", "local", 2)})
     expected = [(ds, alg) for ds in DATASETS for alg in (*ALGORITHMS, "fedprox")]
     table = tables.build_table(records, spec(expected_rows=tuple(expected), seeds=SEEDS))
-    markdown = tables.to_markdown(table)
+    markdown = render.to_markdown(table)
     rows = md_rows(markdown)
     assert rows["mnist", "fedprox"] == ["0/3"] + ["missing"] * 4
     assert rows["mnist", "local"][0] == "2/3"
@@ -113,7 +113,7 @@ def test_missing_runs_are_shown_never_dropped():
     # The partial row is averaged over the seeds that exist.
     values = [100 * r["best"]["seen"] for r in records if r["run_id"].startswith("mnist-local")]
     assert rows["mnist", "local"][1].strip("*") == f"{np.mean(values):.2f} ± {np.std(values):.2f}"
-    assert "missing" in tables.to_latex(table)
+    assert "missing" in render.to_latex(table)
 
 
 def test_a_group_not_run_at_all_is_one_note_and_gets_no_verdict_line():
@@ -122,7 +122,7 @@ def test_a_group_not_run_at_all_is_one_note_and_gets_no_verdict_line():
         r["wall_time_s"] = 360.0 * (i + 1)
     expected = tuple(itertools.product(("mnist", "svhn"), ALGORITHMS))
     layout = dict(seeds=SEEDS, verdict_for=("fedlog",), cost=True, expected_rows=expected)
-    markdown = tables.to_markdown(tables.build_table(records, spec(**layout)))
+    markdown = render.to_markdown(tables.build_table(records, spec(**layout)))
     assert "- dataset=svhn: no run yet (all 3 rows)" in markdown
     assert "dataset=svhn, algorithm=" not in markdown.split("Missing runs:")[1]
     assert md_rows(markdown).get(("mnist", "fedlog")) and "| svhn | fedlog | 0/3 |" in markdown
@@ -139,7 +139,7 @@ def test_cost_is_summed_per_group_of_rows():
     for i, r in enumerate(records):
         r["wall_time_s"] = 3600.0 * (i % 4)  # 0 to 3 hours, unevenly over the datasets
     table = tables.build_table(records, spec(cost=True))
-    markdown = tables.to_markdown(table)
+    markdown = render.to_markdown(table)
     parts = [
         f"{ds}: {n} runs, {h:.1f} h"
         for ds in dict.fromkeys(key[0] for key in table.row_keys)  # in row order
@@ -160,7 +160,7 @@ def test_cell_with_fewer_values_than_the_row_says_so():
     for r in records:
         if r["run_id"] == "mnist-fedavg-0":
             r["best"]["global"] = None  # e.g. a setting with no examples in that run
-    rows = md_rows(tables.to_markdown(tables.build_table(records, spec())))
+    rows = md_rows(render.to_markdown(tables.build_table(records, spec())))
     assert rows["mnist", "fedavg"][3].endswith("(n=2)")
 
 
@@ -172,13 +172,13 @@ def test_duplicate_runs_for_one_seed_are_refused():
 
 
 def test_latex_escaping_and_bold():
-    assert tables.latex_escape(r"a_b&c%d$e#f{g}h~i^j\k") == (
+    assert render.latex_escape(r"a_b&c%d$e#f{g}h~i^j\k") == (
         r"a\_b\&c\%d\$e\#f\{g\}h\textasciitilde{}i\textasciicircum{}j\textbackslash{}k"
     )
     records = make_records()
     for r in records:
         r["algorithm"] = r["algorithm"].replace("fedlog", "fed_log&co")
-    latex = tables.to_latex(tables.build_table(records, spec()))
+    latex = render.to_latex(tables.build_table(records, spec()))
     assert r"fed\_log\&co" in latex and "fed_log&co" not in latex
     assert r"\textbf{" in latex and r"$\pm$" in latex
     assert r"\multicolumn{2}{c}{Seen}" in latex and r"\cmidrule(lr){4-5}" in latex
@@ -201,8 +201,8 @@ def test_condensation_table():
         }
         for m, ipc, s in itertools.product(("dm", "gm"), (1, 10), SEEDS)
     ]
-    table = tables.build_table(records, tables.NAMED_SPECS["condense"])
-    markdown = tables.to_markdown(table)
+    table = tables.build_table(records, specs.NAMED_SPECS["condense"])
+    markdown = render.to_markdown(table)
     for m, ipc in itertools.product(("dm", "gm"), (1, 10)):
         syn = [
             100 * r["metrics"]["syn_acc"] for r in records if (r["method"], r["ipc"]) == (m, ipc)
@@ -220,7 +220,7 @@ def test_condensation_table():
     assert rows["gm", "1"].endswith("| 91.7 |") and rows["gm", "10"].endswith("| 97.4 |")
     assert rows["dm", "1"].endswith("| — |") and "| Published |" in markdown
     assert "VICO-UoE/DatasetCondensation" in markdown
-    latex = tables.to_latex(table)
+    latex = render.to_latex(table)
     assert r"\begin{tabular}{lllllrccr}" in latex and r"& 91.7 \\" in latex
 
 
@@ -234,7 +234,7 @@ def test_published_figures_are_looked_up_by_their_own_keys_only():
 
 
 def test_resolve_spec_named_inline_file_and_errors(tmp_path):
-    assert tables.resolve_spec("graph").rows == ("dataset", "protocol.num_clients", "algorithm")
+    assert specs.resolve_spec("graph").rows == ("dataset", "protocol.num_clients", "algorithm")
     text = json.dumps(
         {
             "name": "grid",
@@ -245,17 +245,17 @@ def test_resolve_spec_named_inline_file_and_errors(tmp_path):
             "seeds": [0, 1],
         }
     )
-    inline = tables.resolve_spec(text)
+    inline = specs.resolve_spec(text)
     assert len(inline.expected_rows) == 6 and inline.seeds == (0, 1)
     path = tmp_path / "spec.json"
     path.write_text(text)
-    assert tables.resolve_spec(str(path)) == inline
+    assert specs.resolve_spec(str(path)) == inline
     with pytest.raises(UserError, match="neither a named spec"):
-        tables.resolve_spec("nonesuch")
+        specs.resolve_spec("nonesuch")
     with pytest.raises(UserError, match="unknown table spec field"):
-        tables.resolve_spec('{"rows": ["dataset"], "settings": ["seen"], "colour": 1}')
+        specs.resolve_spec('{"rows": ["dataset"], "settings": ["seen"], "colour": 1}')
     with pytest.raises(UserError, match="unknown metric set"):
-        tables.resolve_spec('{"rows": ["dataset"], "settings": ["seen"], "metric": "mean"}')
+        specs.resolve_spec('{"rows": ["dataset"], "settings": ["seen"], "metric": "mean"}')
 
 
 def test_tables_mode_writes_files(tmp_path):
@@ -351,7 +351,7 @@ def test_select_on_picks_per_row_and_mode_the_value_with_the_best_mean_validatio
         )
     table = tables.build_table(
         records,
-        tables.accuracy_spec(
+        specs.accuracy_spec(
             "t",
             {"track": "vision"},
             ("dataset", "algorithm"),
@@ -365,7 +365,7 @@ def test_select_on_picks_per_row_and_mode_the_value_with_the_best_mean_validatio
     assert table.cells[key, 0].mean == pytest.approx(10.0)  # local: beta 0.1 (val 0.8 > 0.6)
     assert table.cells[key, 1].mean == pytest.approx(100.0)  # global: beta 1.0 (val 0.7 > 0.5)
     assert table.seeds_found[key] == SEEDS
-    markdown = tables.to_markdown(table)
+    markdown = render.to_markdown(table)
     assert "local: beta=0.1; global: beta=1" in markdown
     assert "the server's global model" in markdown
 
@@ -404,7 +404,7 @@ def test_verdict_judges_each_cell_against_the_best_other_row_within_one_std():
     records[5]["best"] = {"val": 0.5, "seen": 0.92, "global": 0.92}  # local seen: 76 +- 16
     table = tables.build_table(records, spec(verdict_for=("fedlog",)))
     assert tables.verdict(table, key, 0) == "tie +5.00 (local)"
-    markdown = tables.to_markdown(table)
+    markdown = render.to_markdown(table)
     assert "Verdict for fedlog" in markdown
     # The summary counts the four columns (seen: tie, win; global: loss, loss) and lists losses.
     summary = markdown.split("Verdict in short")[1].split("Verdict for")[0]
@@ -430,11 +430,11 @@ def test_validation_choices_name_the_personalised_mode():
     ]
     table = tables.build_table(
         records,
-        tables.accuracy_spec(
+        specs.accuracy_spec(
             "t", {}, ("dataset", "algorithm"), ("seen",), select_on=("config.fedlog.beta",)
         ),
     )
-    assert "algorithm=fedlog: personalized: beta=1" in tables.to_markdown(table)
+    assert "algorithm=fedlog: personalized: beta=1" in render.to_markdown(table)
 
 
 def test_verdict_summary_counts_each_scoring_apart():
@@ -460,7 +460,7 @@ def test_verdict_summary_counts_each_scoring_apart():
         for alg in scores
         for seed in SEEDS
     ]
-    spec = tables.accuracy_spec(
+    spec = specs.accuracy_spec(
         "t",
         {"track": "vision"},
         ("dataset", "algorithm"),
@@ -469,7 +469,7 @@ def test_verdict_summary_counts_each_scoring_apart():
         modes=("local", "global"),
         verdict_for=("fedlog",),
     )
-    markdown = tables.to_markdown(tables.build_table(records, spec))
+    markdown = render.to_markdown(tables.build_table(records, spec))
     assert (
         "| dataset | algorithm | local: won / tied / lost | global: won / tied / lost |" in markdown
     )
@@ -483,10 +483,10 @@ def test_a_sweep_config_file_is_a_table_spec_of_its_own_table():
     from experiments.configs import comparison
 
     spec = configs.table_spec(str(REPO / "experiments/configs/comparison.py"))
-    assert spec == tables.table_spec(comparison.get_config(), "comparison")
+    assert spec == specs.table_spec(comparison.get_config(), "comparison")
     assert spec.filters == {"track": "graph"}
     assert spec.select_on == ("config.fedlog.beta", "config.moon.mu")
-    assert configs.table_spec("graph") == tables.NAMED_SPECS["graph"]
+    assert configs.table_spec("graph") == specs.NAMED_SPECS["graph"]
     with pytest.raises(UserError, match="does not exist"):
         configs.table_spec(str(REPO / "experiments/configs/nope.py"))
 
@@ -511,7 +511,7 @@ def test_each_row_is_tuned_on_its_own_option_and_the_notes_name_only_that_one():
                     "last": summary,
                 }
             )
-    spec = tables.accuracy_spec(
+    spec = specs.accuracy_spec(
         "t",
         {"track": "vision"},
         ("dataset", "algorithm"),
@@ -522,7 +522,7 @@ def test_each_row_is_tuned_on_its_own_option_and_the_notes_name_only_that_one():
     table = tables.build_table(records, spec)
     assert table.cells[("mnist", "fedlog"), 0].mean == pytest.approx(100.0)  # beta 1 (val 0.8)
     assert table.cells[("mnist", "moon"), 0].mean == pytest.approx(10.0)  # mu 0.1 (val 0.9)
-    markdown = tables.to_markdown(table)
+    markdown = render.to_markdown(table)
     assert "algorithm=fedlog: personalized: beta=1" in markdown
     assert "algorithm=moon: personalized: mu=0.1" in markdown
     assert "None" not in markdown

@@ -8,7 +8,7 @@ import pkgutil
 import ml_collections
 
 from fedjax_syn.core.errors import check
-from fedjax_syn.report import tables
+from fedjax_syn.report import specs
 
 
 def available() -> list[str]:
@@ -30,10 +30,10 @@ def load(table: str) -> tuple[str, ml_collections.ConfigDict]:
     return table, importlib.import_module(f"{__name__}.{table}").get_config()
 
 
-def table_spec(text: str) -> tables.TableSpec:
+def table_spec(text: str) -> specs.TableSpec:
     """The table `--spec` names: a config file's (`.py`, its `table` field, so a sweep and its
     table are defined once), else a named spec, inline JSON or a JSON file."""
     if text.endswith(".py"):
         name, config = load(text)
-        return tables.table_spec(config, name)
-    return tables.resolve_spec(text)
+        return specs.table_spec(config, name)
+    return specs.resolve_spec(text)

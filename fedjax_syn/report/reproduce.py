@@ -24,7 +24,7 @@ from typing import Any
 import ml_collections
 
 from fedjax_syn.core.errors import check
-from fedjax_syn.report import plots, tables
+from fedjax_syn.report import plots, render, specs, tables
 from fedjax_syn.runs import sweep, validate
 from fedjax_syn.runs.grid import override_grid
 from fedjax_syn.runs.ledger import lookup, write_atomic
@@ -153,7 +153,7 @@ def write_splits(
 def draw_figures(
     records: Sequence[dict],
     config: ml_collections.ConfigDict,
-    spec: tables.TableSpec,
+    spec: specs.TableSpec,
     folder: pathlib.Path,
 ) -> list[pathlib.Path]:
     """The table's figure (`table.plot`: alpha, curves or gap), one per combination of the row
@@ -227,12 +227,12 @@ def reproduce(
     )
     log(f"runs: {len(records)} records in {ledger}")
 
-    spec = tables.table_spec(config, name)
+    spec = specs.table_spec(config, name)
     built = tables.build_table(records, spec, source=str(ledger))
-    markdown = tables.to_markdown(built)
+    markdown = render.to_markdown(built)
     table_paths = [folder / "tables" / f"{spec.name}.{ext}" for ext in ("md", "tex")]
     write_atomic(table_paths[0], markdown)
-    write_atomic(table_paths[1], tables.to_latex(built))
+    write_atomic(table_paths[1], render.to_latex(built))
     log(f"table: {table_paths[0]} and {table_paths[1]}")
 
     figures = draw_figures(records, config, spec, folder / "figures")

@@ -1,0 +1,284 @@
+"""A filled `tables.Table` written out: GitHub Markdown or a booktabs LaTeX float, each with its
+caption, the runs still missing, the values chosen on validation, the verdict lines and the query
+that produced it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+from fedjax_syn.report.specs import Column
+from fedjax_syn.report.tables import Table, verdict
+
+ROW_LABELS = {"protocol.num_clients": "K", "protocol.alpha": "alpha", "ipc": "IPC"}
+
+
+def _fmt_value(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _row_label(path: str) -> str:
+    return ROW_LABELS.get(path, path.rsplit(".", 1)[-1])
+
+
+def _n_text(table: Table, key: tuple) -> str:
+    found = len(table.seeds_found[key])
+    return f"{found}/{len(table.spec.seeds)}" if table.spec.seeds is not None else str(found)
+
+
+def _cell_text(table: Table, key: tuple, j: int) -> str:
+    stats = table.cells.get((key, j))
+    if not table.seeds_found[key]:
+        return "missing"
+    if stats is None:
+        return "—"
+    d = table.spec.digits
+    text = f"{stats.mean:.{d}f} ± {stats.std:.{d}f}"
+    if stats.n != len(table.seeds_found[key]):
+        text += f" (n={stats.n})"
+    return text
+
+
+def _assignments(names: Sequence[str], values: Sequence) -> str:
+    return ", ".join(f"{n}={_fmt_value(v)}" for n, v in zip(names, values, strict=True))
+
+
+def _column_label(column: Column) -> str:
+    """A column's Markdown header: its group, with its sub-header in parentheses."""
+    return f"{column.group} ({column.sub})" if column.sub else column.group
+
+
+def _verdict_summary(table: Table, verdicts: dict[tuple, list[str | None]]) -> list[str]:
+    """Per judged row, the columns it wins, ties and loses under each scoring (a sub-header's
+    words before best / last: local, global, personalized; none in a table of one scoring), and
+    the columns it loses: the verdict table folded into one line a row."""
+    spec = table.spec
+    mode = lambda column: column.sub.rpartition(" ")[0]
+    modes = list(dict.fromkeys(mode(c) for c in spec.columns))
+    heads = [_row_label(r) for r in spec.rows]
+    heads += [f"{m or 'all'}: won / tied / lost" for m in modes] + ["lost"]
+    lines = [
+        "Verdict in short: columns won / tied / lost under each scoring, best and last round "
+        "together, and the columns lost, by how much and to which row:",
+        "",
+        _md_row(heads),
+        _md_row(["---"] * len(heads)),
+    ]
+    for key, row in verdicts.items():
+        counts = {m: {"win": 0, "tie": 0, "loss": 0} for m in modes}
+        lost = []
+        for column, text in zip(spec.columns, row, strict=True):
+            if text is None:
+                continue
+            word, rest = text.split(" ", 1)
+            counts[mode(column)][word] += 1
+            if word == "loss":
+                lost.append(f"{_column_label(column)} {rest}")
+        cells = [
+            f"{c['win']} / {c['tie']} / {c['loss']}" if sum(c.values()) else "—"
+            for c in counts.values()
+        ]
+        lines.append(_md_row([_fmt_value(v) for v in key] + cells + ["; ".join(lost) or "—"]))
+    return [*lines, ""]
+
+
+def _verdict_lines(table: Table) -> list[str]:
+    """A Markdown table of `verdict` for every judged row and column, after its summary."""
+    spec = table.spec
+    judged = [k for k in table.row_keys if k[-1] in spec.verdict_for and table.seeds_found[k]]
+    if not judged:
+        return []
+    verdicts = {key: [verdict(table, key, j) for j in range(len(spec.columns))] for key in judged}
+    heads = [_row_label(r) for r in spec.rows] + [_column_label(c) for c in spec.columns]
+    lines = [
+        *_verdict_summary(table, verdicts),
+        f"Verdict for {', '.join(spec.verdict_for)} against the best other row (win or loss: "
+        "the difference exceeds the larger of the two stds; tie otherwise):",
+        "",
+        _md_row(heads),
+        _md_row(["---"] * len(heads)),
+    ]
+    for key, row in verdicts.items():
+        lines.append(_md_row([_fmt_value(v) for v in key] + [text or "—" for text in row]))
+    return lines
+
+
+def _notes(table: Table) -> list[tuple[str, list[str]]]:
+    """The non-empty notes under a table: rows with expected seeds (or the whole row) absent from
+    the ledger, and the `select_on` values each row chose on validation, per mode."""
+    spec, missing, chosen = table.spec, [], []
+    by_group: dict[tuple, list[tuple]] = {}
+    for key in table.row_keys:
+        by_group.setdefault(key[:-1], []).append(key)
+    empty_groups = {
+        group
+        for group, keys in by_group.items()
+        if len(keys) > 1 and not any(table.seeds_found[k] for k in keys)
+    }
+    for group in sorted(empty_groups, key=lambda g: table.row_keys.index(by_group[g][0])):
+        where = _assignments(spec.rows[:-1], group)
+        missing.append(f"{where}: no run yet (all {len(by_group[group])} rows)")
+    for key in table.row_keys:
+        if key[:-1] in empty_groups:
+            continue
+        where, found = _assignments(spec.rows, key), table.seeds_found[key]
+        absent = [s for s in spec.seeds or () if s not in found]
+        if absent:
+            missing.append(f"{where}: seed(s) {', '.join(map(str, absent))}")
+        elif spec.seeds is None and not found:
+            missing.append(f"{where}: all seeds")
+        picks = []
+        for (k, path), values in table.selected.items():
+            if k != key:
+                continue
+            mode = path.removesuffix("best.val").strip(".").removeprefix("modes.")
+            named = zip(spec.select_on, values, strict=True)  # a row has only its own options
+            chosen_on = ", ".join(
+                f"{_row_label(p)}={_fmt_value(v)}" for p, v in named if v is not None
+            )
+            picks.append(f"{mode or 'personalized'}: {chosen_on}")
+        if picks:
+            chosen.append(f"{where}: {'; '.join(picks)}")
+    notes = [("Missing runs", missing), ("Selected on validation", chosen)]
+    return [(heading, lines) for heading, lines in notes if lines]
+
+
+def _reference_cells(table: Table, key: tuple) -> list[str]:
+    """The row's published figure (a list of one cell; empty when the spec has no reference)."""
+    reference = table.spec.reference
+    if reference is None:
+        return []
+    figure = reference.lookup(table.spec.rows, key)
+    return ["—" if figure is None else f"{figure:.1f}"]
+
+
+def _caption(table: Table) -> str:
+    spec = table.spec
+    within = [_row_label(k) for k in spec.compare_keys]
+    scope = f"within each ({', '.join(within)})" if within else "over all rows"
+    return (
+        f"Accuracy (%): mean ± population std (numpy std, ddof=0) over seeds; "
+        f"n = seeds per row{' (found/expected)' if spec.seeds is not None else ''}. "
+        f"Bold: best mean of the column {scope}. {spec.note}"
+        + (f" {spec.reference.note}" if spec.reference else "")
+    ).strip()
+
+
+def to_markdown(table: Table) -> str:
+    """The table as GitHub Markdown, with caption, missing runs and the query under it."""
+    spec = table.spec
+    headers = [_row_label(r) for r in spec.rows] + ["n"]
+    headers += [_column_label(c) for c in spec.columns]
+    headers += [spec.reference.label] if spec.reference else []
+    align = ["---"] * len(spec.rows) + ["---:"] * (len(headers) - len(spec.rows))
+    lines = [f"**{_md_escape(spec.title)}**", "", _md_row(headers), _md_row(align)]
+    for key in table.row_keys:
+        cells = [_fmt_value(v) for v in key] + [_n_text(table, key)]
+        for j in range(len(spec.columns)):
+            text = _cell_text(table, key, j)
+            cells.append(f"**{text}**" if (key, j) in table.bold else text)
+        cells += _reference_cells(table, key)
+        lines.append(_md_row([_md_escape(c) for c in cells]))
+    lines += ["", _md_escape(_caption(table))]
+    if spec.cost:
+        runs, hours = table.cost
+        lines += ["", f"Cost: {runs} runs, {hours:.1f} hours of run wall time summed."]
+        if table.group_cost:
+            labels = ", ".join(_row_label(r) for r in spec.rows[:-1])
+            parts = [
+                f"{', '.join(map(_fmt_value, group))}: {n} runs, {h:.1f} h"
+                for group, (n, h) in table.group_cost.items()
+            ]
+            lines += [f"By {labels}: {'; '.join(parts)}."]
+    for heading, notes in _notes(table):
+        lines += ["", f"{heading}:", *(f"- {_md_escape(n)}" for n in notes)]
+    verdicts = _verdict_lines(table)
+    if verdicts:
+        lines += ["", *verdicts]
+    lines += ["", f"Query: `{table.query}`", ""]
+    return "\n".join(lines)
+
+
+def _md_row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "—": "--",
+}
+
+
+def latex_escape(text: str) -> str:
+    """Text made safe for LaTeX (special characters escaped, one pass)."""
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+
+
+def to_latex(table: Table) -> str:
+    """The table as a booktabs LaTeX float; missing runs and the query follow as comments."""
+    spec = table.spec
+    n_keys = len(spec.rows) + 1
+    n_reference = 1 if spec.reference else 0
+    caption = latex_escape(f"{spec.title}. {_caption(table)}").replace("±", r"$\pm$")
+    lines = [
+        f"% Table {spec.name!r}, generated from the results ledger; do not edit by hand.",
+        r"\begin{table}[t]",
+        r"\centering",
+        rf"\caption{{{caption}}}",
+        rf"\label{{tab:{latex_escape(spec.name)}}}",
+        r"\begin{tabular}{"
+        + "l" * len(spec.rows)
+        + "r"
+        + "c" * len(spec.columns)
+        + "r" * n_reference
+        + "}",
+        r"\toprule",
+    ]
+    row_labels = [latex_escape(_row_label(r)) for r in spec.rows] + ["$n$"]
+    spans = [(g, len(list(cols))) for g, cols in itertools.groupby(spec.columns, lambda c: c.group)]
+    two_levels = any(c.sub for c in spec.columns)
+    if two_levels:
+        top, rules, start = [""] * n_keys, [], n_keys + 1
+        for group, width in spans:
+            top.append(rf"\multicolumn{{{width}}}{{c}}{{{latex_escape(group)}}}")
+            if width > 1:
+                rules.append(rf"\cmidrule(lr){{{start}-{start + width - 1}}}")
+            start += width
+        top += [""] * n_reference
+        lines += [" & ".join(top) + r" \\", "".join(rules)]
+    headers = [latex_escape(c.sub if two_levels else c.group) for c in spec.columns]
+    headers += [latex_escape(spec.reference.label)] if spec.reference else []
+    lines += [" & ".join(row_labels + headers) + r" \\", r"\midrule"]
+    idx = spec.compare_indices
+    previous = None
+    for key in table.row_keys:
+        group = tuple(key[i] for i in idx)
+        if previous is not None and group != previous:
+            lines.append(r"\midrule")
+        previous = group
+        cells = [latex_escape(_fmt_value(v)) for v in key] + [_n_text(table, key)]
+        for j in range(len(spec.columns)):
+            text = latex_escape(_cell_text(table, key, j)).replace("±", r"$\pm$")
+            cells.append(rf"\textbf{{{text}}}" if (key, j) in table.bold else text)
+        cells += [latex_escape(c) for c in _reference_cells(table, key)]
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    for heading, notes in _notes(table):
+        lines += [f"% {heading}:", *(f"%   {n}" for n in notes)]
+    lines += [f"% Query: {table.query}", ""]
+    return "\n".join(lines)
