@@ -7,6 +7,8 @@ figures from a results ledger.
     python -m experiments.main --mode=reproduce --table=digits_table --quick
     python -m experiments.main --mode=tables --ledger=results/graph/ledger.jsonl --spec=graph
     python -m experiments.main --mode=plots --ledger=runs/ledger.jsonl --plot=alpha
+    python -m experiments.main --mode=plots --plot=verdict --ledger=results/comparison/ledger.jsonl \
+        --spec=experiments/configs/comparison.py --out=results/comparison
     python -m experiments.main --mode=splits --config=experiments/configs/cora.py
     python -m experiments.main --mode=plan --config=experiments/configs/comparison.py \
         --ledger=results/comparison/ledger.jsonl
@@ -21,7 +23,8 @@ Modes:
              and figures under --out;
   tables     tables from --ledger (--spec: a named spec, inline JSON, a JSON file or a
              sweep config file);
-  plots      the local-overfitting figures from --ledger;
+  plots      the local-overfitting figures from --ledger, or (--plot=verdict) the judged rows
+             of a --spec table against the best other row of each complete cell;
   splits     the per-client, per-class statistics of every split the config's grid trains on;
   plan       where the config's sweep stands, without running anything: per group of runs, how
              many are in --ledger, running in another process, checkpointed (at which round)
@@ -114,16 +117,21 @@ _SEEDS = flags.DEFINE_list(
 _PLOT = flags.DEFINE_enum(
     "plot",
     "alpha",
-    ["alpha", "curves", "gap"],
-    "plots: accuracy vs alpha, per-round curves, or best-validation minus last-round accuracy.",
+    ["alpha", "curves", "gap", "verdict"],
+    "plots: accuracy vs alpha, per-round curves, best-validation minus last-round accuracy, or "
+    "the verdict of the --spec table's judged rows (its verdict_for) in each complete cell.",
 )
 _TRACK = flags.DEFINE_enum("track", "vision", ["vision", "graph"], "plots: runs and settings.")
 _FILTERS = flags.DEFINE_string(
     "filters", "{}", 'plots: ledger filters as JSON, dotted keys allowed: {"dataset": "digits"}.'
 )
 _SETTINGS = flags.DEFINE_list("settings", None, "plots: settings to draw (default: the track's).")
-_METRIC = flags.DEFINE_enum("metric", "best", ["best", "last"], "plots: round of --plot=alpha.")
-_NAME = flags.DEFINE_string("name", None, "plots: file name stem (default: <track>_<plot>).")
+_METRIC = flags.DEFINE_enum(
+    "metric", "best", ["best", "last"], "plots: round of --plot=alpha and --plot=verdict."
+)
+_NAME = flags.DEFINE_string(
+    "name", None, "plots: file name stem (default: <track>_<plot>; <spec name>_verdict)."
+)
 
 
 def _command_line_config() -> tuple[ml_collections.ConfigDict, list[ml_collections.ConfigDict]]:
@@ -207,6 +215,14 @@ def tables_mode() -> None:
 def plots_mode() -> None:
     from fedjax_syn.report import plots
 
+    if _PLOT.value == "verdict":
+        spec = configs.table_spec(_SPEC.value)
+        table = tables.build_table(read_ledger(_LEDGER.value), spec, source=_LEDGER.value)
+        paths = _figure_paths(_NAME.value or f"{spec.name}_verdict")
+        plots.plot_verdict(table, metric=_METRIC.value, paths=paths)
+        for path in paths:
+            print(f"wrote {path}")
+        return
     try:
         filters = json.loads(_FILTERS.value)
     except json.JSONDecodeError as e:
@@ -214,8 +230,7 @@ def plots_mode() -> None:
     check(isinstance(filters, dict), f"--filters must be a JSON object, got {_FILTERS.value}")
     default = VISION_SETTINGS if _TRACK.value == "vision" else GRAPH_SETTINGS
     settings = tuple(_SETTINGS.value or default)
-    stem = _NAME.value or f"{_TRACK.value}_{_PLOT.value}"
-    paths = [pathlib.Path(_OUT.value or "figures") / f"{stem}.{ext}" for ext in ("png", "pdf")]
+    paths = _figure_paths(_NAME.value or f"{_TRACK.value}_{_PLOT.value}")
     records = select(read_ledger(_LEDGER.value), **{"track": _TRACK.value, **filters})
     if _PLOT.value == "alpha":
         plots.plot_accuracy_vs_alpha(records, settings, metric=_METRIC.value, paths=paths)
@@ -225,6 +240,10 @@ def plots_mode() -> None:
         plots.plot_best_last_gap(records, settings, paths=paths)
     for path in paths:
         print(f"wrote {path}")
+
+
+def _figure_paths(stem: str) -> list[pathlib.Path]:
+    return [pathlib.Path(_OUT.value or "figures") / f"{stem}.{ext}" for ext in ("png", "pdf")]
 
 
 def splits_mode() -> None:

@@ -477,6 +477,99 @@ def test_verdict_summary_counts_each_scoring_apart():
     assert f"| mnist | fedlog | 2 / 0 / 0 | 0 / 0 / 2 | {lost} |" in markdown
 
 
+def _scored_records(scores, datasets=("mnist",), seeds=SEEDS):
+    """Records whose `local` and `global` best/last Seen accuracy is `scores[alg]`, + 1 point a
+    seed."""
+    return [
+        {
+            "run_id": f"{ds}-{alg}-{seed}",
+            "track": "vision",
+            "dataset": ds,
+            "algorithm": alg,
+            "seed": seed,
+            "best": {"val": 0.5, "seen": 0.5},
+            "last": {"val": 0.5, "seen": 0.5},
+            "modes": {
+                mode: {
+                    "best": {"val": 0.5, "seen": score + 0.01 * seed},
+                    "last": {"val": 0.5, "seen": score},
+                }
+                for mode, score in zip(("local", "global"), scores[alg])
+            },
+        }
+        for ds in datasets
+        for alg in scores
+        for seed in seeds
+    ]
+
+
+def _judged_spec(**layout):
+    return specs.accuracy_spec(
+        "t",
+        {"track": "vision"},
+        ("dataset", "algorithm"),
+        ("seen",),
+        "both",
+        modes=("local", "global"),
+        seeds=SEEDS,
+        **layout,
+    )
+
+
+def test_verdict_figure_draws_complete_cells_with_the_verdict_as_marker(tmp_path):
+    """fedlog wins scored `local` and loses scored `global` against fedavg; cifar10 lacks a
+    seed of fedavg, so only mnist is drawn."""
+    scores = {"fedlog": (0.9, 0.3), "fedavg": (0.5, 0.7), "local": (0.4, 0.2)}
+    records = _scored_records(scores, datasets=DATASETS)
+    records = [r for r in records if r["run_id"] != "cifar10-fedavg-2"]
+    table = tables.build_table(records, _judged_spec(verdict_for=("fedlog",)))
+    paths = [tmp_path / "v.png", tmp_path / "v.pdf"]
+    fig = plots.plot_verdict(table, paths=paths)
+    _assert_images(paths)
+    assert [ax.get_title() for ax in fig.axes] == ["Seen, scored local", "Seen, scored global"]
+    assert [t.get_text() for t in fig.axes[-1].get_xticklabels()] == ["mnist"]
+    for ax, (fedlog, fedavg), marker in zip(fig.axes, ((91, 51), (31, 71)), "^v", strict=True):
+        markers = [line for line in ax.lines if line.get_marker() in ("s", "^", "o", "v")]
+        points = {line.get_marker(): line.get_ydata()[0] for line in markers}  # not the caps
+        assert points == pytest.approx({"s": fedavg, marker: fedlog})
+        assert [t.get_text() for t in ax.texts] == ["fedavg"]
+    last = plots.plot_verdict(table, modes=("global",), metric="last")
+    assert [ax.get_title() for ax in last.axes] == ["Seen, scored global"]
+
+
+def test_verdict_figure_refuses_a_table_without_judged_rows_or_complete_cells():
+    records = _scored_records({"fedlog": (0.9, 0.3), "fedavg": (0.5, 0.7)})
+    with pytest.raises(UserError, match="judges no rows"):
+        plots.plot_verdict(tables.build_table(records, _judged_spec()))
+    judged = tables.build_table(records, _judged_spec(verdict_for=("fedlog",)))
+    with pytest.raises(UserError, match="no 'best' columns scored 'personalized'"):
+        plots.plot_verdict(judged, modes=("personalized",))
+    partial = tables.build_table(records[1:], _judged_spec(verdict_for=("fedlog",)))
+    with pytest.raises(UserError, match="no complete cell"):
+        plots.plot_verdict(partial)
+
+
+def test_plots_mode_draws_the_verdict_of_a_spec(tmp_path):
+    ledger = tmp_path / "ledger.jsonl"
+    for record in _scored_records({"fedlog": (0.9, 0.3), "fedavg": (0.5, 0.7)}):
+        ledger_lib.append_record(ledger, record)
+    spec_json = json.dumps(
+        {
+            "name": "mine",
+            "rows": ["dataset", "algorithm"],
+            "settings": ["seen"],
+            "modes": ["local", "global"],
+            "verdict_for": ["fedlog"],
+        }
+    )
+    mode = [sys.executable, "-m", "experiments.main", "--mode=plots", "--plot=verdict"]
+    args = [f"--ledger={ledger}", f"--spec={spec_json}", f"--out={tmp_path}"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([*mode, *args], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    _assert_images([tmp_path / "mine_verdict.png", tmp_path / "mine_verdict.pdf"])
+
+
 def test_a_sweep_config_file_is_a_table_spec_of_its_own_table():
     """--spec=<config>.py draws the table the sweep itself prints, so it is defined once."""
     from experiments import configs

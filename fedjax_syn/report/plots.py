@@ -5,7 +5,9 @@
 (b) per-round curves: Seen against the settings a client has not seen, showing the gap open up as
     personalised models overfit their local data;
 (c) best-validation minus last-round accuracy per algorithm and setting: how much is lost by not
-    stopping at the best round.
+    stopping at the best round;
+(d) a comparison table's verdict: the judged rows (FedLoG) against the best other row of each
+    complete cell, one panel per scoring and setting.
 
 Figures are `matplotlib.figure.Figure`s (no pyplot, no global backend state), so that notebooks and
 headless jobs alike can import this module. Every function returns the Figure and saves it
@@ -21,8 +23,11 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from fedjax_syn.core.errors import UserError, check
+from fedjax_syn.report.render import row_label
+from fedjax_syn.report.tables import Table, best_other, verdict
 from fedjax_syn.runs.ledger import (
     SETTING_LABELS,
     Stats,
@@ -200,5 +205,144 @@ def plot_best_last_gap(
     ax.set_title("Accuracy lost by training to the last round (> 0: the last round is worse)")
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize="small")
+    save_figure(fig, paths)
+    return fig
+
+
+# How a judged row's marker shows its verdict against the best other row of its cell.
+_VERDICT_MARKERS = {"win": "^", "tie": "o", "loss": "v"}
+
+
+def _columns_by_scoring(table: Table) -> dict[tuple[str, str, str], int]:
+    """(mode, round, setting) -> column index, read from an accuracy table's column paths
+    (best.seen, modes.local.last.missing_class, ...)."""
+    index = {}
+    for j, column in enumerate(table.spec.columns):
+        parts = column.path.split(".")
+        mode, rest = (parts[1], parts[2:]) if parts[0] == "modes" else ("personalized", parts)
+        if len(rest) == 2:
+            index[mode, rest[0], rest[1]] = j
+    return index
+
+
+def _complete_cells(table: Table) -> list[tuple[tuple, list[tuple]]]:
+    """(cell, its row keys) for each comparison group whose every row has all its seeds: a cell
+    still running would be judged against a partial field."""
+    spec, cells = table.spec, {}
+    for key in table.row_keys:
+        cells.setdefault(tuple(key[i] for i in spec.compare_indices), []).append(key)
+    wanted = len(spec.seeds) if spec.seeds is not None else 1
+    return [
+        (cell, keys)
+        for cell, keys in cells.items()
+        if all(len(table.seeds_found[k]) >= wanted for k in keys)
+    ]
+
+
+def _cell_label(paths: Sequence[str], values: tuple) -> str:
+    """A name is shown as it is, a number with its row label: "cora / K=3"."""
+    return " / ".join(
+        str(v) if isinstance(v, str) else f"{row_label(p)}={v:g}"
+        for p, v in zip(paths, values, strict=True)
+    )
+
+
+def plot_verdict(
+    table: Table,
+    modes: Sequence[str] | None = None,
+    metric: str = "best",
+    paths: Iterable[str | os.PathLike] = (),
+) -> Figure:
+    """The judged rows (the table's `verdict_for`, e.g. FedLoG's two presets) against the best
+    other row of each complete cell: one panel per evaluation mode (rows) and setting (columns),
+    mean ± population std over seeds; the marker's shape is the table's verdict for that column
+    (win or loss beyond the larger std, tie otherwise) and the best other row is named."""
+    spec = table.spec
+    check(
+        bool(spec.verdict_for),
+        f"table spec {spec.name!r} judges no rows (its verdict_for is empty); a verdict figure "
+        "needs a spec that names them, e.g. experiments/configs/comparison.py",
+    )
+    index = _columns_by_scoring(table)
+    scorings = {(m, r) for m, r, _ in index}
+    modes = list(dict.fromkeys(m for m, _, _ in index)) if modes is None else list(modes)
+    for mode in modes:
+        check(
+            (mode, metric) in scorings,
+            f"table {spec.name!r} has no {metric!r} columns scored {mode!r}; "
+            f"it has (mode, round) {sorted(scorings)}",
+        )
+    cells = _complete_cells(table)
+    check(
+        len(cells) > 0,
+        f"table {spec.name!r} has no complete cell yet (every row with all its seeds) to judge",
+    )
+    settings = list(dict.fromkeys(s for m, r, s in index if m in modes and r == metric))
+    fig = Figure(figsize=(3.2 * len(settings), 2.9 * len(modes) + 0.8), layout="constrained")
+    axes = fig.subplots(len(modes), len(settings), squeeze=False, sharex=True)
+    judged = list(spec.verdict_for)
+    width = 0.6 / len(judged)
+    compare_paths = spec.compare_keys
+    for (mode, setting), ax in zip(
+        [(m, s) for m in modes for s in settings], axes.flat, strict=True
+    ):
+        j = index[mode, metric, setting]
+        for x, (_, keys) in enumerate(cells):
+            other = best_other(table, keys[0], j)
+            if other is not None:
+                best, name = other
+                ax.errorbar(x + 0.35, best.mean, best.std, fmt="s", color="black", capsize=2)
+                ax.annotate(
+                    str(name),
+                    (x + 0.35, best.mean),
+                    xytext=(3, 0),
+                    textcoords="offset points",
+                    fontsize="x-small",
+                    rotation=90,
+                    va="bottom",
+                )
+            for i, row in enumerate(judged):
+                key = next((k for k in keys if k[-1] == row), None)
+                stats = table.cells.get((key, j))
+                if stats is None:
+                    continue
+                word = (verdict(table, key, j) or "tie").split(" ")[0]
+                ax.errorbar(
+                    x - 0.3 + (i + 0.5) * width,
+                    stats.mean,
+                    stats.std,
+                    fmt=_VERDICT_MARKERS[word],
+                    color=f"C{i}",
+                    capsize=2,
+                    label=str(row) if x == 0 else None,
+                )
+        ax.set_title(f"{_label(setting)}, scored {mode}", fontsize="medium")
+        ax.set_xticks(
+            range(len(cells)),
+            [_cell_label(compare_paths, cell) for cell, _ in cells],
+            rotation=60,
+            ha="right",
+            fontsize="small",
+        )
+        ax.grid(True, axis="y", alpha=0.3)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(f"accuracy (%), {metric} round")
+    handles = [
+        *(
+            Line2D([], [], color=f"C{i}", marker="o", linestyle="", label=str(row))
+            for i, row in enumerate(judged)
+        ),
+        Line2D([], [], color="black", marker="s", linestyle="", label="best other row (named)"),
+        *(
+            Line2D([], [], color="gray", marker=m, linestyle="", label=word)
+            for word, m in _VERDICT_MARKERS.items()
+        ),
+    ]
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles))
+    fig.suptitle(
+        f"{spec.title}: verdict per cell ({metric} round; bars = ± population std over seeds; "
+        "win or loss = beyond the larger std)",
+        fontsize="medium",
+    )
     save_figure(fig, paths)
     return fig

@@ -19,7 +19,7 @@ def _fmt_value(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _row_label(path: str) -> str:
+def row_label(path: str) -> str:
     return ROW_LABELS.get(path, path.rsplit(".", 1)[-1])
 
 
@@ -57,7 +57,7 @@ def _verdict_summary(table: Table, verdicts: dict[tuple, list[str | None]]) -> l
     spec = table.spec
     mode = lambda column: column.sub.rpartition(" ")[0]
     modes = list(dict.fromkeys(mode(c) for c in spec.columns))
-    heads = [_row_label(r) for r in spec.rows]
+    heads = [row_label(r) for r in spec.rows]
     heads += [f"{m or 'all'}: won / tied / lost" for m in modes] + ["lost"]
     lines = [
         "Verdict in short: columns won / tied / lost under each scoring, best and last round "
@@ -91,7 +91,7 @@ def _verdict_lines(table: Table) -> list[str]:
     if not judged:
         return []
     verdicts = {key: [verdict(table, key, j) for j in range(len(spec.columns))] for key in judged}
-    heads = [_row_label(r) for r in spec.rows] + [_column_label(c) for c in spec.columns]
+    heads = [row_label(r) for r in spec.rows] + [_column_label(c) for c in spec.columns]
     lines = [
         *_verdict_summary(table, verdicts),
         f"Verdict for {', '.join(spec.verdict_for)} against the best other row (win or loss: "
@@ -136,7 +136,7 @@ def _notes(table: Table) -> list[tuple[str, list[str]]]:
             mode = path.removesuffix("best.val").strip(".").removeprefix("modes.")
             named = zip(spec.select_on, values, strict=True)  # a row has only its own options
             chosen_on = ", ".join(
-                f"{_row_label(p)}={_fmt_value(v)}" for p, v in named if v is not None
+                f"{row_label(p)}={_fmt_value(v)}" for p, v in named if v is not None
             )
             picks.append(f"{mode or 'personalized'}: {chosen_on}")
         if picks:
@@ -156,7 +156,7 @@ def _reference_cells(table: Table, key: tuple) -> list[str]:
 
 def _caption(table: Table) -> str:
     spec = table.spec
-    within = [_row_label(k) for k in spec.compare_keys]
+    within = [row_label(k) for k in spec.compare_keys]
     scope = f"within each ({', '.join(within)})" if within else "over all rows"
     return (
         f"Accuracy (%): mean ± population std (numpy std, ddof=0) over seeds; "
@@ -169,7 +169,7 @@ def _caption(table: Table) -> str:
 def to_markdown(table: Table) -> str:
     """The table as GitHub Markdown, with caption, missing runs and the query under it."""
     spec = table.spec
-    headers = [_row_label(r) for r in spec.rows] + ["n"]
+    headers = [row_label(r) for r in spec.rows] + ["n"]
     headers += [_column_label(c) for c in spec.columns]
     headers += [spec.reference.label] if spec.reference else []
     align = ["---"] * len(spec.rows) + ["---:"] * (len(headers) - len(spec.rows))
@@ -186,7 +186,7 @@ def to_markdown(table: Table) -> str:
         runs, hours = table.cost
         lines += ["", f"Cost: {runs} runs, {hours:.1f} hours of run wall time summed."]
         if table.group_cost:
-            labels = ", ".join(_row_label(r) for r in spec.rows[:-1])
+            labels = ", ".join(row_label(r) for r in spec.rows[:-1])
             parts = [
                 f"{', '.join(map(_fmt_value, group))}: {n} runs, {h:.1f} h"
                 for group, (n, h) in table.group_cost.items()
@@ -249,7 +249,7 @@ def to_latex(table: Table) -> str:
         + "}",
         r"\toprule",
     ]
-    row_labels = [latex_escape(_row_label(r)) for r in spec.rows] + ["$n$"]
+    row_labels = [latex_escape(row_label(r)) for r in spec.rows] + ["$n$"]
     spans = [(g, len(list(cols))) for g, cols in itertools.groupby(spec.columns, lambda c: c.group)]
     two_levels = any(c.sub for c in spec.columns)
     if two_levels:

@@ -133,11 +133,11 @@ def _bold_cells(spec: TableSpec, row_keys: Sequence[tuple], cells: Mapping) -> f
     return frozenset(bold)
 
 
-def verdict(table: Table, key: tuple, j: int) -> str | None:
-    """`key`'s cell j against the best mean of the other rows of its group that are not judged
-    themselves: 'win +d', 'tie +d' (|d| within the larger std) or 'loss -d (<best row>)'."""
+def best_other(table: Table, key: tuple, j: int) -> tuple[Stats, str] | None:
+    """(stats, last row key value) of the best mean in column j among the rows of `key`'s
+    comparison group that are not judged themselves (the `verdict_for` rows); None if none has
+    the column."""
     spec, idx = table.spec, table.spec.compare_indices
-    mine = table.cells.get((key, j))
     others = [
         (table.cells[k, j], k[-1])
         for k in table.row_keys
@@ -145,9 +145,16 @@ def verdict(table: Table, key: tuple, j: int) -> str | None:
         and k[-1] not in spec.verdict_for
         and (k, j) in table.cells
     ]
-    if mine is None or not others:
+    return max(others, key=lambda other: other[0].mean) if others else None
+
+
+def verdict(table: Table, key: tuple, j: int) -> str | None:
+    """`key`'s cell j against `best_other`: 'win +d', 'tie +d' (|d| within the larger std) or
+    'loss -d (<best row>)'."""
+    mine, other = table.cells.get((key, j)), best_other(table, key, j)
+    if mine is None or other is None:
         return None
-    best, name = max(others, key=lambda other: other[0].mean)
+    best, name = other
     diff = mine.mean - best.mean
     word = "tie" if abs(diff) <= max(mine.std, best.std) else "win" if diff > 0 else "loss"
-    return f"{word} {diff:+.{spec.digits}f}" + ("" if word == "win" else f" ({name})")
+    return f"{word} {diff:+.{table.spec.digits}f}" + ("" if word == "win" else f" ({name})")
