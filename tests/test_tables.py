@@ -437,46 +437,6 @@ def test_validation_choices_name_the_personalised_mode():
     assert "algorithm=fedlog: personalized: beta=1" in render.to_markdown(table)
 
 
-def test_verdict_summary_counts_each_scoring_apart():
-    """fedlog beats fedavg scored `local` and loses scored `global`: one count per scoring."""
-    scores = {"fedlog": (0.9, 0.3), "fedavg": (0.5, 0.7)}  # (local, global) seen accuracy
-    records = [
-        {
-            "run_id": f"{alg}-{seed}",
-            "track": "vision",
-            "dataset": "mnist",
-            "algorithm": alg,
-            "seed": seed,
-            "best": {"val": 0.5, "seen": 0.5},
-            "last": {"val": 0.5, "seen": 0.5},
-            "modes": {
-                mode: {
-                    "best": {"val": 0.5, "seen": score + 0.01 * seed},
-                    "last": {"val": 0.5, "seen": score},
-                }
-                for mode, score in zip(("local", "global"), scores[alg])
-            },
-        }
-        for alg in scores
-        for seed in SEEDS
-    ]
-    spec = specs.accuracy_spec(
-        "t",
-        {"track": "vision"},
-        ("dataset", "algorithm"),
-        ("seen",),
-        "both",
-        modes=("local", "global"),
-        verdict_for=("fedlog",),
-    )
-    markdown = render.to_markdown(tables.build_table(records, spec))
-    assert (
-        "| dataset | algorithm | local: won / tied / lost | global: won / tied / lost |" in markdown
-    )
-    lost = "Seen (global best) -40.00 (fedavg); Seen (global last) -40.00 (fedavg)"
-    assert f"| mnist | fedlog | 2 / 0 / 0 | 0 / 0 / 2 | {lost} |" in markdown
-
-
 def _scored_records(scores, datasets=("mnist",), seeds=SEEDS):
     """Records whose `local` and `global` best/last Seen accuracy is `scores[alg]`, + 1 point a
     seed."""
@@ -514,6 +474,19 @@ def _judged_spec(**layout):
         seeds=SEEDS,
         **layout,
     )
+
+
+def test_verdict_summary_counts_each_scoring_apart():
+    """fedlog beats fedavg scored `local` and loses scored `global`: one count per scoring."""
+    records = _scored_records({"fedlog": (0.9, 0.3), "fedavg": (0.5, 0.7)})
+    markdown = render.to_markdown(
+        tables.build_table(records, _judged_spec(verdict_for=("fedlog",)))
+    )
+    assert (
+        "| dataset | algorithm | local: won / tied / lost | global: won / tied / lost |" in markdown
+    )
+    lost = "Seen (global best) -40.00 (fedavg); Seen (global last) -40.00 (fedavg)"
+    assert f"| mnist | fedlog | 2 / 0 / 0 | 0 / 0 / 2 | {lost} |" in markdown
 
 
 def test_verdict_figure_draws_complete_cells_with_the_verdict_as_marker(tmp_path):
