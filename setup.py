@@ -30,6 +30,7 @@ setuptools.setup(
         "matplotlib>=3.8,<3.12",
         "tqdm>=4.66,<5",
         "dp-accounting>=0.6,<0.7",
+        "filelock>=3.12,<4",
     ],
     extras_require={
         "test": [

@@ -29,6 +29,13 @@ _CACHE_DIR = flags.DEFINE_string(
     "JAX's persistent compilation cache: a rerun, or the next seed of a sweep, loads the "
     "programs instead of compiling them again. Empty: off.",
 )
+_CACHE_MAX_GB = flags.DEFINE_float(
+    "compilation_cache_max_gb",
+    2.0,
+    "Size bound of the compilation cache folder (GB): past it, the least recently used programs "
+    "are deleted. With a bound, JAX also locks the folder while it reads or writes an entry, so "
+    "processes sharing it (a sweep on every core) never read a half-written program.",
+)
 
 
 def fail(message: str) -> NoReturn:
@@ -58,6 +65,9 @@ def run(main: Callable[[list[str]], None]) -> None:
         if _CACHE_DIR.value:
             jax.config.update("jax_compilation_cache_dir", os.path.expanduser(_CACHE_DIR.value))
             jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+            if _CACHE_MAX_GB.value <= 0:
+                fail(f"--compilation_cache_max_gb must be > 0, got {_CACHE_MAX_GB.value}")
+            jax.config.update("jax_compilation_cache_max_size", int(_CACHE_MAX_GB.value * 1e9))
         try:
             main(argv)
         except UserError as e:

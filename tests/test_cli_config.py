@@ -148,6 +148,10 @@ def test_condensation_runs_are_validated_with_their_own_fields():
         (["-m", "experiments.main", "--config.algorithm=fedfoo"], "'fedfoo'"),
         (["-m", "experiments.main", "--config.rounds=abc"], "'abc'"),
         (["-m", "experiments.main", "--mode=reproduce", "--table=nope"], "unknown table 'nope'"),
+        (
+            ["-m", "experiments.main", "--compilation_cache_max_gb=0"],
+            "--compilation_cache_max_gb must be > 0, got 0.0",
+        ),
     ],
 )
 def test_bad_flag_is_one_line_and_exit_2_before_any_run(command, fragment, tmp_path):

@@ -59,9 +59,11 @@ def _free_port() -> int:
 
 
 def _env() -> dict:
-    """A worker's environment: DEVICES_PER_PROCESS emulated CPU devices, gloo collectives."""
+    """A worker's environment: DEVICES_PER_PROCESS emulated CPU devices, gloo collectives; the
+    compilation cache's size bound comes from the command line's default alone."""
+    inherited = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_MAX_SIZE"}
     return {
-        **os.environ,
+        **inherited,
         "PYTHONPATH": str(REPO),
         "JAX_PLATFORMS": "cpu",
         "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo",  # jax 0.10's default, stated
@@ -174,6 +176,8 @@ def test_two_processes_stopped_and_resumed_equal_one_process(tmp_path):
         assert report["appended"] == 0
     assert not (tmp_path / "ledger.jsonl").exists()
     assert sorted(p.name for p in checkpoints.iterdir()) == ["1", "2"]
+    # The processes share one compilation cache, locked around every entry read or written.
+    assert (tmp_path / "jax_cache" / ".lockfile").exists()
 
     # 2. The same command resumes from round 2 and finishes; process 0 alone writes the ledger.
     codes, reports, texts = _run_processes(tmp_path, "resumed", flags)
