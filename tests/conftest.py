@@ -21,9 +21,6 @@ _OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
 if _OWN_CACHE:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="fedjax_syn_tests_jax_")
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"  # the suite's are all small
-    # A size bound makes JAX lock the folder around every read and write of an entry: without it
-    # one worker could read a program another is still writing (a warning and a recompile).
-    os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(2 * 10**9)
 
 from fedjax_syn.runs.allocator import keep_freed_memory  # noqa: E402
 

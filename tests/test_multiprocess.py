@@ -59,11 +59,9 @@ def _free_port() -> int:
 
 
 def _env() -> dict:
-    """A worker's environment: DEVICES_PER_PROCESS emulated CPU devices, gloo collectives; the
-    compilation cache's size bound comes from the command line's default alone."""
-    inherited = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_MAX_SIZE"}
+    """A worker's environment: DEVICES_PER_PROCESS emulated CPU devices, gloo collectives."""
     return {
-        **inherited,
+        **os.environ,
         "PYTHONPATH": str(REPO),
         "JAX_PLATFORMS": "cpu",
         "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo",  # jax 0.10's default, stated
