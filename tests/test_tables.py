@@ -489,6 +489,15 @@ def test_verdict_summary_counts_each_scoring_apart():
     assert f"| mnist | fedlog | 2 / 0 / 0 | 0 / 0 / 2 | {lost} |" in markdown
 
 
+def test_scoring_of_reads_back_every_scored_path_and_nothing_else():
+    for scoring in itertools.product(
+        ("personalized", "local", "global"), ("best", "last"), SETTINGS
+    ):
+        assert specs.scoring_of(specs.scored_path(*scoring)) == scoring
+    for other in ("metrics.syn_acc", "best", "modes", "modes.local.best", "wall_time_s"):
+        assert specs.scoring_of(other) is None
+
+
 def test_verdict_figure_draws_complete_cells_with_the_verdict_as_marker(tmp_path):
     """fedlog wins scored `local` and loses scored `global` against fedavg; cifar10 lacks a
     seed of fedavg, so only mnist is drawn."""

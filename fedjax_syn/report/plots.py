@@ -26,7 +26,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from fedjax_syn.core.errors import UserError, check
-from fedjax_syn.report.render import row_label
+from fedjax_syn.report.render import fmt_value, row_label
+from fedjax_syn.report.specs import scoring_of
 from fedjax_syn.report.tables import Table, best_other, verdict
 from fedjax_syn.runs.ledger import (
     SETTING_LABELS,
@@ -214,15 +215,9 @@ _VERDICT_MARKERS = {"win": "^", "tie": "o", "loss": "v"}
 
 
 def _columns_by_scoring(table: Table) -> dict[tuple[str, str, str], int]:
-    """(mode, round, setting) -> column index, read from an accuracy table's column paths
-    (best.seen, modes.local.last.missing_class, ...)."""
-    index = {}
-    for j, column in enumerate(table.spec.columns):
-        parts = column.path.split(".")
-        mode, rest = (parts[1], parts[2:]) if parts[0] == "modes" else ("personalized", parts)
-        if len(rest) == 2:
-            index[mode, rest[0], rest[1]] = j
-    return index
+    """(mode, round, setting) -> column index of an accuracy table (`specs.scoring_of`)."""
+    scorings = ((scoring_of(c.path), j) for j, c in enumerate(table.spec.columns))
+    return {scoring: j for scoring, j in scorings if scoring is not None}
 
 
 def _complete_cells(table: Table) -> list[tuple[tuple, list[tuple]]]:
@@ -242,7 +237,7 @@ def _complete_cells(table: Table) -> list[tuple[tuple, list[tuple]]]:
 def _cell_label(paths: Sequence[str], values: tuple) -> str:
     """A name is shown as it is, a number with its row label: "cora / K=3"."""
     return " / ".join(
-        str(v) if isinstance(v, str) else f"{row_label(p)}={v:g}"
+        str(v) if isinstance(v, str) else f"{row_label(p)}={fmt_value(v)}"
         for p, v in zip(paths, values, strict=True)
     )
 

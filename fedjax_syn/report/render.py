@@ -15,7 +15,8 @@ from fedjax_syn.report.tables import Table, verdict
 ROW_LABELS = {"protocol.num_clients": "K", "protocol.alpha": "alpha", "ipc": "IPC"}
 
 
-def _fmt_value(value: Any) -> str:
+def fmt_value(value: Any) -> str:
+    """A row key value as shown: floats without trailing zeros (0.1, 1), the rest as text."""
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
@@ -42,7 +43,7 @@ def _cell_text(table: Table, key: tuple, j: int) -> str:
 
 
 def _assignments(names: Sequence[str], values: Sequence) -> str:
-    return ", ".join(f"{n}={_fmt_value(v)}" for n, v in zip(names, values, strict=True))
+    return ", ".join(f"{n}={fmt_value(v)}" for n, v in zip(names, values, strict=True))
 
 
 def _column_label(column: Column) -> str:
@@ -80,7 +81,7 @@ def _verdict_summary(table: Table, verdicts: dict[tuple, list[str | None]]) -> l
             f"{c['win']} / {c['tie']} / {c['loss']}" if sum(c.values()) else "—"
             for c in counts.values()
         ]
-        lines.append(_md_row([_fmt_value(v) for v in key] + cells + ["; ".join(lost) or "—"]))
+        lines.append(_md_row([fmt_value(v) for v in key] + cells + ["; ".join(lost) or "—"]))
     return [*lines, ""]
 
 
@@ -101,7 +102,7 @@ def _verdict_lines(table: Table) -> list[str]:
         _md_row(["---"] * len(heads)),
     ]
     for key, row in verdicts.items():
-        lines.append(_md_row([_fmt_value(v) for v in key] + [text or "—" for text in row]))
+        lines.append(_md_row([fmt_value(v) for v in key] + [text or "—" for text in row]))
     return lines
 
 
@@ -136,7 +137,7 @@ def _notes(table: Table) -> list[tuple[str, list[str]]]:
             mode = path.removesuffix("best.val").strip(".").removeprefix("modes.")
             named = zip(spec.select_on, values, strict=True)  # a row has only its own options
             chosen_on = ", ".join(
-                f"{row_label(p)}={_fmt_value(v)}" for p, v in named if v is not None
+                f"{row_label(p)}={fmt_value(v)}" for p, v in named if v is not None
             )
             picks.append(f"{mode or 'personalized'}: {chosen_on}")
         if picks:
@@ -175,7 +176,7 @@ def to_markdown(table: Table) -> str:
     align = ["---"] * len(spec.rows) + ["---:"] * (len(headers) - len(spec.rows))
     lines = [f"**{_md_escape(spec.title)}**", "", _md_row(headers), _md_row(align)]
     for key in table.row_keys:
-        cells = [_fmt_value(v) for v in key] + [_n_text(table, key)]
+        cells = [fmt_value(v) for v in key] + [_n_text(table, key)]
         for j in range(len(spec.columns)):
             text = _cell_text(table, key, j)
             cells.append(f"**{text}**" if (key, j) in table.bold else text)
@@ -188,7 +189,7 @@ def to_markdown(table: Table) -> str:
         if table.group_cost:
             labels = ", ".join(row_label(r) for r in spec.rows[:-1])
             parts = [
-                f"{', '.join(map(_fmt_value, group))}: {n} runs, {h:.1f} h"
+                f"{', '.join(map(fmt_value, group))}: {n} runs, {h:.1f} h"
                 for group, (n, h) in table.group_cost.items()
             ]
             lines += [f"By {labels}: {'; '.join(parts)}."]
@@ -271,7 +272,7 @@ def to_latex(table: Table) -> str:
         if previous is not None and group != previous:
             lines.append(r"\midrule")
         previous = group
-        cells = [latex_escape(_fmt_value(v)) for v in key] + [_n_text(table, key)]
+        cells = [latex_escape(fmt_value(v)) for v in key] + [_n_text(table, key)]
         for j in range(len(spec.columns)):
             text = latex_escape(_cell_text(table, key, j)).replace("±", r"$\pm$")
             cells.append(rf"\textbf{{{text}}}" if (key, j) in table.bold else text)

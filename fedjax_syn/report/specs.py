@@ -98,6 +98,22 @@ class TableSpec:
         return tuple(self.rows.index(k) for k in self.compare_keys)
 
 
+def scored_path(mode: str, round_: str, setting: str) -> str:
+    """The record path of a setting's accuracy under an evaluation mode at a round (best / last):
+    best.seen for the personalised mode, modes.local.last.missing_class for the others."""
+    prefix = "" if mode == "personalized" else f"modes.{mode}."
+    return f"{prefix}{round_}.{setting}"
+
+
+def scoring_of(path: str) -> tuple[str, str, str] | None:
+    """(mode, round, setting) of a `scored_path`; None for any other path."""
+    parts = path.split(".")
+    mode, rest = (
+        (parts[1], parts[2:]) if parts[0] == "modes" and len(parts) > 1 else ("personalized", parts)
+    )
+    return (mode, *rest) if len(rest) == 2 and rest[0] in ("best", "last") else None
+
+
 def accuracy_spec(
     name: str,
     filters: Mapping[str, Any],
@@ -116,12 +132,11 @@ def accuracy_spec(
     for mode in modes:
         check_choice("evaluation mode", mode, MODE_NOTES)
     metrics = ("best", "last") if metric == "both" else (metric,)
-    prefix = lambda mode: "" if mode == "personalized" else f"modes.{mode}."
     subs = lambda mode, m: " ".join(
         ([mode] if len(modes) > 1 else []) + ([m] if metric == "both" else [])
     )
     columns = tuple(
-        Column(f"{prefix(mode)}{m}.{s}", SETTING_LABELS.get(s, s), subs(mode, m))
+        Column(scored_path(mode, m, s), SETTING_LABELS.get(s, s), subs(mode, m))
         for s in settings
         for mode in modes
         for m in metrics
