@@ -42,8 +42,8 @@ def _instrument(report: dict, stop_after: int) -> None:
         )
         return fed
 
-    def saved(ckpt: Any, state: Any, elapsed_s: float) -> None:
-        save_state(ckpt, state, elapsed_s)
+    def saved(ckpt: Any, state: Any, *spent: float | None) -> None:
+        save_state(ckpt, state, *spent)
         report["saved_rounds"].append(state.round)
         if state.round == stop_after:
             raise SystemExit(STOPPED)

@@ -285,16 +285,20 @@ def test_a_run_computes_its_initial_states_once(counted_inits):
     assert len(counted_inits) == 1
 
 
-@pytest.mark.parametrize("seeds", [(0,), (0, 1)], ids=["single", "batched"])
+@pytest.mark.parametrize(
+    "seeds, cpu_before",
+    [((0,), 1000.0), ((0, 1), None)],
+    ids=["single", "batched-checkpoint-without-cpu-time"],
+)
 def test_a_resumed_run_restores_without_computing_its_initial_states(
-    tmp_path, counted_inits, seeds
+    tmp_path, counted_inits, seeds, cpu_before
 ):
     points = [_counting_config(s) for s in seeds]
     (job,) = sweep.plan(points)
     compiled = program.compile_program(job.configs)
     state = program.advance(compiled, program.initial_state(compiled), 1, None)
     ckpt = RunCheckpointer(tmp_path / job.name)
-    save_state(ckpt, state, 0.0)
+    save_state(ckpt, state, 7.0, cpu_before)
     ckpt.close()
     # What the run gives without the interruption: the same program, carried on to the end.
     finished = program.advance(compiled, state, compiled.last_round, None)
@@ -302,10 +306,21 @@ def test_a_resumed_run_restores_without_computing_its_initial_states(
     assert len(expected) == len(seeds) and all(r["eval_rounds"] == [1, 2, 3] for r in expected)
     counted_inits.clear()
     lines = []
+    cpu_start = time.process_time()
     got = sweep.run_job(job, ledger=None, checkpoint_dir=tmp_path, log=lines.append)
+    cpu_now = time.process_time() - cpu_start
     assert lines == [f"resumed {job.name} from round 1 ({tmp_path / job.name})"]
     assert counted_inits == []
     assert [r["curves"] for r in got] == [r["curves"] for r in expected]
+    # Time spent is the earlier process's (from its checkpoint) plus this one's, shared equally;
+    # CPU time is unknown when the checkpoint did not measure it.
+    n = len(seeds)
+    assert all(r["wall_time_s"] > 7.0 / n for r in got)
+    for r in got:
+        if cpu_before is None:
+            assert r["cpu_time_s"] is None
+        else:
+            assert cpu_before / n < r["cpu_time_s"] <= (cpu_before + cpu_now) / n
 
 
 # ---------------------------------------------------------------------------------------------

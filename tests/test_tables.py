@@ -149,6 +149,29 @@ def test_cost_is_summed_per_group_of_rows():
     assert f"By dataset: {'; '.join(parts)}." in markdown
 
 
+def test_cpu_time_is_summed_over_the_runs_that_measure_it():
+    records = make_records()
+    for i, r in enumerate(records):
+        r["wall_time_s"] = 3600.0
+        if i % 3 == 1:
+            r["cpu_time_s"] = 1800.0 * (i % 2 + 1)
+        elif i % 3 == 2:
+            r["cpu_time_s"] = None  # resumed from a checkpoint that did not measure it
+    table = tables.build_table(records, spec(cost=True))
+    measured = [r for r in records if r.get("cpu_time_s") is not None]
+    cpu = sum(r["cpu_time_s"] for r in measured) / 3600
+    assert table.cost == tables.Cost(len(records), len(records), len(measured), cpu)
+    markdown = render.to_markdown(table)
+    assert (
+        f"Cost: {len(records)} runs, {len(records):.1f} hours of run wall time summed; "
+        f"{cpu:.1f} CPU hours over the {len(measured)} runs that measure it."
+    ) in markdown
+    for ds in DATASETS:
+        group = [r for r in measured if r["dataset"] == ds]
+        hours = sum(r["cpu_time_s"] for r in group) / 3600
+        assert f" ({hours:.1f} CPU h over {len(group)})" in markdown.split(f"{ds}: ")[-1]
+
+
 def test_rows_found_but_not_expected_are_still_listed():
     table = tables.build_table(make_records(), spec(expected_rows=(("mnist", "fedavg"),)))
     assert table.row_keys[0] == ("mnist", "fedavg")

@@ -296,10 +296,12 @@ def uploads_per_client(cfg) -> int:
 
 def audit(cfg, options: AuditOptions) -> dict:
     """Trains the run `cfg` and audits it: its ledger record with a `privacy` entry."""
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     program = compile_program([cfg])
     state = advance(program, initial_state(program), program.last_round)
-    (record,) = make_records(program, state, time.perf_counter() - start)
+    (record,) = make_records(
+        program, state, time.perf_counter() - start, time.process_time() - cpu_start
+    )
     alg = build_algorithm(cfg, program.prepared)
     audit_start = time.perf_counter()
     server, uploads = audit_uploads(alg, program, state)

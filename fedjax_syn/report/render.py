@@ -184,13 +184,22 @@ def to_markdown(table: Table) -> str:
         lines.append(_md_row([_md_escape(c) for c in cells]))
     lines += ["", _md_escape(_caption(table))]
     if spec.cost:
-        runs, hours = table.cost
-        lines += ["", f"Cost: {runs} runs, {hours:.1f} hours of run wall time summed."]
+        cost = table.cost
+        cpu = (
+            f"; {cost.cpu_hours:.1f} CPU hours over the {cost.cpu_runs} runs that measure it"
+            if cost.cpu_runs
+            else ""
+        )
+        lines += [
+            "",
+            f"Cost: {cost.runs} runs, {cost.wall_hours:.1f} hours of run wall time summed{cpu}.",
+        ]
         if table.group_cost:
             labels = ", ".join(row_label(r) for r in spec.rows[:-1])
             parts = [
-                f"{', '.join(map(fmt_value, group))}: {n} runs, {h:.1f} h"
-                for group, (n, h) in table.group_cost.items()
+                f"{', '.join(map(fmt_value, group))}: {c.runs} runs, {c.wall_hours:.1f} h"
+                + (f" ({c.cpu_hours:.1f} CPU h over {c.cpu_runs})" if c.cpu_runs else "")
+                for group, c in table.group_cost.items()
             ]
             lines += [f"By {labels}: {'; '.join(parts)}."]
     for heading, notes in _notes(table):

@@ -70,7 +70,7 @@ class TableSpec:
     # Values of the last row key (e.g. fedlog) whose every cell is judged against the best other
     # row of its comparison group: win / tie / loss, a tie meaning within the larger std.
     verdict_for: tuple[str, ...] = ()
-    # Whether to say under the table how many runs it holds and their summed wall time.
+    # Whether to say under the table how many runs it holds, their summed wall and CPU time.
     cost: bool = False
     # Published figures shown in a last column, looked up by some of the row keys.
     reference: Reference | None = None

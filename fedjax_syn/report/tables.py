@@ -12,9 +12,26 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from typing import NamedTuple
 
 from fedjax_syn.report.specs import TableSpec
 from fedjax_syn.runs.ledger import Stats, group_runs, lookup, seed_stats, select
+
+
+class Cost(NamedTuple):
+    """What some runs cost, read from their records: how many, their summed wall hours, and
+    their summed CPU hours over the `cpu_runs` of them whose records measure CPU time."""
+
+    runs: int = 0
+    wall_hours: float = 0.0
+    cpu_runs: int = 0
+    cpu_hours: float = 0.0
+
+    @classmethod
+    def of(cls, records: Sequence[dict]) -> Cost:
+        cpu = [r["cpu_time_s"] for r in records if r.get("cpu_time_s") is not None]
+        wall = sum(r.get("wall_time_s") or 0.0 for r in records)
+        return cls(len(records), wall / 3600, len(cpu), sum(cpu) / 3600)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,9 +45,9 @@ class Table:
     bold: frozenset[tuple[tuple, int]]
     query: str
     selected: dict[tuple[tuple, str], tuple] = dataclasses.field(default_factory=dict)
-    cost: tuple[int, float] = (0, 0.0)  # the matched runs: how many, their summed wall hours
+    cost: Cost = dataclasses.field(default_factory=Cost)  # what the matched runs cost
     # The same per group of rows (every row key but the last; e.g. per dataset and K), in row order.
-    group_cost: dict[tuple, tuple[int, float]] = dataclasses.field(default_factory=dict)
+    group_cost: dict[tuple, Cost] = dataclasses.field(default_factory=dict)
 
 
 def _validation_path(column_path: str) -> str:
@@ -95,17 +112,16 @@ def build_table(records: Iterable[dict], spec: TableSpec, source: str = "ledger"
 
 
 def _costs(matched: list[dict], rows: Sequence[str], row_keys: Sequence[tuple]):
-    """(runs, summed wall hours) of all matched runs, and per group of rows (all row keys but the
-    last) that has runs, in row order: what each part of a sweep cost, read from its records."""
-    hours = lambda runs: sum(r.get("wall_time_s") or 0.0 for r in runs) / 3600
+    """The cost of all matched runs, and of each group of rows (all row keys but the last) that
+    has runs, in row order: what each part of a sweep cost."""
     if len(rows) < 2:
-        return (len(matched), hours(matched)), {}
+        return Cost.of(matched), {}
     by_group: dict[tuple, list[dict]] = {}
     for record in matched:
         by_group.setdefault(tuple(lookup(record, k, None) for k in rows[:-1]), []).append(record)
     order = list(dict.fromkeys(key[:-1] for key in row_keys))
-    groups = {g: (len(by_group[g]), hours(by_group[g])) for g in order if g in by_group}
-    return (len(matched), hours(matched)), groups
+    groups = {g: Cost.of(by_group[g]) for g in order if g in by_group}
+    return Cost.of(matched), groups
 
 
 def _sort_key(key: tuple) -> tuple:

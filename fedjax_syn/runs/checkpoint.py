@@ -209,14 +209,18 @@ def _json_number(x: Any) -> Any:
     return None if isinstance(x, float) and math.isnan(x) else x
 
 
-def save_state(ckpt: RunCheckpointer, state: Any, elapsed_s: float) -> None:
-    """Writes `state` as step `state.round` (returns when it is on disk)."""
+def save_state(
+    ckpt: RunCheckpointer, state: Any, elapsed_s: float, cpu_s: float | None = None
+) -> None:
+    """Writes `state` as step `state.round` (returns when it is on disk), with the wall and CPU
+    seconds spent on it so far (`cpu_s` None: not measured)."""
     meta = {
         "round": state.round,
         "curves": _map_curves(_json_number, state.curves),
         "eval_rounds": list(state.eval_rounds),
         "dropped": state.dropped,
         "elapsed_s": elapsed_s,
+        "cpu_s": cpu_s,
     }
     ckpt.save(state.round, jax.tree.map(_host_copy, _arrays(state)), meta)
 
@@ -240,6 +244,7 @@ def restore_state(ckpt: RunCheckpointer, template: Any) -> Any | None:
         eval_rounds=list(meta["eval_rounds"]),
         dropped=meta.get("dropped", template.dropped),  # absent from checkpoints saved before it
         elapsed_s=float(meta["elapsed_s"]),
+        cpu_s=meta.get("cpu_s"),  # absent from checkpoints saved before it: unknown
     )
 
 

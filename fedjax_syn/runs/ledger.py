@@ -21,7 +21,10 @@ Record schema (written by the training launcher; accuracies are fractions in [0,
      "best": {"round": int, "val": float, <setting>: float, ...},  # best validation round
      "last": {"round": int, "val": float, <setting>: float, ...},  # final evaluated round
      "modes": {"local" | "global": {"best": {...}, "last": {...}}},  # other evaluation modes
-     "wall_time_s": float, "compile_time_s": float,  # compile: the initialisation and round
+     "wall_time_s": float,       # summed over the processes that ran it (resumed runs too)
+     "cpu_time_s": float | null, # their CPU time, every thread; null when a checkpoint it
+                                 # resumed from predates the field; absent from older records
+     "compile_time_s": float,    # the initialisation and the round programs
      "versions": versions(),     # libraries, platform, cpu, backend, devices
      "created": "2025-01-31T12:00:00+00:00"}                         # added by append_record
 

@@ -158,6 +158,7 @@ class State:
     eval_rounds: list[int]
     dropped: Dropped
     elapsed_s: float = 0.0  # wall time spent on these runs by earlier processes
+    cpu_s: float | None = 0.0  # their CPU time; None when one of them did not record it
 
 
 @dataclasses.dataclass
@@ -398,8 +399,11 @@ def fetch(tree: Any) -> Any:
     return jax.tree.map(one, tree)
 
 
-def make_records(program: Program, state: State, wall_time: float) -> list[dict]:
-    """One ledger record per run; wall and compile time are the program's, shared equally."""
+def make_records(
+    program: Program, state: State, wall_time: float, cpu_time: float | None = None
+) -> list[dict]:
+    """One ledger record per run; wall, CPU and compile time are the program's, shared equally
+    (CPU time: the process's, every thread; None when not measured)."""
     n = program.num_runs
     return [
         make_record(
@@ -411,6 +415,7 @@ def make_records(program: Program, state: State, wall_time: float) -> list[dict]
             wall_time / n,
             program.compile_time / n,
             runs_in_program=n,
+            cpu_time=None if cpu_time is None else cpu_time / n,
         )
         for cfg, prepared, curves, dropped in zip(
             program.cfgs, program.prepared, state.curves, state.dropped
@@ -427,6 +432,7 @@ def make_record(
     wall_time,
     compile_time,
     runs_in_program=1,
+    cpu_time=None,
 ) -> dict:
     """The ledger record of a finished run (`runs_in_program` > 1: it ran batched with others,
     and its wall and compile times are its share of the program's; `dropped`: the [round,
@@ -456,6 +462,7 @@ def make_record(
         **summaries.pop("personalized"),  # "best", "last": the personalised models'
         "modes": summaries,  # the other evaluation modes' {"best", "last"}
         "wall_time_s": wall_time,
+        "cpu_time_s": cpu_time,
         "compile_time_s": compile_time,
         "runs_in_program": runs_in_program,
         "versions": versions(),
@@ -475,10 +482,11 @@ def run(
     prepared: Sequence[Prepared] | None = None,
 ) -> list[dict]:
     """Runs every config to its last round as one program; returns (and appends) its records."""
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     program = compile_program(cfgs, prepared)
     state = advance(program, initial_state(program), program.last_round, on_round)
-    records = make_records(program, state, time.perf_counter() - start)
+    spent = time.perf_counter() - start, time.process_time() - cpu_start
+    records = make_records(program, state, *spent)
     if ledger:
         for record in records:
             append_record(ledger, record)

@@ -7,7 +7,7 @@ is a program of its own. The grouping depends on the grid alone, so a rerun form
 programs.
 
 Resuming: each program checkpoints its whole state with `RunCheckpointer` (server and client
-states, base PRNG keys, round counter, curves, elapsed time) after its first round, every
+states, base PRNG keys, round counter, curves, wall and CPU time spent) after its first round, every
 `checkpoint_every` rounds and after its last round, into `checkpoint_dir/<program id>`. Killed
 at any moment, the same command restores the newest intact step and continues with the same
 compiled program, the same inputs and round keys `fold_in(key, r)`, so the final metrics are
@@ -144,7 +144,13 @@ def run_job(
         if directory is not None and directory.exists() and jax.process_index() == 0:
             shutil.rmtree(directory)
         return [record]
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
+
+    def spent(state: program.State) -> tuple[float, float | None]:
+        """Wall and CPU seconds spent on the runs, earlier processes' included."""
+        cpu = None if state.cpu_s is None else state.cpu_s + time.process_time() - cpu_start
+        return state.elapsed_s + time.perf_counter() - start, cpu
+
     compiled = program.compile_program(job.configs)
     ckpt = RunCheckpointer(directory) if directory and checkpoint_every > 0 else None
     try:
@@ -161,11 +167,11 @@ def run_job(
                 continue
             state = program.advance(compiled, state, stop, on_round)
             if ckpt is not None:
-                save_state(ckpt, state, state.elapsed_s + time.perf_counter() - start)
+                save_state(ckpt, state, *spent(state))
     finally:
         if ckpt is not None:
             ckpt.close()
-    records = program.make_records(compiled, state, state.elapsed_s + time.perf_counter() - start)
+    records = program.make_records(compiled, state, *spent(state))
     if ledger and jax.process_index() == 0:
         done = _ledger_ids(ledger)
         for record in records:
