@@ -1,6 +1,8 @@
 """A condensation run through the sweep runner: its record fills the condensation table, and a
 rerun finds it in the ledger."""
 
+import time
+
 import jax
 import pytest
 
@@ -58,11 +60,17 @@ def test_an_interrupted_condensation_run_resumes_after_its_last_checkpoint(tmp_p
         if i == 2:  # the third iteration, before its checkpoint: the newest is after two
             raise _Interrupted
 
+    cpu_start = time.process_time()
     with pytest.raises(_Interrupted):
         condense.run(config, on_iteration=interrupt, checkpoint_dir=tmp_path, checkpoint_every=2)
+    wall_start = time.perf_counter()
     resumed = condense.run(config, checkpoint_dir=tmp_path, checkpoint_every=2)
+    wall_now, cpu_both = time.perf_counter() - wall_start, time.process_time() - cpu_start
     assert reference["resumed_after"] is None and resumed["resumed_after"] == 2
     assert resumed["metrics"] == reference["metrics"]  # the same synthetic set, bit for bit
+    # The time spent counts the interrupted process's share, kept in its checkpoint.
+    assert resumed["wall_time_s"] > wall_now
+    assert 0 < resumed["cpu_time_s"] <= cpu_both
 
 
 def test_class_batching_auto_picks_by_backend_and_leaves_the_run_id_alone():

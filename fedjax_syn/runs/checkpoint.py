@@ -255,13 +255,14 @@ def save_tree(ckpt: RunCheckpointer, step: int, tree: Any, meta: dict | None = N
     ckpt.save(step, {str(i): _host_copy(leaf) for i, leaf in enumerate(leaves)}, meta or {})
 
 
-def restore_tree(ckpt: RunCheckpointer, template: Any) -> tuple[int, Any] | None:
-    """(step, tree shaped like `template`) of the newest intact step, or None."""
+def restore_tree(ckpt: RunCheckpointer, template: Any) -> tuple[int, Any, dict] | None:
+    """(step, tree shaped like `template`, its meta) of the newest intact step, or None."""
     leaves, treedef = jax.tree.flatten(template)
     found = ckpt.restore_latest({str(i): _template(leaf) for i, leaf in enumerate(leaves)})
     if found is None:
         return None
-    step, restored, _ = found
-    return step, jax.tree.unflatten(
+    step, restored, meta = found
+    tree = jax.tree.unflatten(
         treedef, [_rewrap(restored[str(i)], leaf) for i, leaf in enumerate(leaves)]
     )
+    return step, tree, meta

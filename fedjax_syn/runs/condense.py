@@ -136,7 +136,16 @@ def _run(cfg, ledger, on_iteration, ckpt: RunCheckpointer | None, every: int) ->
     from fedjax_syn.data.vision import load_vision
 
     check(cfg.eval_nets >= 1, f"eval_nets must be >= 1, got {cfg.eval_nets}")
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
+    earlier = {"elapsed_s": 0.0, "cpu_s": 0.0}  # spent by the processes a checkpoint came from
+
+    def spent() -> dict[str, float | None]:
+        cpu = earlier["cpu_s"]
+        return {
+            "elapsed_s": earlier["elapsed_s"] + time.perf_counter() - start,
+            "cpu_s": None if cpu is None else cpu + time.process_time() - cpu_start,
+        }
+
     data = load_vision(cfg.dataset, cfg.data_dir or None)
     model = _model(cfg, data.num_classes, cfg.conv)
     dsa = _dsa_config(cfg)
@@ -163,12 +172,17 @@ def _run(cfg, ledger, on_iteration, ckpt: RunCheckpointer | None, every: int) ->
 
     def resume(template):
         found = restore_tree(ckpt, template)
-        resumed.extend(found[:1] if found else [])
-        return found
+        if found is None:
+            return None
+        step, tree, meta = found
+        resumed.append(step)
+        # Checkpoints saved before times were kept: wall time undercounted, CPU time unknown.
+        earlier.update(elapsed_s=meta.get("elapsed_s", 0.0), cpu_s=meta.get("cpu_s"))
+        return step, tree
 
     def save(done: int, state) -> None:
         if done % every == 0 or done == cfg.iterations:
-            save_tree(ckpt, done, state, {"iterations": done})
+            save_tree(ckpt, done, state, {"iterations": done, **spent()})
 
     syn_x, syn_y = condense(
         data.train_x,
@@ -199,7 +213,7 @@ def _run(cfg, ledger, on_iteration, ckpt: RunCheckpointer | None, every: int) ->
         acc = evaluate_synthetic(eval_key, model, x, y, test_x, test_y, **evaluation)
         metrics |= {name: float(np.mean(acc)), f"{name}_std": float(np.std(acc))}
         metrics[f"{name}_per_net"] = [float(a) for a in acc]
-    config = cfg.to_dict()
+    config, times = cfg.to_dict(), spent()
     record = {
         "run_id": run_id(identity(cfg)),
         "track": "condense",
@@ -214,7 +228,8 @@ def _run(cfg, ledger, on_iteration, ckpt: RunCheckpointer | None, every: int) ->
         "first_iteration_s": float(steps[0]) if len(steps) else None,
         "resumed_after": resumed[0] if resumed else None,
         "condense_time_s": stamps[-1] - stamps[0],
-        "wall_time_s": time.perf_counter() - start,
+        "wall_time_s": times["elapsed_s"],
+        "cpu_time_s": times["cpu_s"],
         "versions": versions(),
     }
     if ledger:

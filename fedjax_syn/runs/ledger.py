@@ -32,7 +32,8 @@ Vision settings: seen, global, missing_class, new_client. Graph settings: seen, 
 missing_class, new_client. Condensation runs write
 
     {"run_id", "track": "condense", "dataset", "method", "ipc", "seed",
-     "metrics": {"syn_acc": float, "random_acc": float, ...}, "config", "versions", "created"}
+     "metrics": {"syn_acc": float, "random_acc": float, ...}, "config", "versions", "created",
+     "wall_time_s", "cpu_time_s", ...}  # times as above: summed over the processes that ran it
 
 where syn_acc is the test accuracy of a model trained on the condensed set and random_acc that of
 the same model trained on as many randomly chosen real examples per class.
