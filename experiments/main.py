@@ -53,13 +53,8 @@ from experiments import cli, configs
 from fedjax_syn.core.errors import UserError, check
 from fedjax_syn.report import render, specs, tables
 from fedjax_syn.runs import grid, progress, sweep, validate
-from fedjax_syn.runs.ledger import (
-    GRAPH_SETTINGS,
-    VISION_SETTINGS,
-    read_ledger,
-    select,
-    write_atomic,
-)
+from fedjax_syn.runs.ledger import read_ledger, write_atomic
+from fedjax_syn.runs.records import GRAPH_SETTINGS, VISION_SETTINGS, select
 
 MODES = ("run", "reproduce", "tables", "plots", "splits", "plan", "privacy")
 _PRIVACY_OUT = "results/privacy"

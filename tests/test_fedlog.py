@@ -524,8 +524,8 @@ def test_fedlog_beats_local_on_missing_classes_on_cora(data_dir):
     runs are the run program's (same programs and keys), compiled as the tiny runs are."""
     from experiments.configs import fedlog_cora
     from fedjax_syn.runs.config import engine_config
-    from fedjax_syn.runs.ledger import summarize_curves
     from fedjax_syn.runs.prepare import build_algorithm, prepare
+    from fedjax_syn.runs.records import summarize_curves
 
     cfg = fedlog_cora.get_config("released")  # untrained prompts: no generator pretraining
     cfg.data_dir = str(data_dir)

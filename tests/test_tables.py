@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import fedjax_syn.runs.ledger as ledger_lib
+import fedjax_syn.runs.records as records_lib
 from fedjax_syn.core.errors import UserError
 from fedjax_syn.report import plots, published, render, specs, tables
 
@@ -27,7 +28,7 @@ def make_records(skip=()):
     records = []
     for ds, alg, seed in itertools.product(DATASETS, ALGORITHMS, SEEDS):
         curves = {name: rng.uniform(0.3, 0.9, size=6).tolist() for name in ("val", *SETTINGS)}
-        best, last = ledger_lib.summarize_curves(curves)
+        best, last = records_lib.summarize_curves(curves)
         record = {
             "run_id": f"{ds}-{alg}-{seed}",
             "track": "vision",
@@ -323,7 +324,7 @@ def test_plots_write_png_and_pdf(tmp_path):
     )
     assert len(fig.axes) == len(SETTINGS)
     _assert_images([tmp_path / "a.png", tmp_path / "a.pdf"])
-    mnist = ledger_lib.select(records, dataset="mnist")
+    mnist = records_lib.select(records, dataset="mnist")
     fig = plots.plot_round_curves(mnist, SETTINGS, paths=[tmp_path / "c.png", tmp_path / "c.pdf"])
     assert len(fig.axes) == len(ALGORITHMS)
     _assert_images([tmp_path / "c.png", tmp_path / "c.pdf"])

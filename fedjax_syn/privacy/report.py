@@ -5,7 +5,8 @@ import math
 import pathlib
 from collections.abc import Sequence
 
-from fedjax_syn.runs.ledger import SETTING_LABELS, write_atomic
+from fedjax_syn.runs.ledger import write_atomic
+from fedjax_syn.runs.records import SETTING_LABELS
 
 # (record key under "privacy", column title); missing: the measure does not apply.
 MEASURES = (

@@ -29,14 +29,8 @@ from fedjax_syn.core.errors import UserError, check
 from fedjax_syn.report.render import fmt_value, row_label
 from fedjax_syn.report.specs import scoring_of
 from fedjax_syn.report.tables import Table, best_other, verdict
-from fedjax_syn.runs.ledger import (
-    SETTING_LABELS,
-    Stats,
-    group_runs,
-    lookup,
-    seed_stats,
-    write_atomic,
-)
+from fedjax_syn.runs.ledger import write_atomic
+from fedjax_syn.runs.records import SETTING_LABELS, Stats, group_runs, lookup, seed_stats
 
 _SETTING_STYLE = {
     "seen": ("tab:blue", "-"),

@@ -27,8 +27,9 @@ from fedjax_syn.core.errors import check
 from fedjax_syn.report import plots, render, specs, tables
 from fedjax_syn.runs import sweep, validate
 from fedjax_syn.runs.grid import override_grid
-from fedjax_syn.runs.ledger import lookup, write_atomic
+from fedjax_syn.runs.ledger import write_atomic
 from fedjax_syn.runs.prepare import build_split
+from fedjax_syn.runs.records import lookup
 
 QUICK_ROUNDS = 3
 QUICK_FEDLOG = {"pretrain_epochs": 2, "gen_epochs": 2, "gen_networks": 2}

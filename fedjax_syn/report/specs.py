@@ -20,7 +20,7 @@ import ml_collections
 
 from fedjax_syn.core.errors import UserError, check, check_choice
 from fedjax_syn.report.published import CONDENSATION, Reference
-from fedjax_syn.runs.ledger import GRAPH_SETTINGS, SETTING_LABELS, VISION_SETTINGS
+from fedjax_syn.runs.records import GRAPH_SETTINGS, SETTING_LABELS, VISION_SETTINGS
 
 METRIC_SETS = ("best", "last", "both")
 # How each evaluation mode scores a method (core/interface.py); every accuracy table says it.

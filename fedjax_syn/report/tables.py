@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple
 
 from fedjax_syn.report.specs import TableSpec
-from fedjax_syn.runs.ledger import Stats, group_runs, lookup, seed_stats, select
+from fedjax_syn.runs.records import Stats, group_runs, lookup, seed_stats, select
 
 
 class Cost(NamedTuple):

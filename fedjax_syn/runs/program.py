@@ -53,15 +53,9 @@ from fedjax_syn.engine.round import (
 )
 from fedjax_syn.runs import config as run_config
 from fedjax_syn.runs import layouts
-from fedjax_syn.runs.ledger import (
-    MODES,
-    append_record,
-    curve_name,
-    curves_of_mode,
-    summarize_curves,
-    versions,
-)
+from fedjax_syn.runs.ledger import append_record, versions
 from fedjax_syn.runs.prepare import Prepared, build_algorithm, prepare
+from fedjax_syn.runs.records import MODES, curve_name, curves_of_mode, summarize_curves
 
 OnRound = Callable[[int, list[dict]], None]  # (round, each run's new curve points)
 Dropped = list[list[list[int]]]  # per run, the [round, client] of each dropped update
