@@ -1,10 +1,10 @@
 """Regenerating one paper-style table from nothing: data -> splits -> runs -> table -> figures.
 
-A table is a config (the entry point loads it from `experiments/configs/` or a file) whose `grid`
-names its runs and whose `table` names its layout. `reproduce` loads every dataset the grid uses (reporting where
-it came from), writes the statistics of every split the runs train on, runs the grid with the
-resumable sweep runner, renders the table from the ledger, and draws its figure, all under one
-output folder it reports:
+A table is a config (the entry point loads it from `experiments/configs/` or a file) whose
+`grid` names its runs and whose `table` names its layout. `reproduce` loads every dataset the
+grid uses (reporting where it came from), writes the statistics of every split the runs train
+on, runs the grid with the resumable sweep runner, renders the table from the ledger, and draws
+its figure, all under one output folder it reports:
 
     OUT/ledger.jsonl, OUT/checkpoints/, OUT/splits/*.txt, OUT/tables/<name>.{md,tex},
     OUT/figures/<name>*.{png,pdf}

@@ -2,10 +2,11 @@
 
 XLA:CPU takes every program call's output and temporary buffers from malloc. glibc serves a request
 above its mmap threshold (at most 32 MiB unless set) with freshly mapped pages and unmaps them on
-free, so each call of a program with such buffers touches new pages: one page fault per 4 KiB, about
-10,000 for the 40 MiB of a 100-client MLP round's stacked weights, every step. A batched round spent
-two thirds of its time in them (BENCHMARKS.md, "What made the difference"). Raising the mmap and trim
-thresholds keeps freed memory in the heap, where the next call finds it already mapped.
+free, so each call of a program with such buffers touches new pages: one page fault per 4 KiB,
+about 10,000 for the 40 MiB of a 100-client MLP round's stacked weights, every step. A batched
+round spent two thirds of its time in them (BENCHMARKS.md, "What made the difference"). Raising
+the mmap and trim thresholds keeps freed memory in the heap, where the next call finds it already
+mapped.
 
 Process-wide, so entry points call it (experiments.main, benchmarks, the test suite); importing the
 library changes nothing.

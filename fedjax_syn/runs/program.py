@@ -113,7 +113,7 @@ def _client_specs(fed: Federation) -> Federation:
 
 
 def shard_stacked(fed: Federation, axes: Federation, mesh: jax.sharding.Mesh) -> Federation:
-    """Puts the clients axis (after the runs axis where stacked) on the mesh; the rest replicated."""
+    """Puts the clients axis (after the runs axis where stacked) on the mesh, replicates the rest."""
     per_client = jax.tree.leaves(_client_specs(fed))
     leaves, treedef = jax.tree.flatten(fed)
     placed = []
