@@ -23,8 +23,10 @@ def _sweep():
     return config, points, sweep.plan(points, batch_runs=False)
 
 
-def _record(point, wall):
-    return {"run_id": run_id(point), "config": point.to_dict(), "wall_time_s": wall}
+def _record(point, wall, cpu=None):
+    return {"run_id": run_id(point), "config": point.to_dict(), "wall_time_s": wall} | (
+        {} if cpu is None else {"cpu_time_s": cpu}
+    )
 
 
 def test_newest_step_counts_complete_steps_only(tmp_path):
@@ -76,7 +78,7 @@ def test_report_counts_each_group_and_estimates_from_finished_runs_of_the_same_s
         _record(by_key["fedavg", 0.1, 0], 100.0),
         _record(by_key["fedavg", 1.0, 0], 50.0),
         _record(by_key["fedavg", 1.0, 1], 70.0),
-        _record(by_key["fedprox", 1.0, 0], 3480.0),
+        _record(by_key["fedprox", 1.0, 0], 3480.0 * 3, cpu=3480.0),  # paused for 2 h
     ]
     (tmp_path / _job_of(jobs, by_key["fedprox", 1.0, 1]).name / "40").mkdir(parents=True)
     done = {r["run_id"] for r in records}
@@ -88,13 +90,14 @@ def test_report_counts_each_group_and_estimates_from_finished_runs_of_the_same_s
         "alpha=0.1: 1/4 done, 3 pending; 0.0 h spent, about 0.0 h left for 1 run, "
         "no estimate for 2 (no finished run shares their settings)"
     )
-    # alpha 1.0: fedprox seed 1 started, estimated from seed 0 (1 h); fedavg's 120 s spent.
+    # alpha 1.0: fedprox seed 1 started, estimated from seed 0's CPU time (about 1 h, where its
+    # wall time was 2.9 h); fedavg's 120 s and fedprox's 2.9 h spent.
     assert lines[1] == (
-        "alpha=1.0: 3/4 done, 1 started (checkpointed at 40); 1.0 h spent, about 1.0 h left for "
+        "alpha=1.0: 3/4 done, 1 started (checkpointed at 40); 2.9 h spent, about 1.0 h left for "
         "1 run"
     )
     assert lines[2] == (
-        "total: 4/8 done, 1 started (checkpointed at 40), 3 pending; 1.0 h spent, about 1.0 h "
+        "total: 4/8 done, 1 started (checkpointed at 40), 3 pending; 3.0 h spent, about 1.0 h "
         "left for 2 runs, no estimate for 2 (no finished run shares their settings)"
     )
 

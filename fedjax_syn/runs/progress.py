@@ -5,12 +5,13 @@ A sweep of many cells runs for days across interrupted sessions; before restarti
 to know what is left and what it will cost without starting anything. Nothing here writes,
 claims or computes: it reads the grid, the ledger and the checkpoint folder.
 
-Estimates are medians of the `wall_time_s` of finished runs (the run's share of its program's
-time, resumed time included) whose config equals a pending run's but for the seed, the data
-folder and the option groups the grid sweeps (`fedlog.beta`, ...). A run without such a finished
-run is counted as unestimated, never guessed from other settings: a run's cost moves by factors
-with the dataset, the number of clients or the images per class. Wall time is what a run took on
-the machine that ran it, pauses included.
+Estimates are medians of what finished runs took (the run's share of its program's time,
+resumed time included) whose config equals a pending run's but for the seed, the data folder and
+the option groups the grid sweeps (`fedlog.beta`, ...): their CPU time where the record measures
+it, else their wall time. CPU time is what a run needs of a core to itself; wall time also counts
+the pauses of a shared machine. A run without such a finished run is counted as unestimated,
+never guessed from other settings: a run's cost moves by factors with the dataset, the number of
+clients or the images per class. Time spent is wall time, what the runs took where they ran.
 """
 
 from __future__ import annotations
@@ -113,12 +114,13 @@ def _settings(config: Mapping[str, Any], ignored: set[str]) -> str:
 
 
 def _medians(records: Iterable[dict], ignored: set[str]) -> dict[str, float]:
-    walls: dict[str, list[float]] = {}
+    taken: dict[str, list[float]] = {}
     for record in records:
-        wall = record.get("wall_time_s")
-        if isinstance(wall, (int, float)):
-            walls.setdefault(_settings(record.get("config", {}), ignored), []).append(wall)
-    return {key: statistics.median(values) for key, values in walls.items()}
+        cpu, wall = record.get("cpu_time_s"), record.get("wall_time_s")
+        seconds = cpu if isinstance(cpu, (int, float)) else wall
+        if isinstance(seconds, (int, float)):
+            taken.setdefault(_settings(record.get("config", {}), ignored), []).append(seconds)
+    return {key: statistics.median(values) for key, values in taken.items()}
 
 
 def report(
