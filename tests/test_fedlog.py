@@ -10,10 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fedjax_syn.algorithms.fedlog import generators, pair_gradients, server, shared
+from fedjax_syn.algorithms.fedlog import generators, local_epoch, pair_gradients, server, shared
 from fedjax_syn.algorithms.fedlog import model as M
 from fedjax_syn.algorithms.fedlog.algorithm import fedlog
-from fedjax_syn.algorithms.fedlog.config import FedLoGConfig, from_dict
+from fedjax_syn.algorithms.fedlog.config import FedLoGConfig, from_dict, make_spec
 from fedjax_syn.core.arrays import ClientData, EvalGroup, Federation, pad_clients, to_device
 from fedjax_syn.core.errors import UserError
 from fedjax_syn.core.graph import Graph
@@ -258,6 +258,38 @@ def test_prompt_pairs_connect_each_node_to_its_prompt():
     assert edges == {(0, 3), (1, 4), (2, 5), (3, 0), (4, 1), (5, 2)}
 
 
+@pytest.mark.parametrize("dropout", [False, True], ids=["deterministic", "prompt_dropout"])
+def test_prompts_draw_a_fresh_dropout_mask_per_key_only_with_prompt_dropout(dropout):
+    """The released code leaves its random generators in training mode: every step's prompts
+    take a new dropout mask. Without `prompt_dropout` the prompts ignore the key, and a
+    generator without dropout gives the deterministic prompts either way."""
+    config = dataclasses.replace(TINY, prompt="random", prompt_dropout=dropout)
+    spec = make_spec(tiny_task(), C, config)
+    x = jax.random.normal(jax.random.key(1), (C * 2, F))
+    labels = jnp.repeat(jnp.arange(C), 2)
+    gens = jax.vmap(lambda k: generators.init_generator(k, F, config))(
+        jax.random.split(jax.random.key(2), C)
+    )
+    glob = local_epoch.GlobalSet(x, labels, gens)
+    scales = jnp.zeros((C,))
+
+    def prompts(key, cfg=config):
+        graph = local_epoch.customised_graph(
+            dataclasses.replace(spec, config=cfg), glob, scales, key
+        )
+        np.testing.assert_array_equal(graph.x[: C * 2], x)  # the centres are the global nodes
+        return np.asarray(graph.x[C * 2 :])
+
+    a, b = prompts(jax.random.key(3)), prompts(jax.random.key(4))
+    np.testing.assert_array_equal(a, prompts(jax.random.key(3)))
+    assert not np.array_equal(a, b) if dropout else np.array_equal(a, b)
+    no_dropout = dataclasses.replace(config, gen_dropout=0.0)
+    deterministic = dataclasses.replace(config, prompt_dropout=False)
+    np.testing.assert_allclose(
+        prompts(jax.random.key(3), no_dropout), prompts(jax.random.key(5), deterministic), atol=1e-6
+    )
+
+
 def test_neighbour_mean_guards_isolated_nodes():
     x = jnp.array([[1.0, 0.0], [0.0, 2.0], [5.0, 5.0], [7.0, 7.0]])
     graph = Graph(
@@ -419,16 +451,23 @@ def test_unknown_or_bad_options_are_user_errors():
 
 def test_released_preset_sets_the_released_choices_and_refuses_contradictions():
     released = from_dict({"preset": "released", "beta": 0.1})
-    assert (released.prompt, released.synthetic_graph, released.restore_best) == (
-        "random",
-        "self_loop",
-        False,
-    )
+    assert (
+        released.prompt,
+        released.prompt_dropout,
+        released.synthetic_graph,
+        released.restore_best,
+    ) == ("random", True, "self_loop", False)
     assert released.beta == 0.1
     faithful = from_dict({})
-    assert (faithful.preset, faithful.prompt, faithful.synthetic_graph) == (
+    assert (
+        faithful.preset,
+        faithful.prompt,
+        faithful.prompt_dropout,
+        faithful.synthetic_graph,
+    ) == (
         "faithful",
         "trained",
+        False,
         "isolated",
     )
     with pytest.raises(UserError, match="preset 'released' sets prompt='random'"):

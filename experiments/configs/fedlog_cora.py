@@ -5,10 +5,11 @@ ICLR 2025). `data_dir` "" reads FEDJAX_SYN_DATA_DIR.
 Named variants (the config argument after the colon):
   default   the documented decisions: trained prompt generators, synthetic nodes embedded as
             isolated nodes, pretrained encoder restored to its best validation epoch.
-  released  the released code's behaviour: random (untrained) prompt generators, synthetic nodes
-            embedded with the identity adjacency (each node its own neighbour), pretraining
-            continued from its last epoch. Early stopping still reads validation accuracy (the
-            released code reads test accuracy, a leak that is not reproduced).
+  released  the released code's behaviour: random (untrained) prompt generators applied with
+            dropout, synthetic nodes embedded with the identity adjacency (each node its own
+            neighbour), pretraining continued from its last epoch. Early stopping still reads
+            validation accuracy (the released code reads test accuracy, a leak that is not
+            reproduced).
 
     python -m experiments.main --config=experiments/configs/fedlog_cora.py
     python -m experiments.main --config=experiments/configs/fedlog_cora.py:released

@@ -30,7 +30,12 @@ SYNTHETIC_GRAPHS = ("isolated", "self_loop")
 # A preset fixes its fields: giving one of them another value is an error.
 PRESETS = {
     "faithful": {},
-    "released": {"prompt": "random", "synthetic_graph": "self_loop", "restore_best": False},
+    "released": {
+        "prompt": "random",
+        "prompt_dropout": True,
+        "synthetic_graph": "self_loop",
+        "restore_best": False,
+    },
 }
 
 
@@ -58,6 +63,9 @@ class FedLoGConfig:
     scale_step: float = 1e-3
     scale_threshold: float = 0.8
     prompt: str = "trained"  # generators: "trained" (the spec), "random" (released), "none"
+    # Generators' dropout (gen_dropout) at every step of the rounds, a fresh mask each time: the
+    # released code leaves them in training mode. False: prompts are deterministic.
+    prompt_dropout: bool = False
     # Round 0: encoder pretraining (early stopping on validation accuracy).
     pretrain_epochs: int = 100
     patience: int = 10

@@ -65,9 +65,15 @@ def init_generator(key: jax.Array, features: int, config: FedLoGConfig):
     return generator(config).init(key, jnp.zeros((1, features), jnp.float32))
 
 
-def apply_generators(gen: Generator, gens, x: jax.Array) -> jax.Array:
-    """Per-class generators (leading axis C) on x [C, m, F] -> prompts [C, m, F] (no dropout)."""
-    return jax.vmap(lambda params, xc: gen.apply(params, xc))(gens, x)
+def apply_generators(gen: Generator, gens, x: jax.Array, key: jax.Array | None = None):
+    """Per-class generators (leading axis C) on x [C, m, F] -> prompts [C, m, F]; with `key`,
+    with dropout (each class its own mask), else without."""
+    if key is None:
+        return jax.vmap(lambda params, xc: gen.apply(params, xc))(gens, x)
+    keys = jax.random.split(key, x.shape[0])
+    return jax.vmap(lambda params, xc, k: gen.apply(params, xc, train=True, rngs={"dropout": k}))(
+        gens, x, keys
+    )
 
 
 def neighbour_mean(graph: Graph) -> tuple[jax.Array, jax.Array]:

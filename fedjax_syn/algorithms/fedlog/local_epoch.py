@@ -46,14 +46,17 @@ class Trainable(NamedTuple):
     x_tail: jax.Array  # [C * s, F]
 
 
-def customised_graph(spec: Spec, glob: GlobalSet, scales: jax.Array) -> Graph:
-    """The global synthetic nodes scaled per class, each joined to its prompt (or alone)."""
+def customised_graph(spec: Spec, glob: GlobalSet, scales: jax.Array, key: jax.Array) -> Graph:
+    """The global synthetic nodes scaled per class, each joined to its prompt (or alone); `key`
+    draws the generators' dropout where `prompt_dropout` asks for it."""
     c = spec.config
     x = scale_features(glob.x, glob.y, scales) if c.feature_scaling else glob.x
     if glob.gens is None:
         return M.synthetic_graph(x, "isolated")
     per_class = x.reshape(spec.num_classes, -1, x.shape[-1])
-    generated = generators.apply_generators(generators.generator(c), glob.gens, per_class)
+    dropout_key = key if c.prompt_dropout else None
+    gen = generators.generator(c)
+    generated = generators.apply_generators(gen, glob.gens, per_class, dropout_key)
     return M.prompt_pairs(x, generated.reshape(x.shape))
 
 
@@ -106,7 +109,9 @@ def local_epoch(
 
     def step(carry, batch):
         trainable, model_state, syn_state, scales, total = carry
-        cd_graph = None if glob is None else customised_graph(spec, glob, scales)
+        # The prompts' own key, beside the four the loss splits from the step's.
+        prompt_key = jax.random.fold_in(batch[2], 1)
+        cd_graph = None if glob is None else customised_graph(spec, glob, scales, prompt_key)
         (loss, accuracy), grads = jax.value_and_grad(
             lambda t: step_loss(spec, t, data, gate, batch, glob, cd_graph), has_aux=True
         )(trainable)
