@@ -51,10 +51,12 @@ from ml_collections import config_flags
 
 from experiments import cli, configs
 from fedjax_syn.core.errors import UserError, check
+from fedjax_syn.data.graph_arrays import GRAPH_SETTINGS
+from fedjax_syn.data.vision_arrays import VISION_SETTINGS
 from fedjax_syn.report import render, specs, tables
 from fedjax_syn.runs import grid, progress, sweep, validate
 from fedjax_syn.runs.ledger import read_ledger, write_atomic
-from fedjax_syn.runs.records import GRAPH_SETTINGS, VISION_SETTINGS, select
+from fedjax_syn.runs.records import select
 
 MODES = ("run", "reproduce", "tables", "plots", "splits", "plan", "privacy")
 _PRIVACY_OUT = "results/privacy"
@@ -101,8 +103,8 @@ _QUICK = flags.DEFINE_bool("quick", False, "reproduce: shrink rounds, seeds and 
 _SPEC = flags.DEFINE_string(
     "spec",
     "vision",
-    f"tables: named spec ({', '.join(specs.NAMED_SPECS)}), JSON, a JSON file, or a sweep "
-    "config file (.py) whose table to draw.",
+    f"tables, and plots with --plot=verdict: named spec ({', '.join(specs.NAMED_SPECS)}), JSON, "
+    "a JSON file, or a sweep config file (.py) whose table to draw.",
 )
 _FORMAT = flags.DEFINE_enum("format", "md", ["md", "latex", "both"], "tables: output format(s).")
 _SEEDS = flags.DEFINE_list(
@@ -146,6 +148,7 @@ def run_mode() -> None:
         )
     config, _ = _command_line_config()
     name = pathlib.Path(config_flags.get_config_filename(flags.FLAGS["config"])).stem
+    spec = specs.table_spec(config, name)  # checked before the runs, not after them
     records = sweep.run_sweep(
         config,
         ledger=_LEDGER.value,
@@ -155,7 +158,7 @@ def run_mode() -> None:
         max_batch=_MAX_BATCH.value,
         progress=_PROGRESS.value,
     )
-    table = tables.build_table(records, specs.table_spec(config, name), source=_LEDGER.value)
+    table = tables.build_table(records, spec, source=_LEDGER.value)
     if jax.process_index() == 0:
         print(render.to_markdown(table))
         print(f"ledger: {_LEDGER.value}")
@@ -221,7 +224,7 @@ def plots_mode() -> None:
     try:
         filters = json.loads(_FILTERS.value)
     except json.JSONDecodeError as e:
-        raise UserError(f"--filters is not valid JSON: {e}") from None
+        raise UserError(f"--filters {_FILTERS.value!r} is not valid JSON: {e}") from None
     check(isinstance(filters, dict), f"--filters must be a JSON object, got {_FILTERS.value}")
     default = VISION_SETTINGS if _TRACK.value == "vision" else GRAPH_SETTINGS
     settings = tuple(_SETTINGS.value or default)
@@ -262,6 +265,12 @@ def plan_mode() -> None:
 def privacy_mode() -> None:
     from fedjax_syn.privacy import benchmark
 
+    check(
+        not _GRID.value,
+        f"--mode=privacy takes no --grid (got {_GRID.value!r}): a privacy config holds one grid "
+        "per benchmark; edit them in the config",
+    )
+
     ledger = _LEDGER.value if flags.FLAGS["ledger"].present else f"{_PRIVACY_OUT}/ledger.jsonl"
     for path in benchmark.run_benchmark(_CONFIG.value, ledger, _OUT.value or _PRIVACY_OUT):
         print(f"wrote {path}")
@@ -271,6 +280,7 @@ def privacy_mode() -> None:
 def main(argv: list[str]) -> None:
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
+    check(_MAX_BATCH.value >= 0, f"--max_batch must be >= 0 (0: no limit), got {_MAX_BATCH.value}")
     modes = {
         "run": run_mode,
         "reproduce": reproduce_mode,

@@ -103,6 +103,18 @@ def test_every_grid_point_is_validated(grid, fragment):
         _runs(digits_table.get_config(), {}, grid)
 
 
+def test_a_bad_client_chunk_reads_the_same_before_and_when_a_run_starts():
+    from fedjax_syn.runs.config import engine_config
+
+    config = digits_table.get_config()
+    config.client_chunk = -2
+    message = r"client_chunk must be >= 1, 0 \(all clients vmapped\) or -1 \(measured\), got -2"
+    with pytest.raises(UserError, match=message):
+        _runs(config, {})
+    with pytest.raises(UserError, match=message):
+        engine_config(config)
+
+
 def test_a_dataset_of_the_other_track_names_a_config_that_takes_it():
     from experiments.configs import graph_seen, vision_alpha_sweep
 
@@ -139,6 +151,35 @@ def test_condensation_runs_are_validated_with_their_own_fields():
 
 
 @pytest.mark.parametrize(
+    "fields, fragment",
+    [
+        ({"test_size": -1}, "test_size must be >= 0, got -1"),
+        ({"depth": 0}, "depth must be >= 1, got 0"),
+        ({"init": "zeros"}, "unknown synthetic init 'zeros'"),
+        ({"batch_real": 0}, "batch_real must be >= 1, got 0"),
+        ({"method": "gm", "ipc": 5}, "no default outer/inner loop for ipc=5"),
+        ({"method": "gm", "outer_loop": -1}, "need outer_loop >= 1, inner_loop >= 0: -1"),
+        ({"class_batching": "fast"}, "unknown class_batching 'fast'"),
+    ],
+)
+def test_condensation_options_are_validated_before_any_data_is_loaded(
+    fields, fragment, monkeypatch
+):
+    """As `--config.FIELD=v` sets them: on the config, narrowing any axis they sweep."""
+    from experiments.configs import condense_table
+    from fedjax_syn.data import vision
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("validation loaded data")
+
+    monkeypatch.setattr(vision, "load_vision", no_data)
+    config = condense_table.get_config()
+    config.update(fields)
+    with pytest.raises(UserError, match=fragment):
+        _runs(config, fields)
+
+
+@pytest.mark.parametrize(
     "command, fragment",
     [
         (
@@ -148,6 +189,7 @@ def test_condensation_runs_are_validated_with_their_own_fields():
         (["-m", "experiments.main", "--config.algorithm=fedfoo"], "'fedfoo'"),
         (["-m", "experiments.main", "--config.rounds=abc"], "'abc'"),
         (["-m", "experiments.main", "--mode=reproduce", "--table=nope"], "unknown table 'nope'"),
+        (["-m", "experiments.main", "--max_batch=-1"], "--max_batch must be >= 0 (0: no limit)"),
         (
             ["-m", "experiments.main", "--compilation_cache_max_gb=0"],
             "--compilation_cache_max_gb must be > 0, got 0.0",
@@ -166,6 +208,29 @@ def test_bad_flag_is_one_line_and_exit_2_before_any_run(command, fragment, tmp_p
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and fragment in lines[0], done.stderr
     assert not (tmp_path / "ledger.jsonl").exists()
+
+
+def test_a_bad_table_fails_before_any_run(tmp_path):
+    """The table a config names is built before its sweep: a typo costs seconds, not the sweep."""
+    config = tmp_path / "typo.py"
+    config.write_text(
+        "from experiments.configs.digits_table import get_config as digits\n\n\n"
+        "def get_config():\n"
+        "    config = digits()\n"
+        "    config.table.metric = 'bset'\n"
+        "    return config\n"
+    )
+    ledger = tmp_path / "ledger.jsonl"
+    command = ["-m", "experiments.main", f"--config={config}", f"--ledger={ledger}"]
+    done = subprocess.run(
+        [sys.executable, *command, "--noprogress"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and "unknown metric set 'bset'" in done.stderr, done.stderr
+    assert not ledger.exists()
 
 
 def test_grid_sets_options_of_algorithms_whose_group_the_config_lacks():

@@ -10,6 +10,7 @@ import pytest
 
 import fedjax_syn.runs.ledger as ledger_lib
 from experiments import configs
+from fedjax_syn.core.errors import UserError
 from fedjax_syn.report import reproduce
 from fedjax_syn.report.specs import table_spec
 from fedjax_syn.runs import sweep
@@ -69,6 +70,23 @@ def test_unknown_table_is_a_one_line_error(tmp_path):
     assert done.returncode == 2 and "Traceback" not in done.stderr
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith("error: unknown table 'nope'") and "digits_table" in line
+
+
+@pytest.mark.parametrize(
+    "table, fragment",
+    [({"plot": "alfa"}, "unknown table plot 'alfa'"), ({"metric": "bset"}, "metric set 'bset'")],
+)
+def test_a_bad_table_fails_before_any_data_is_loaded_or_run(table, fragment, tmp_path, monkeypatch):
+    def never(*args, **kwargs):
+        raise AssertionError("started before the table was checked")
+
+    monkeypatch.setattr(reproduce, "describe_data", never)
+    monkeypatch.setattr(sweep, "run_sweep", never)
+    name, config = configs.load("digits_table")
+    config.table = {**config.table.to_dict(), **table}
+    with pytest.raises(UserError, match=fragment):
+        reproduce.reproduce(name, config, out=tmp_path, log=lambda line: None)
+    assert not any(tmp_path.iterdir())
 
 
 def test_quick_reproduce_of_the_digits_table_end_to_end(tmp_path):

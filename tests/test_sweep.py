@@ -76,7 +76,7 @@ def test_grid_reaches_nested_options_and_applies_variants():
 @pytest.mark.parametrize(
     "grid, fragment",
     [
-        ({"alpah": (0.1,)}, "alpah"),
+        ({"alpah": (0.1,)}, r"'alpah' is not a config field; did you mean alpha\?"),
         ({"seed": {"x": (1,)}}, "seed"),
         ({"variant": ("nope",)}, "nope"),
         ({"seed": ()}, "non-empty"),
@@ -86,6 +86,26 @@ def test_bad_grid_is_a_one_line_user_error(grid, fragment):
     with pytest.raises(UserError, match=fragment) as error:
         grid_configs(_config(**grid))
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("field", ["client_chunk", "unroll", "on_nonfinite"])
+def test_a_field_left_out_of_the_run_id_is_not_a_grid_axis(field):
+    """Its points would be one run: the grid refuses it and says how to set it instead."""
+    values = {"client_chunk": (0, 4), "unroll": (False, True), "on_nonfinite": ("stop", "drop")}
+    with pytest.raises(UserError, match=rf"grid axis '{field}' .* --config\.{field}=VALUE"):
+        grid_configs(_config(**{field: values[field]}))
+
+
+def test_plan_names_a_run_given_twice_and_what_tells_its_points_apart():
+    first = default_config()
+    second = default_config()
+    second.client_chunk = 4
+    with pytest.raises(
+        UserError,
+        match=rf"run {run_id(first)} \(digits fedavg seed=0\) twice; its points differ only in "
+        r"client_chunk,",
+    ):
+        sweep.plan([first, second])
 
 
 def test_plan_batches_runs_that_differ_only_in_data():

@@ -280,6 +280,9 @@ def test_resolve_spec_named_inline_file_and_errors(tmp_path):
         specs.resolve_spec('{"rows": ["dataset"], "settings": ["seen"], "colour": 1}')
     with pytest.raises(UserError, match="unknown metric set"):
         specs.resolve_spec('{"rows": ["dataset"], "settings": ["seen"], "metric": "mean"}')
+    path.write_text("[1, 2]")
+    with pytest.raises(UserError, match="must be a JSON object, got an array"):
+        specs.resolve_spec(str(path))
 
 
 def test_tables_mode_writes_files(tmp_path):
@@ -511,6 +514,24 @@ def test_verdict_summary_counts_each_scoring_apart():
     )
     lost = "Seen (global best) -40.00 (fedavg); Seen (global last) -40.00 (fedavg)"
     assert f"| mnist | fedlog | 2 / 0 / 0 | 0 / 0 / 2 | {lost} |" in markdown
+
+
+def test_verdict_summary_counts_each_scoring_apart_with_one_metric():
+    """metric="best": the sub-headers are the bare mode names, yet each mode keeps its count."""
+    records = _scored_records({"fedlog": (0.9, 0.3), "fedavg": (0.5, 0.7)})
+    spec = specs.accuracy_spec(
+        "t",
+        {"track": "vision"},
+        ("dataset", "algorithm"),
+        ("seen",),
+        "best",
+        modes=("local", "global"),
+        seeds=SEEDS,
+        verdict_for=("fedlog",),
+    )
+    markdown = render.to_markdown(tables.build_table(records, spec))
+    assert "| local: won / tied / lost | global: won / tied / lost |" in markdown
+    assert "| mnist | fedlog | 1 / 0 / 0 | 0 / 0 / 1 | Seen (global) -40.00 (fedavg) |" in markdown
 
 
 def test_scoring_of_reads_back_every_scored_path_and_nothing_else():

@@ -9,7 +9,7 @@ import itertools
 from collections.abc import Sequence
 from typing import Any
 
-from fedjax_syn.report.specs import Column
+from fedjax_syn.report.specs import Column, scoring_of
 from fedjax_syn.report.tables import Table, verdict
 
 ROW_LABELS = {"protocol.num_clients": "K", "protocol.alpha": "alpha", "ipc": "IPC"}
@@ -51,15 +51,21 @@ def _column_label(column: Column) -> str:
     return f"{column.group} ({column.sub})" if column.sub else column.group
 
 
+def _scoring_mode(column: Column) -> str:
+    """The evaluation mode a column is scored under (`specs.scoring_of`: read from its path,
+    since a sub-header may name the round only, or nothing); "" for a column of no mode."""
+    scoring = scoring_of(column.path)
+    return scoring[0] if scoring else ""
+
+
 def _verdict_summary(table: Table, verdicts: dict[tuple, list[str | None]]) -> list[str]:
-    """Per judged row, the columns it wins, ties and loses under each scoring (a sub-header's
-    words before best / last: local, global, personalized; none in a table of one scoring), and
-    the columns it loses: the verdict table folded into one line a row."""
+    """Per judged row, the columns it wins, ties and loses under each scoring (local, global,
+    personalized; one "all" count in a table of one scoring), and the columns it loses: the
+    verdict table folded into one line a row."""
     spec = table.spec
-    mode = lambda column: column.sub.rpartition(" ")[0]
-    modes = list(dict.fromkeys(mode(c) for c in spec.columns))
+    modes = list(dict.fromkeys(_scoring_mode(c) for c in spec.columns))
     heads = [row_label(r) for r in spec.rows]
-    heads += [f"{m or 'all'}: won / tied / lost" for m in modes] + ["lost"]
+    heads += [f"{m if len(modes) > 1 else 'all'}: won / tied / lost" for m in modes] + ["lost"]
     lines = [
         "Verdict in short: columns won / tied / lost under each scoring, best and last round "
         "together, and the columns lost, by how much and to which row:",
@@ -74,7 +80,7 @@ def _verdict_summary(table: Table, verdicts: dict[tuple, list[str | None]]) -> l
             if text is None:
                 continue
             word, rest = text.split(" ", 1)
-            counts[mode(column)][word] += 1
+            counts[_scoring_mode(column)][word] += 1
             if word == "loss":
                 lost.append(f"{_column_label(column)} {rest}")
         cells = [

@@ -23,7 +23,6 @@ from typing import Any
 
 import ml_collections
 
-from fedjax_syn.core.errors import check
 from fedjax_syn.report import plots, render, specs, tables
 from fedjax_syn.runs import sweep, validate
 from fedjax_syn.runs.grid import override_grid
@@ -162,10 +161,7 @@ def draw_figures(
     if config.get("track") == "condense" or not records:
         return []
     table = config.get("table") or {}
-    grid = config.get("grid") or {}
-    default = "alpha" if len(grid.get("alpha", ())) > 1 else "curves"
-    kind = table.get("plot", default)
-    check(kind in ("alpha", "curves", "gap"), f"table plot must be alpha, curves or gap: {kind!r}")
+    kind = specs.figure_kind(config)
     series = table.get("series", "algorithm")
     settings = tuple(table.get("settings") or records[0]["settings"])
     drawn = {series, "protocol.alpha"} if kind == "alpha" else {series}
@@ -207,6 +203,7 @@ def reproduce(
     folder = pathlib.Path(out or f"runs/reproduce/{name}{'-quick' if quick else ''}")
     ledger, checkpoints = folder / "ledger.jsonl", folder / "checkpoints"
     points = validate.validate_config(config)  # every run, before any data is loaded
+    spec = specs.table_spec(config, name)  # and the table and its figure
     log(f"table {name}: {len(points)} runs{' (quick)' if quick else ''}; output in {folder}")
 
     cache: dict = {}
@@ -228,7 +225,6 @@ def reproduce(
     )
     log(f"runs: {len(records)} records in {ledger}")
 
-    spec = specs.table_spec(config, name)
     built = tables.build_table(records, spec, source=str(ledger))
     markdown = render.to_markdown(built)
     table_paths = [folder / "tables" / f"{spec.name}.{ext}" for ext in ("md", "tex")]

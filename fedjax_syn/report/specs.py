@@ -19,8 +19,10 @@ from typing import Any
 import ml_collections
 
 from fedjax_syn.core.errors import UserError, check, check_choice
+from fedjax_syn.data.graph_arrays import GRAPH_SETTINGS
+from fedjax_syn.data.vision_arrays import VISION_SETTINGS
 from fedjax_syn.report.published import CONDENSATION, Reference
-from fedjax_syn.runs.records import GRAPH_SETTINGS, SETTING_LABELS, VISION_SETTINGS
+from fedjax_syn.runs.records import SETTING_LABELS
 
 METRIC_SETS = ("best", "last", "both")
 # How each evaluation mode scores a method (core/interface.py); every accuracy table says it.
@@ -32,6 +34,7 @@ MODE_NOTES = {
 }
 CONDENSE_LABELS = {"syn_acc": "Condensed", "random_acc": "Random real"}
 FIGURE_FIELDS = ("plot", "series")  # fields of a config's `table` that choose the figure
+FIGURE_KINDS = ("alpha", "curves", "gap")  # what its `plot` may draw (`report.plots`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -243,6 +246,12 @@ def _expected_rows(value: Any, rows: Sequence[str]) -> tuple[tuple, ...]:
     return tuple(tuple(row) for row in value)
 
 
+def _json_kind(value: Any) -> str:
+    """What a parsed JSON value is, in JSON's words (a list is an array)."""
+    kinds = {list: "an array", str: "a string", bool: "a boolean", int: "a number"}
+    return "null" if value is None else kinds.get(type(value), "a number")
+
+
 def resolve_spec(text: str) -> TableSpec:
     """A named spec, an inline JSON object, or the path of a JSON file holding one."""
     if text in NAMED_SPECS:
@@ -261,14 +270,18 @@ def resolve_spec(text: str) -> TableSpec:
         obj = json.loads(source)
     except json.JSONDecodeError as e:
         raise UserError(f"table spec {text!r} is not valid JSON: {e}") from None
-    check(isinstance(obj, dict), f"table spec {text!r} must be a JSON object")
+    check(
+        isinstance(obj, dict), f"table spec {text!r} must be a JSON object, got {_json_kind(obj)}"
+    )
     return spec_from_dict(obj)
 
 
 def table_spec(config: ml_collections.ConfigDict, name: str = "table") -> TableSpec:
     """The table a sweep config names in its `table` field (spec fields of
     `spec_from_dict`, plus the figure fields `plot` and `series`), with defaults from its
-    track and grid seeds."""
+    track and grid seeds. Its figure is checked too (`figure_kind`): entry points build the
+    spec before the runs, so a typo fails in seconds, not after the sweep."""
+    figure_kind(config)
     fields = (config.get("table") or ml_collections.ConfigDict()).to_dict()
     table = {k: v for k, v in fields.items() if k not in FIGURE_FIELDS}
     track = config.get("track", "vision")
@@ -280,3 +293,13 @@ def table_spec(config: ml_collections.ConfigDict, name: str = "table") -> TableS
     grid = config.get("grid") or {}
     table.setdefault("seeds", list(grid["seed"]) if "seed" in grid else [config.get("seed", 0)])
     return spec_from_dict(table)
+
+
+def figure_kind(config: ml_collections.ConfigDict) -> str:
+    """The figure of a sweep config's table: its `table.plot`, by default accuracy against alpha
+    when the grid sweeps several alphas, else the per-round curves."""
+    grid = config.get("grid") or {}
+    default = "alpha" if len(grid.get("alpha", ())) > 1 else "curves"
+    kind = (config.get("table") or {}).get("plot", default)
+    check_choice("table plot", kind, FIGURE_KINDS)
+    return kind

@@ -28,8 +28,9 @@ from fedjax_syn.condense import (
 from fedjax_syn.condense.augment import TRANSFORMS
 from fedjax_syn.condense.core import CLASS_BATCHING
 from fedjax_syn.core.errors import check, check_choice
+from fedjax_syn.models.conv import CONV_IMPLS
 from fedjax_syn.runs.checkpoint import RunCheckpointer, restore_tree, save_tree
-from fedjax_syn.runs.ledger import append_record, run_id, versions
+from fedjax_syn.runs.ledger import run_id, versions
 
 MODELS = ("convnet", "mlp")
 # A mirrored glyph is another symbol: these datasets augment without flips.
@@ -107,6 +108,31 @@ def _dsa_config(cfg) -> DSAConfig | None:
     return DSAConfig()
 
 
+def _options(cfg, class_batching: str) -> dict[str, Any]:
+    """The run's `CondenseConfig` fields, as `condense` takes them (loop counts 0: the paper's)."""
+    return dict(
+        method=cfg.method,
+        ipc=cfg.ipc,
+        iterations=cfg.iterations,
+        dsa=cfg.dsa,
+        num_nets=cfg.num_nets,
+        batch_real=cfg.batch_real,
+        init=cfg.init,
+        class_batching=class_batching,
+        outer_loop=cfg.outer_loop or None,
+        inner_loop=cfg.inner_loop or None,
+    )
+
+
+def check_options(cfg) -> None:
+    """Raises `UserError` for condensation options that `CondenseConfig` would refuse only once
+    the run has loaded its data. Touches no device, so "auto" class batching stands in as "map"
+    (it is resolved by backend when the run starts)."""
+    check_choice("class_batching", cfg.class_batching, ("auto", *CLASS_BATCHING))
+    check_choice("conv", cfg.conv, CONV_IMPLS)
+    CondenseConfig(**_options(cfg, "map" if cfg.class_batching == "auto" else cfg.class_batching))
+
+
 def identity(cfg) -> dict:
     """The config a condensation run is identified by (execution fields left out)."""
     return {k: v for k, v in cfg.to_dict().items() if k not in EXECUTION_FIELDS}
@@ -115,7 +141,6 @@ def identity(cfg) -> dict:
 def run(
     cfg,
     *,
-    ledger: str | None = None,
     on_iteration: Callable[[int, float], None] | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
     checkpoint_every: int = 10,
@@ -129,13 +154,14 @@ def run(
         ckpt = None
         if checkpoint_dir is not None and checkpoint_every > 0:
             ckpt = stack.enter_context(RunCheckpointer(checkpoint_dir))
-        return _run(cfg, ledger, on_iteration, ckpt, checkpoint_every)
+        return _run(cfg, on_iteration, ckpt, checkpoint_every)
 
 
-def _run(cfg, ledger, on_iteration, ckpt: RunCheckpointer | None, every: int) -> dict[str, Any]:
+def _run(cfg, on_iteration, ckpt: RunCheckpointer | None, every: int) -> dict[str, Any]:
     from fedjax_syn.data.vision import load_vision
 
     check(cfg.eval_nets >= 1, f"eval_nets must be >= 1, got {cfg.eval_nets}")
+    check(cfg.test_size >= 0, f"test_size must be >= 0 (0: all), got {cfg.test_size}")
     start, cpu_start = time.perf_counter(), time.process_time()
     earlier = {"elapsed_s": 0.0, "cpu_s": 0.0}  # spent by the processes a checkpoint came from
 
@@ -150,18 +176,7 @@ def _run(cfg, ledger, on_iteration, ckpt: RunCheckpointer | None, every: int) ->
     model = _model(cfg, data.num_classes, cfg.conv)
     dsa = _dsa_config(cfg)
     condense_key, eval_key = jax.random.split(jax.random.key(cfg.seed))
-    options = dict(
-        method=cfg.method,
-        ipc=cfg.ipc,
-        iterations=cfg.iterations,
-        dsa=cfg.dsa,
-        num_nets=cfg.num_nets,
-        batch_real=cfg.batch_real,
-        init=cfg.init,
-        class_batching=_class_batching(cfg),
-        outer_loop=cfg.outer_loop or None,
-        inner_loop=cfg.inner_loop or None,
-    )
+    options = _options(cfg, _class_batching(cfg))
     stamps = [time.perf_counter()]
     resumed: list[int] = []
 
@@ -214,7 +229,7 @@ def _run(cfg, ledger, on_iteration, ckpt: RunCheckpointer | None, every: int) ->
         metrics |= {name: float(np.mean(acc)), f"{name}_std": float(np.std(acc))}
         metrics[f"{name}_per_net"] = [float(a) for a in acc]
     config, times = cfg.to_dict(), spent()
-    record = {
+    return {
         "run_id": run_id(identity(cfg)),
         "track": "condense",
         "dataset": cfg.dataset,
@@ -232,6 +247,3 @@ def _run(cfg, ledger, on_iteration, ckpt: RunCheckpointer | None, every: int) ->
         "cpu_time_s": times["cpu_s"],
         "versions": versions(),
     }
-    if ledger:
-        append_record(ledger, record)
-    return record

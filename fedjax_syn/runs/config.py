@@ -95,13 +95,18 @@ def run_id(cfg) -> str:
     return ledger.run_id(config)
 
 
+def check_client_chunk(chunk: int) -> None:
+    """One message for a bad `client_chunk`, wherever it is caught."""
+    check(
+        chunk >= -1,
+        f"client_chunk must be >= 1, 0 (all clients vmapped) or -1 (measured), got {chunk!r}",
+    )
+
+
 def engine_config(cfg) -> EngineConfig:
     """The engine's settings of `cfg`. A measured layout (client_chunk -1, which the run program
     resolves: `fedjax_syn.runs.layouts`) starts from every client vmapped."""
-    check(
-        cfg.client_chunk >= -1,
-        f"client_chunk must be >= 1, 0 (vmap all) or -1 (measure), got {cfg.client_chunk}",
-    )
+    check_client_chunk(cfg.client_chunk)
     check_choice("on_nonfinite", cfg.on_nonfinite, ON_NONFINITE)
     return EngineConfig(
         client_chunk=cfg.client_chunk if cfg.client_chunk > 0 else None,

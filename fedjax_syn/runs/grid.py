@@ -3,10 +3,12 @@
 A config may carry `grid` (field -> tuple of values, nested like the config itself, so
 {"fedlog": {"beta": (0.1, 1.0)}} sweeps an option of FedLoG) and `variants` (name -> field
 values) selected by a grid axis named `variant`; every combination is one run. A run leaves out
-the option groups of algorithms it does not use, so equal runs of a grid are run once.
+the option groups of algorithms it does not use, so equal runs of a grid are run once. Fields
+that only choose how a run executes (`UNSWEPT_FIELDS`) are not part of its id and cannot be swept.
 """
 
 import ast
+import difflib
 import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -15,9 +17,13 @@ import ml_collections
 
 from fedjax_syn.algorithms.registry import OPTION_PARSERS, WRAPPER_GROUPS
 from fedjax_syn.core.errors import UserError, check
-from fedjax_syn.runs.ledger import run_id
+from fedjax_syn.runs import condense
+from fedjax_syn.runs import config as run_config
 
 SWEEP_FIELDS = ("grid", "table", "variants")  # describe a sweep, not a run: dropped from runs
+# Fields left out of the run id (`runs.config.run_id`): points differing only in them would be
+# one run, so a grid may not sweep them.
+UNSWEPT_FIELDS = (*run_config.EXECUTION_FIELDS, "on_nonfinite", *condense.EXECUTION_FIELDS)
 
 
 def set_field(cfg: ml_collections.ConfigDict, dotted: str, value: Any) -> None:
@@ -36,7 +42,11 @@ def set_field(cfg: ml_collections.ConfigDict, dotted: str, value: Any) -> None:
             raise UserError(f"grid field {dotted!r}: {where!r} is not a group of options")
         node = node[part]
     if len(parts) == 1 and parts[0] not in cfg:
-        raise UserError(f"grid field {dotted!r} is not a config field")
+        close = difflib.get_close_matches(dotted, list(cfg), n=3)
+        known = (
+            f"did you mean {', '.join(close)}?" if close else f"fields: {', '.join(sorted(cfg))}"
+        )
+        raise UserError(f"grid field {dotted!r} is not a config field; {known}")
     with cfg.unlocked():
         try:
             node[parts[-1]] = value
@@ -72,6 +82,11 @@ def grid_configs(config: ml_collections.ConfigDict) -> list[ml_collections.Confi
             isinstance(values, (list, tuple)) and len(values) > 0,
             f"grid axis {name!r} must be a non-empty list, got {values!r}",
         )
+        check(
+            name not in UNSWEPT_FIELDS,
+            f"grid axis {name!r} chooses how runs execute, not what they compute (it is not part "
+            f"of the run id): set it with --config.{name}=VALUE instead of sweeping it",
+        )
     own_groups = {group for group in _option_groups() if group in config}
     points = []
     for values in itertools.product(*(v for _, v in axes)):
@@ -94,7 +109,7 @@ def grid_configs(config: ml_collections.ConfigDict) -> list[ml_collections.Confi
                 set_field(point, name, value)
         _drop_unread_options(point, own_groups)
         points.append(point)
-    unique = {run_id(point.to_dict()): point for point in reversed(points)}
+    unique = {run_config.run_id(point): point for point in reversed(points)}
     return list(reversed(unique.values()))
 
 

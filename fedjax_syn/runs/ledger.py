@@ -1,9 +1,9 @@
 """Results ledger: one JSON record per finished run, appended to a JSON-lines file.
 
-Tables and plots are regenerated from the ledger only (DESIGN.md, "Results are data"), so the ledger
-must survive crashes and several sweep workers writing at once.
+Tables and plots are regenerated from the ledger only (../shared/docs/DESIGN.md, "Results are
+data"), so the ledger must survive crashes and several sweep workers writing at once.
 
-Record schema (written by the training launcher; accuracies are fractions in [0, 1]):
+Record schema (written by `runs.program.make_record`; accuracies are fractions in [0, 1]):
 
     {"run_id": str,              # run_id(identifying config): sweeps skip runs they hold
      "track": "vision" | "graph",
@@ -25,6 +25,8 @@ Record schema (written by the training launcher; accuracies are fractions in [0,
      "cpu_time_s": float | null, # their CPU time, every thread; null when a checkpoint it
                                  # resumed from predates the field; absent from older records
      "compile_time_s": float,    # the initialisation and the round programs
+     "runs_in_program": int,     # runs that shared one compiled program; the three times
+                                 # above are this run's equal share of the program's
      "versions": versions(),     # libraries, platform, cpu, backend, devices
      "created": "2025-01-31T12:00:00+00:00"}                         # added by append_record
 

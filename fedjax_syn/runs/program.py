@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import pathlib
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -240,7 +239,7 @@ def _placeholder(shapes: Any) -> Any:
     return jax.tree.map(one, shapes)
 
 
-def _measured_layout(cfg, alg, engine, fed, axes, keys, num_clients: int, layout_cache) -> Any:
+def _measured_layout(cfg, alg, engine, fed, axes, keys, num_clients: int) -> Any:
     """The client layout of `cfg`'s program: stored, or timed on rounds of placeholder states."""
     init, _ = _programs(alg, engine, axes)
     server, clients, _ = jax.eval_shape(init, fed, keys)
@@ -255,18 +254,17 @@ def _measured_layout(cfg, alg, engine, fed, axes, keys, num_clients: int, layout
         state = _placeholder((server, clients))
         return lambda: round_fn(*state, fed, keys, evaluate=False)
 
-    return layouts.choose_layout(key, round_for, num_clients, layout_cache)
+    return layouts.choose_layout(key, round_for, num_clients)
 
 
 def compile_program(
     cfgs: Sequence[ml_collections.ConfigDict],
     prepared: Sequence[Prepared] | None = None,
-    layout_cache: pathlib.Path | None = None,
 ) -> Program:
     """Prepares every run's data (unless given), stacks it, and compiles the program's start
     (initialisation and any setup round) and its round, with and without evaluation. With
     `client_chunk = layouts.AUTO` the client layout is the fastest measured (stored in
-    `layout_cache`, default `layouts.default_path()`)."""
+    `layouts.default_path()`)."""
     cfgs = list(cfgs)
     run_config.check_batchable(cfgs)
     prepared = [prepare(c) for c in cfgs] if prepared is None else list(prepared)
@@ -280,9 +278,7 @@ def compile_program(
     start = time.perf_counter()
     if cfg.client_chunk == layouts.AUTO:
         num_clients = prepared[0].fed.num_clients
-        chunk, vmap_single = _measured_layout(
-            cfg, alg, engine, fed, axes, keys, num_clients, layout_cache
-        )
+        chunk, vmap_single = _measured_layout(cfg, alg, engine, fed, axes, keys, num_clients)
         engine = dataclasses.replace(engine, client_chunk=chunk, vmap_single=vmap_single)
     init, round_fn = _programs(alg, engine, axes)
     run_init, shapes = compile_init(init, fed, keys)
@@ -429,7 +425,7 @@ def make_record(
     cpu_time=None,
 ) -> dict:
     """The ledger record of a finished run (`runs_in_program` > 1: it ran batched with others,
-    and its wall and compile times are its share of the program's; `dropped`: the [round,
+    and its wall, CPU and compile times are its share of the program's; `dropped`: the [round,
     client] of each update left out as non-finite)."""
     summaries = {}
     for mode in MODES:

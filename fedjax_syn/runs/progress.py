@@ -128,9 +128,10 @@ def report(
     progress: Sequence[JobProgress],
     records: Sequence[dict],
 ) -> str:
-    """The sweep's standing, one line per group of runs (the grid's values but seed and
-    algorithm) and a total: runs done, running, started, pending, the summed wall time of the
-    finished ones and an estimate of the rest (see the module docstring)."""
+    """The sweep's standing, one line per group of runs (the grid's values but seed, algorithm,
+    method, variant and the dotted option axes) and a total: runs done, running, started,
+    pending, the summed wall time of the finished ones and an estimate of the rest (see the
+    module docstring)."""
     names = [name for name, _ in grid_axes(config)]
     rows = [name for name in names if "." not in name and name not in _WITHIN_GROUP]
     ignored = {"seed", "data_dir", *(name.split(".")[0] for name in names if "." in name)}

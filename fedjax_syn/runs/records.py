@@ -1,8 +1,10 @@
 """Reading results records: fields by dotted path, selection by filters, the best and last
 round of a run's curves, and statistics over seeds.
 
-The ledger (`ledger.py`) stores records; everything that turns them into table cells or a run's
-summary reads them through these pure functions, so the schema is interpreted in one place.
+The ledger (`ledger.py`) stores records; tables and plots select, group and average them through
+these pure functions. Other readers still take fields by name themselves (the run summary in
+`sweep.summary_line`, cost estimates in `progress`, the cost lines of `report.tables`, the gap plot
+of `report.plots`, `report.reproduce`), so a change to the schema must be followed there too.
 """
 
 from __future__ import annotations
@@ -15,8 +17,6 @@ import numpy as np
 
 from fedjax_syn.core.errors import UserError, check
 
-VISION_SETTINGS = ("seen", "global", "missing_class", "new_client")
-GRAPH_SETTINGS = ("seen", "unseen_node", "missing_class", "new_client")
 SETTING_LABELS = {
     "seen": "Seen",
     "global": "Global",
@@ -127,7 +127,6 @@ def seed_stats(values: Sequence[float]) -> Stats | None:
 def group_runs(
     records: Iterable[dict],
     keys: Sequence[str],
-    seed_key: str = "seed",
     optional: Sequence[str] = (),
 ) -> dict[tuple, list[dict]]:
     """Runs grouped by the values of `keys`, in first-seen order, for aggregation over seeds.
@@ -151,10 +150,10 @@ def group_runs(
             ) from None
         groups.setdefault(key, []).append(record)
     for key, runs in groups.items():
-        seeds = [r.get(seed_key) for r in runs]
+        seeds = [r.get("seed") for r in runs]
         dupes = sorted({s for s in seeds if seeds.count(s) > 1}, key=str)
         if dupes:
-            ids = [r.get("run_id") for r in runs if r.get(seed_key) in dupes]
+            ids = [r.get("run_id") for r in runs if r.get("seed") in dupes]
             ids = ids if len(ids) <= 4 else [*ids[:4], f"... {len(ids) - 4} more"]
             where = dict(zip((*keys, *optional), key, strict=True))
             raise UserError(

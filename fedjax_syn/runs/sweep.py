@@ -1,10 +1,10 @@
 """Resumable sweeps: a config's grid expanded into runs, run as few compiled programs as shapes
 allow, checkpointed every few rounds, and skipped when the ledger already holds them.
 
-Runs that differ only in their data (seed, heterogeneity; `config.DATA_FIELDS`) share one program,
-unless they run one client at a time (`client_chunk`), which batching would undo; every other run
-is a program of its own. The grouping depends on the grid alone, so a rerun forms the same
-programs.
+Runs that differ only in their data (seed, heterogeneity; `config.DATA_FIELDS`) share one
+program, unless they run clients in chunks or in a measured layout (any non-zero `client_chunk`,
+-1 included), which batching would undo; every other run is a program of its own. The grouping
+depends on the grid alone, so a rerun forms the same programs.
 
 Resuming: each program checkpoints its whole state with `RunCheckpointer` (server and client
 states, base PRNG keys, round counter, curves, wall and CPU time spent) after its first round, every
@@ -20,7 +20,9 @@ Several processes (one per core, say) can run the same sweep with the same ledge
 folder: each program is claimed with an exclusive lock on `checkpoint_dir/<program id>.lock`
 before it starts, and a process skips a program another one holds, or one whose runs reached the
 ledger since it planned. The operating system releases a lock when its process dies, so a killed
-process's program is taken over (from its checkpoints) by the next one that reaches it.
+process's program is taken over (from its checkpoints) by the next one that reaches it. Finished
+programs' checkpoint folders may be removed by two processes at once, so a folder already gone is
+no error.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from fedjax_syn.core.errors import check
+from fedjax_syn.core.errors import UserError
 from fedjax_syn.runs import condense, program
 from fedjax_syn.runs.checkpoint import RunCheckpointer, restore_state, save_state
 from fedjax_syn.runs.config import describe, group_runs, run_id
@@ -84,13 +86,33 @@ def _batchable(cfg: ml_collections.ConfigDict) -> bool:
     return cfg.get("track") in ("vision", "graph") and not cfg.get("client_chunk")
 
 
+def _check_distinct(points: Sequence[ml_collections.ConfigDict], ids: Sequence[str]) -> None:
+    """Each run once: points of one run id would run, and be recorded, twice."""
+    first: dict[str, int] = {}
+    for i, rid in enumerate(ids):
+        j = first.setdefault(rid, i)
+        if j == i:
+            continue
+        a, b = points[j].to_dict(), points[i].to_dict()
+        differ = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+        what = " ".join(
+            str(b.get(k)) for k in ("dataset", "algorithm", "method") if b.get(k) is not None
+        )
+        why = (
+            f"its points differ only in {', '.join(differ)}, which the run id leaves out"
+            if differ
+            else "remove duplicate values"
+        )
+        raise UserError(f"the grid yields run {rid} ({what} seed={b.get('seed')}) twice; {why}")
+
+
 def plan(
     points: Sequence[ml_collections.ConfigDict], batch_runs: bool = True, max_batch: int = 0
 ) -> list[Job]:
     """The programs that run `points`: groups of runs that can share one (when asked), else one
     program per run."""
     ids = [run_id(p) for p in points]
-    check(len(set(ids)) == len(ids), "the grid yields the same run twice; remove duplicate values")
+    _check_distinct(points, ids)
     batchable = [i for i, p in enumerate(points) if batch_runs and _batchable(p)]
     groups = [
         [batchable[i] for i in g] for g in group_runs([points[i] for i in batchable], max_batch)
@@ -142,7 +164,7 @@ def run_job(
         if ledger and jax.process_index() == 0:
             append_record(ledger, record)
         if directory is not None and directory.exists() and jax.process_index() == 0:
-            shutil.rmtree(directory)
+            shutil.rmtree(directory, ignore_errors=True)
         return [record]
     start, cpu_start = time.perf_counter(), time.process_time()
 
@@ -178,7 +200,7 @@ def run_job(
             if record["run_id"] not in done:
                 append_record(ledger, record)
     if directory is not None and directory.exists() and jax.process_index() == 0:
-        shutil.rmtree(directory)
+        shutil.rmtree(directory, ignore_errors=True)
     return records
 
 
@@ -272,7 +294,7 @@ def run_sweep(
         for job in jobs:  # killed after its records were appended, before its cleanup
             leftover = pathlib.Path(checkpoint_dir) / job.name
             if job.name not in running and leftover.exists():
-                shutil.rmtree(leftover)
+                shutil.rmtree(leftover, ignore_errors=True)
     fresh: dict[str, dict] = {}
     with tqdm(
         total=len(points), initial=skipped, desc="runs", unit="run", disable=not progress

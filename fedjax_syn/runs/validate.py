@@ -32,7 +32,6 @@ _FEDERATED_MINIMA = {
     "width": 1,
     "local_steps": 0,
     "eval_every": 1,
-    "client_chunk": -1,  # -1: measured (runs.layouts.AUTO)
     "eval_example_chunk": 1,
 }
 _CONDENSE_MINIMA = {
@@ -41,9 +40,11 @@ _CONDENSE_MINIMA = {
     "iterations": 0,
     "num_nets": 1,  # a condensation run draws its networks itself
     "width": 1,
+    "depth": 1,
     "eval_nets": 1,
     "eval_epochs": 1,
     "eval_batch_size": 1,
+    "test_size": 0,  # 0: the whole test set
 }
 
 
@@ -139,6 +140,7 @@ def _check_federated(cfg: ml_collections.ConfigDict) -> None:
     check_choice("optimizer", cfg.optimizer, common.OPTIMIZERS)
     check_choice("on_nonfinite", cfg.on_nonfinite, run_config.ON_NONFINITE)
     _check_minima(cfg, _FEDERATED_MINIMA)
+    run_config.check_client_chunk(cfg.client_chunk)
     if not cfg.local_steps:
         check(cfg.local_epochs >= 1, f"local_epochs must be >= 1, got {cfg.local_epochs!r}")
     if cfg.algorithm in ("fedavg_ft", "fedbabu"):  # the algorithms that fine-tune
@@ -162,3 +164,4 @@ def _check_condense(cfg: ml_collections.ConfigDict) -> None:
     check_choice("model", cfg.model, condense.MODELS)
     _check_minima(cfg, _CONDENSE_MINIMA)
     check(cfg.eval_lr > 0, f"eval_lr must be > 0, got {cfg.eval_lr!r}")
+    condense.check_options(cfg)  # init, batch_real, loop counts: what `CondenseConfig` checks
