@@ -43,12 +43,26 @@ def fail(message: str) -> NoReturn:
     sys.exit(2)
 
 
+def fail_bad_override(error: Exception) -> NoReturn:
+    """ml_collections raises AttributeError / KeyError for a `--config.a.b` naming an absent
+    field, when it parses the config: at flag definition for the default config, else with the
+    other flags."""
+    given = " ".join(a for a in sys.argv if a.startswith("--config."))
+    fail(
+        f"a --config override names a field the config lacks ({given}: {error}); an option of "
+        "an algorithm's group that the config leaves empty, e.g. fedlog.beta, is set through "
+        "--grid='fedlog.beta=VALUE'"
+    )
+
+
 def parse_flags(argv: list[str]) -> list[str]:
     """absl flags parser that reports a bad flag or a stray argument in one line."""
     try:
         rest = flags.FLAGS(argv)
     except flags.Error as e:
         fail(str(e))
+    except (AttributeError, KeyError) as e:  # ml_collections: an override of an absent field
+        fail_bad_override(e)
     if len(rest) > 1:
         fail(f"unexpected arguments: {' '.join(rest[1:])}")
     return rest

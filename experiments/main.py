@@ -63,7 +63,10 @@ _PRIVACY_OUT = "results/privacy"
 _DEFAULT_CONFIG = str(pathlib.Path(__file__).parent / "configs" / "digits_table.py")
 
 _MODE = flags.DEFINE_enum("mode", "run", MODES, "What to do (see the module docstring).")
-_CONFIG = config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Experiment config file.")
+try:  # the default config is parsed here, with any --config.FIELD overrides on the command line
+    _CONFIG = config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Experiment config file.")
+except (AttributeError, KeyError) as e:
+    cli.fail_bad_override(e)
 _LEDGER = flags.DEFINE_string("ledger", "runs/ledger.jsonl", "Results ledger (JSON lines).")
 _GRID = flags.DEFINE_string(
     "grid", "", "Replace grid axes, e.g. 'algorithm=fedavg,fedprox;seed=0,1,2;fedlog.beta=0.1,1'."

@@ -188,6 +188,19 @@ def test_condensation_options_are_validated_before_any_data_is_loaded(
         ),
         (["-m", "experiments.main", "--config.algorithm=fedfoo"], "'fedfoo'"),
         (["-m", "experiments.main", "--config.rounds=abc"], "'abc'"),
+        (  # the default config: parsed when the flag is defined
+            ["-m", "experiments.main", "--config.fedlog.beta=0.1"],
+            "(--config.fedlog.beta=0.1: ",
+        ),
+        (  # a named config: parsed with the other flags
+            [
+                "-m",
+                "experiments.main",
+                "--config=experiments/configs/comparison.py",
+                "--config.fedlog.beta=0.1",
+            ],
+            "--grid='fedlog.beta=VALUE'",
+        ),
         (["-m", "experiments.main", "--mode=reproduce", "--table=nope"], "unknown table 'nope'"),
         (["-m", "experiments.main", "--max_batch=-1"], "--max_batch must be >= 0 (0: no limit)"),
         (
