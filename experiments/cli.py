@@ -5,10 +5,12 @@ A user error (bad flag, bad config value, missing or corrupt data) is printed as
 """
 
 import os
+import pathlib
 import sys
 from collections.abc import Callable
 from typing import NoReturn
 
+import filelock
 import jax
 from absl import app, flags
 
@@ -41,6 +43,26 @@ _CACHE_MAX_GB = flags.DEFINE_float(
 def fail(message: str) -> NoReturn:
     print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
     sys.exit(2)
+
+
+def adopt_unbounded_entries(folder: str | os.PathLike) -> int:
+    """Dates every compilation cache entry that has no access-time file; returns how many.
+
+    JAX's bounded cache keeps an access time beside each entry and reads every one of them to
+    evict; an entry written without a bound (by an earlier version of this toolkit, or by JAX's
+    default) has none, and then every later write fails (a warning each, nothing cached). The
+    entry's modification time stands in, so the oldest go first. Under JAX's own lock."""
+    folder = pathlib.Path(folder)
+    if not folder.is_dir():
+        return 0
+    adopted = 0
+    with filelock.FileLock(folder / ".lockfile"):
+        for entry in folder.glob("*-cache"):
+            atime = folder / f"{entry.name.removesuffix('-cache')}-atime"
+            if not atime.exists():
+                atime.write_bytes(entry.stat().st_mtime_ns.to_bytes(8, "little"))
+                adopted += 1
+    return adopted
 
 
 def fail_bad_override(error: Exception) -> NoReturn:
@@ -77,11 +99,13 @@ def run(main: Callable[[list[str]], None]) -> None:
         if _KEEP_FREED.value:
             keep_freed_memory()
         if _CACHE_DIR.value:
-            jax.config.update("jax_compilation_cache_dir", os.path.expanduser(_CACHE_DIR.value))
+            folder = os.path.expanduser(_CACHE_DIR.value)
+            jax.config.update("jax_compilation_cache_dir", folder)
             jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
             if _CACHE_MAX_GB.value <= 0:
                 fail(f"--compilation_cache_max_gb must be > 0, got {_CACHE_MAX_GB.value}")
             jax.config.update("jax_compilation_cache_max_size", int(_CACHE_MAX_GB.value * 1e9))
+            adopt_unbounded_entries(folder)
         try:
             main(argv)
         except UserError as e:

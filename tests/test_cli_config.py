@@ -1,6 +1,7 @@
 """Command-line flags do what they say: a `--config.FIELD` override narrows the grid axis it sets,
 and every run of the grid is validated before the first one starts. No training runs here."""
 
+import os
 import pathlib
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
+from experiments import cli
 from experiments.configs import digits_table, graph_seen
 from fedjax_syn.core.errors import UserError
 from fedjax_syn.runs import validate
@@ -251,3 +253,25 @@ def test_grid_sets_options_of_algorithms_whose_group_the_config_lacks():
     assert [r.moon.mu for r in runs] == [0.5, 5.0]
     with pytest.raises(UserError, match="unknown moon option"):
         _runs(digits_table.get_config(), {}, "algorithm=moon;moon.nu=1.0;seed=0;alpha=0.1")
+
+
+def test_cache_entries_written_without_a_bound_are_dated_so_bounded_writes_work(tmp_path):
+    """JAX's bounded cache (what the entry points set) reads an access time beside every entry
+    to evict; entries an unbounded cache wrote have none, and every bounded write then fails.
+    The entry points date them by their modification time, so the oldest are evicted first."""
+    from jax._src import lru_cache  # JAX's cache itself: the failure is its, not ours
+
+    old, kept = tmp_path / "old-cache", tmp_path / "kept-cache"
+    old.write_bytes(b"o" * 100)
+    os.utime(old, ns=(1, 5_000_000_000))
+    kept.write_bytes(b"k" * 100)
+    (tmp_path / "kept-atime").write_bytes((7).to_bytes(8, "little"))
+    bounded = lru_cache.LRUCache(str(tmp_path), max_size=250)
+    with pytest.raises(FileNotFoundError):
+        bounded.put("new", b"n" * 100)
+    assert cli.adopt_unbounded_entries(tmp_path) == 1
+    assert int.from_bytes((tmp_path / "old-atime").read_bytes(), "little") == 5_000_000_000
+    assert int.from_bytes((tmp_path / "kept-atime").read_bytes(), "little") == 7
+    bounded.put("new", b"n" * 100)  # over the bound: evicts the least recent, "kept"
+    assert sorted(p.name for p in tmp_path.glob("*-cache")) == ["new-cache", "old-cache"]
+    assert cli.adopt_unbounded_entries(tmp_path / "absent") == 0
