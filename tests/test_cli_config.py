@@ -11,7 +11,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from experiments import cli
-from experiments.configs import digits_table, graph_seen
+from experiments.configs import digits_table, fedlog_ablations, graph_seen
 from fedjax_syn.core.errors import UserError
 from fedjax_syn.runs import validate
 from fedjax_syn.runs.grid import apply_command_line
@@ -52,6 +52,16 @@ def test_nested_override_narrows_a_nested_axis():
     config.dataset = "cora"
     runs = _runs(config, {"fedlog.beta": 0.1})
     assert [(r.fedlog.beta, r.seed) for r in runs] == [(0.1, 0), (0.1, 1)]
+
+
+def test_an_override_a_swept_variant_would_undo_is_refused():
+    config = fedlog_ablations.get_config()
+    config.fedlog.beta = 0.1  # what --config.fedlog.beta=0.1 sets before the grid is applied
+    with pytest.raises(UserError, match=r"--config.fedlog.beta is also set by variant 'beta_0p1'"):
+        _runs(config.copy_and_resolve_references(), {"fedlog.beta": 0.1})
+    # Without such a variant among the runs, the override holds at every point.
+    runs = _runs(config, {"fedlog.beta": 0.1}, grid="variant=default,s_5;seed=0")
+    assert [(r.variant, r.fedlog.beta) for r in runs] == [("default", 0.1), ("s_5", 0.1)]
 
 
 def test_options_of_other_algorithms_do_not_multiply_runs():

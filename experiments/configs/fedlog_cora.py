@@ -27,7 +27,7 @@ VARIANTS = {"default": {}, "released": {"preset": "released"}}
 def fedlog_options(**overrides) -> dict:
     """Every FedLoG option (so each can be set from the command line, e.g.
     --config.fedlog.beta=0.1), with `overrides`. `gen_nodes` stays 0: the run reads exactly
-    the largest client's training nodes (`experiment.build_algorithm`)."""
+    the largest client's training nodes (`fedjax_syn.runs.prepare.build_algorithm`)."""
     options = dataclasses.asdict(from_dict(overrides))
     return {**options, "gen_hidden": list(options["gen_hidden"])}
 

@@ -203,3 +203,18 @@ def apply_command_line(
         raise UserError(f"--config.{both[0]} and --grid both set {both[0]}; give one of them")
     narrow_grid(config, overrides)
     override_grid(config, grid)
+    _check_variants_keep(config, overrides)
+
+
+def _check_variants_keep(config: ml_collections.ConfigDict, overrides: Mapping[str, Any]) -> None:
+    """A variant sets its fields at every point it names, after the command line's overrides: an
+    override of a field that a swept variant sets would be silently undone at that variant."""
+    axes = dict(grid_axes(config))
+    variants = config.get("variants") or {}
+    for name in axes.get("variant", ()):
+        for field, _ in _leaves(variants.get(name, {})):
+            check(
+                field not in overrides,
+                f"--config.{field} is also set by variant {name!r}, which would undo it there; "
+                "narrow the variants (--grid='variant=...') or drop the override",
+            )
