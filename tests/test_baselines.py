@@ -6,6 +6,7 @@ import pathlib
 from typing import Any, NamedTuple
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -278,3 +279,16 @@ def test_readme_lists_every_algorithm_and_track_from_the_registry():
     start = readme.index("<!-- algorithms:")
     section = readme[readme.index("\n", start) + 1 : readme.index("<!-- /algorithms -->")]
     assert section.strip() == registry.tracks_table()
+
+
+def test_resolved_options_fill_in_defaults_and_presets():
+    """A run's id names only the options its config gives; its record keeps what they meant."""
+    config = ml_collections.ConfigDict({"algorithm": "fedlog_released", "fedlog": {"beta": 0.1}})
+    fedlog = registry.resolved_options(config)["fedlog"]
+    assert (fedlog["preset"], fedlog["prompt"], fedlog["prompt_dropout"], fedlog["beta"]) == (
+        "released",
+        "random",
+        True,
+        0.1,
+    )
+    assert registry.resolved_options(ml_collections.ConfigDict({"algorithm": "local"})) == {}

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import fedjax_syn.runs.ledger as ledger_lib
+from fedjax_syn.algorithms import registry
 from fedjax_syn.core.errors import UserError
 from fedjax_syn.runs import program
 from fedjax_syn.runs.config import default_config, group_runs, run_id
@@ -84,6 +85,8 @@ def test_batched_two_seed_run_equals_the_two_single_runs(batch):
         assert set(got) == set(single)
         assert got["eval_rounds"] == single["eval_rounds"] == [1, 2, 3]
         assert got["runs_in_program"] == 2 and single["runs_in_program"] == 1
+        assert got["options"] == single["options"] == registry.resolved_options(cfg)
+        assert got["options"]["fedavg"]["keep_optimizer_state"] is False  # a default, recorded
         _assert_same_curves(got, single)
         assert got["best"]["round"] == single["best"]["round"]
     stored = ledger_lib.read_ledger(ledger)

@@ -4,6 +4,7 @@ A builder takes (config, task, data spec) and returns a `FederatedAlgorithm`. No
 itself; adding an algorithm is one line here.
 """
 
+import dataclasses
 from collections.abc import Callable
 
 from fedjax_syn.algorithms import (
@@ -162,6 +163,16 @@ def check_options(cfg) -> None:
     if raw_dp:
         dp.check_supported(cfg.algorithm)
         dp.dp_options(raw_dp)
+
+
+def resolved_options(cfg) -> dict[str, dict]:
+    """The algorithm's options as it runs them, defaults and presets filled in: {group: options},
+    {} for an algorithm without options. A run's id names only the options its config gives, so
+    its record keeps these too: what a preset or a default meant when it ran."""
+    if cfg.algorithm not in OPTION_PARSERS:
+        return {}
+    group, parse = OPTION_PARSERS[cfg.algorithm]
+    return {group: dataclasses.asdict(parse(common.options(cfg, group)))}
 
 
 def build(cfg, task: Task, spec: DataSpec) -> FederatedAlgorithm:

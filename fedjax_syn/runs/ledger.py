@@ -11,6 +11,8 @@ Record schema (written by `runs.program.make_record`; accuracies are fractions i
      "protocol": {...},          # PROTOCOL.md parameters, e.g. "partition", "alpha",
                                  # "num_clients" (K), "unseen_frac", "missing_frac"
      "config": {...},            # the full run configuration, verbatim
+     "options": {group: {...}},  # the algorithm's options as it ran them, defaults and presets
+                                 # filled in (registry.resolved_options); absent from older records
      "settings": [str, ...],     # evaluated settings, in table order
      "eval_rounds": [int, ...],  # the round number of each curve entry
      "dropped": [[int, int], ...],  # [round, client] of each non-finite update left out

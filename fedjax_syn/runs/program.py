@@ -40,6 +40,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
+from fedjax_syn.algorithms import registry
 from fedjax_syn.core.arrays import EvalGroup, Federation
 from fedjax_syn.core.errors import NonFiniteError, UserError, check
 from fedjax_syn.engine import evaluation, layout, sharding
@@ -445,6 +446,7 @@ def make_record(
         "seed": cfg.seed,
         "protocol": prepared.protocol,
         "config": config,
+        "options": registry.resolved_options(cfg),
         "settings": list(prepared.settings),
         "eval_rounds": eval_rounds,
         "dropped": dropped,
