@@ -125,7 +125,11 @@ _TRACK = flags.DEFINE_enum("track", "vision", ["vision", "graph"], "plots: runs 
 _FILTERS = flags.DEFINE_string(
     "filters", "{}", 'plots: ledger filters as JSON, dotted keys allowed: {"dataset": "digits"}.'
 )
-_SETTINGS = flags.DEFINE_list("settings", None, "plots: settings to draw (default: the track's).")
+_SETTINGS = flags.DEFINE_list(
+    "settings",
+    None,
+    "plots: settings to draw (default: the track's; for --plot=curves its first three).",
+)
 _METRIC = flags.DEFINE_enum(
     "metric", "best", ["best", "last"], "plots: round of --plot=alpha and --plot=verdict."
 )
