@@ -38,6 +38,7 @@ from fedjax_syn.core.arrays import ClientData, Federation
 from fedjax_syn.core.interface import FederatedAlgorithm
 from fedjax_syn.engine.mapping import map_clients
 from fedjax_syn.privacy import accounting, inversion, membership, memorisation
+from fedjax_syn.runs.checkpoint import clock, time_spent
 from fedjax_syn.runs.config import engine_config
 from fedjax_syn.runs.prepare import build_algorithm
 from fedjax_syn.runs.program import (
@@ -296,12 +297,10 @@ def uploads_per_client(cfg) -> int:
 
 def audit(cfg, options: AuditOptions) -> dict:
     """Trains the run `cfg` and audits it: its ledger record with a `privacy` entry."""
-    start, cpu_start = time.perf_counter(), time.process_time()
+    start = clock()
     program = compile_program([cfg])
     state = advance(program, initial_state(program), program.last_round)
-    (record,) = make_records(
-        program, state, time.perf_counter() - start, time.process_time() - cpu_start
-    )
+    (record,) = make_records(program, state, *time_spent(start))
     alg = build_algorithm(cfg, program.prepared)
     audit_start = time.perf_counter()
     server, uploads = audit_uploads(alg, program, state)

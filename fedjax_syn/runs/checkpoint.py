@@ -209,6 +209,25 @@ def _json_number(x: Any) -> Any:
     return None if isinstance(x, float) and math.isnan(x) else x
 
 
+Clock = tuple[float, float]  # wall (perf_counter) and CPU (process_time) seconds
+
+
+def clock() -> Clock:
+    """This process's wall and CPU clocks now: where the time it spends on a run starts."""
+    return time.perf_counter(), time.process_time()
+
+
+def time_spent(
+    start: Clock, earlier_s: float = 0.0, earlier_cpu_s: float | None = 0.0
+) -> tuple[float, float | None]:
+    """Wall and CPU seconds spent on a run: this process's since `start`, plus what the processes
+    before it spent, as its checkpoint kept them (CPU None: one of them did not measure it)."""
+    wall, cpu = clock()
+    return earlier_s + wall - start[
+        0
+    ], None if earlier_cpu_s is None else earlier_cpu_s + cpu - start[1]
+
+
 def save_state(
     ckpt: RunCheckpointer, state: Any, elapsed_s: float, cpu_s: float | None = None
 ) -> None:

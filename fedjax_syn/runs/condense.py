@@ -29,7 +29,7 @@ from fedjax_syn.condense.augment import TRANSFORMS
 from fedjax_syn.condense.core import CLASS_BATCHING
 from fedjax_syn.core.errors import check, check_choice
 from fedjax_syn.models.conv import CONV_IMPLS
-from fedjax_syn.runs.checkpoint import RunCheckpointer, restore_tree, save_tree
+from fedjax_syn.runs.checkpoint import RunCheckpointer, clock, restore_tree, save_tree, time_spent
 from fedjax_syn.runs.ledger import run_id, versions
 
 MODELS = ("convnet", "mlp")
@@ -88,16 +88,16 @@ def _condensation_conv(cfg) -> str:
     return "xla" if cfg.conv == "auto" and cfg.method == "dm" else cfg.conv
 
 
-def _class_batching(cfg) -> str:
+def _class_batching(cfg, backend: str | None = None) -> str:
     """The class batching to run: for "auto", classes one after the other on CPU, vmapped
     elsewhere. On one CPU core the vmapped classes' batched convolutions are slower than a
     compiled loop over classes: a distribution matching iteration 3.9 s vmapped against 2.3 s
     mapped at ipc 1, a gradient matching step 19.1 s vmapped, 17.0 s in a Python loop and 10.8 s
-    mapped at ipc 10 (BENCHMARKS.md, "Dataset condensation")."""
+    mapped at ipc 10 (BENCHMARKS.md, "Dataset condensation"). `backend` None: the default one."""
     check_choice("class_batching", cfg.class_batching, ("auto", *CLASS_BATCHING))
     if cfg.class_batching != "auto":
         return cfg.class_batching
-    return "map" if jax.default_backend() == "cpu" else "vmap"
+    return "map" if (backend or jax.default_backend()) == "cpu" else "vmap"
 
 
 def _dsa_config(cfg) -> DSAConfig | None:
@@ -126,11 +126,10 @@ def _options(cfg, class_batching: str) -> dict[str, Any]:
 
 def check_options(cfg) -> None:
     """Raises `UserError` for condensation options that `CondenseConfig` would refuse only once
-    the run has loaded its data. Touches no device, so "auto" class batching stands in as "map"
-    (it is resolved by backend when the run starts)."""
-    check_choice("class_batching", cfg.class_batching, ("auto", *CLASS_BATCHING))
+    the run has loaded its data. Touches no device: "auto" class batching is checked as on the
+    CPU (it is resolved by backend when the run starts)."""
     check_choice("conv", cfg.conv, CONV_IMPLS)
-    CondenseConfig(**_options(cfg, "map" if cfg.class_batching == "auto" else cfg.class_batching))
+    CondenseConfig(**_options(cfg, _class_batching(cfg, backend="cpu")))
 
 
 def identity(cfg) -> dict:
@@ -162,15 +161,12 @@ def _run(cfg, on_iteration, ckpt: RunCheckpointer | None, every: int) -> dict[st
 
     check(cfg.eval_nets >= 1, f"eval_nets must be >= 1, got {cfg.eval_nets}")
     check(cfg.test_size >= 0, f"test_size must be >= 0 (0: all), got {cfg.test_size}")
-    start, cpu_start = time.perf_counter(), time.process_time()
+    start = clock()
     earlier = {"elapsed_s": 0.0, "cpu_s": 0.0}  # spent by the processes a checkpoint came from
 
     def spent() -> dict[str, float | None]:
-        cpu = earlier["cpu_s"]
-        return {
-            "elapsed_s": earlier["elapsed_s"] + time.perf_counter() - start,
-            "cpu_s": None if cpu is None else cpu + time.process_time() - cpu_start,
-        }
+        elapsed_s, cpu_s = time_spent(start, earlier["elapsed_s"], earlier["cpu_s"])
+        return {"elapsed_s": elapsed_s, "cpu_s": cpu_s}
 
     data = load_vision(cfg.dataset, cfg.data_dir or None)
     model = _model(cfg, data.num_classes, cfg.conv)

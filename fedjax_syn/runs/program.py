@@ -53,6 +53,7 @@ from fedjax_syn.engine.round import (
 )
 from fedjax_syn.runs import config as run_config
 from fedjax_syn.runs import layouts
+from fedjax_syn.runs.checkpoint import clock, time_spent
 from fedjax_syn.runs.ledger import append_record, versions
 from fedjax_syn.runs.prepare import Prepared, build_algorithm, prepare
 from fedjax_syn.runs.records import MODES, curve_name, curves_of_mode, summarize_curves
@@ -474,11 +475,10 @@ def run(
     prepared: Sequence[Prepared] | None = None,
 ) -> list[dict]:
     """Runs every config to its last round as one program; returns (and appends) its records."""
-    start, cpu_start = time.perf_counter(), time.process_time()
+    start = clock()
     program = compile_program(cfgs, prepared)
     state = advance(program, initial_state(program), program.last_round, on_round)
-    spent = time.perf_counter() - start, time.process_time() - cpu_start
-    records = make_records(program, state, *spent)
+    records = make_records(program, state, *time_spent(start))
     if ledger:
         for record in records:
             append_record(ledger, record)

@@ -33,7 +33,6 @@ import fcntl
 import hashlib
 import pathlib
 import shutil
-import time
 from collections.abc import Callable, Sequence
 
 import jax
@@ -43,7 +42,13 @@ from tqdm import tqdm
 
 from fedjax_syn.core.errors import UserError
 from fedjax_syn.runs import condense, program
-from fedjax_syn.runs.checkpoint import RunCheckpointer, restore_state, save_state
+from fedjax_syn.runs.checkpoint import (
+    RunCheckpointer,
+    clock,
+    restore_state,
+    save_state,
+    time_spent,
+)
 from fedjax_syn.runs.config import describe, group_runs, run_id
 from fedjax_syn.runs.grid import grid_configs
 from fedjax_syn.runs.ledger import append_record, check_appendable, read_ledger
@@ -166,12 +171,11 @@ def run_job(
         if directory is not None and directory.exists() and jax.process_index() == 0:
             shutil.rmtree(directory, ignore_errors=True)
         return [record]
-    start, cpu_start = time.perf_counter(), time.process_time()
+    start = clock()
 
     def spent(state: program.State) -> tuple[float, float | None]:
         """Wall and CPU seconds spent on the runs, earlier processes' included."""
-        cpu = None if state.cpu_s is None else state.cpu_s + time.process_time() - cpu_start
-        return state.elapsed_s + time.perf_counter() - start, cpu
+        return time_spent(start, state.elapsed_s, state.cpu_s)
 
     compiled = program.compile_program(job.configs)
     ckpt = RunCheckpointer(directory) if directory and checkpoint_every > 0 else None
