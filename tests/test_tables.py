@@ -646,3 +646,53 @@ def test_each_row_is_tuned_on_its_own_option_and_the_notes_name_only_that_one():
     assert "algorithm=fedlog: personalized: beta=1" in markdown
     assert "algorithm=moon: personalized: mu=0.1" in markdown
     assert "None" not in markdown
+
+
+def test_a_row_tuned_over_values_not_all_run_is_missing_and_its_cell_is_not_judged(tmp_path):
+    """fedlog is tuned over beta in {0.01, 0.1, 1}; on mnist beta 0.01 lacks seeds 1 and 2, so
+    its choice is provisional: the runs are listed as missing, and mnist gets no verdict."""
+    records = _scored_records({"fedavg": (0.5, 0.7)}, datasets=DATASETS)
+    for ds, beta in itertools.product(DATASETS, (0.01, 0.1, 1.0)):
+        seeds = (0,) if (ds, beta) == ("mnist", 0.01) else SEEDS
+        for record in _scored_records({"fedlog": (0.9, 0.3)}, datasets=(ds,), seeds=seeds):
+            record["run_id"] += f"-{beta}"
+            record["config"] = {"fedlog": {"beta": beta}}
+            records.append(record)
+    betas = {"config.fedlog.beta": (0.01, 0.1, 1.0)}
+    layout = dict(verdict_for=("fedlog",), select_on=tuple(betas), select_values=betas)
+    table = tables.build_table(records, _judged_spec(**layout))
+    assert tables.absent_tuned_runs(table, ("mnist", "fedlog")) == [((0.01,), (1, 2))]
+    assert tables.absent_tuned_runs(table, ("cifar10", "fedlog")) == []
+    assert tables.absent_tuned_runs(table, ("mnist", "fedavg")) == []  # not tuned on beta
+    assert list(tables.complete_groups(table)) == [("cifar10",)]
+    markdown = render.to_markdown(table)
+    assert "- dataset=mnist, algorithm=fedlog, beta=0.01: seed(s) 1, 2" in markdown
+    assert "Not judged until every row of the cell has all its runs" in markdown
+    verdicts = markdown.split("Verdict for fedlog")[1]
+    assert "| cifar10 | fedlog |" in verdicts and "| mnist |" not in verdicts
+    fig = plots.plot_verdict(table)
+    assert [t.get_text() for t in fig.axes[-1].get_xticklabels()] == ["cifar10"]
+    # Without the values to expect, the betas that ran are all there is to tune over.
+    untold = tables.build_table(records, _judged_spec(**{**layout, "select_values": {}}))
+    assert tables.absent_tuned_runs(untold, ("mnist", "fedlog")) == [((0.01,), (1, 2))]
+    records = [r for r in records if r.get("config", {}).get("fedlog", {}).get("beta") != 0.01]
+    untold = tables.build_table(records, _judged_spec(**{**layout, "select_values": {}}))
+    assert set(tables.complete_groups(untold)) == {("mnist",), ("cifar10",)}
+
+
+def test_select_values_come_from_json_or_the_grid_and_are_checked():
+    from experiments.configs import comparison
+
+    spec = specs.table_spec(comparison.get_config(), "comparison")
+    assert spec.select_values == {
+        "config.fedlog.beta": comparison.BETAS,
+        "config.moon.mu": comparison.MOON_MUS,
+    }
+    obj = {"rows": ["dataset", "algorithm"], "settings": ["seen"]}
+    tuned = {**obj, "select_on": ["config.fedlog.beta"]}
+    parsed = specs.spec_from_dict({**tuned, "select_values": {"config.fedlog.beta": [0.1, 1]}})
+    assert parsed.select_values == {"config.fedlog.beta": (0.1, 1)}
+    with pytest.raises(UserError, match="must map each select_on path to its values"):
+        specs.spec_from_dict({**tuned, "select_values": [0.1, 1]})
+    with pytest.raises(UserError, match="select_values path of table 'table'"):
+        specs.spec_from_dict({**obj, "select_values": {"config.fedlog.beta": [0.1]}})

@@ -28,7 +28,7 @@ from matplotlib.lines import Line2D
 from fedjax_syn.core.errors import UserError, check
 from fedjax_syn.report.render import fmt_value, row_label
 from fedjax_syn.report.specs import scoring_of
-from fedjax_syn.report.tables import Table, best_other, verdict
+from fedjax_syn.report.tables import Table, best_other, complete_groups, verdict
 from fedjax_syn.runs.ledger import write_atomic
 from fedjax_syn.runs.records import SETTING_LABELS, Stats, group_runs, lookup, seed_stats
 
@@ -214,20 +214,6 @@ def _columns_by_scoring(table: Table) -> dict[tuple[str, str, str], int]:
     return {scoring: j for scoring, j in scorings if scoring is not None}
 
 
-def _complete_cells(table: Table) -> list[tuple[tuple, list[tuple]]]:
-    """(cell, its row keys) for each comparison group whose every row has all its seeds: a cell
-    still running would be judged against a partial field."""
-    spec, cells = table.spec, {}
-    for key in table.row_keys:
-        cells.setdefault(tuple(key[i] for i in spec.compare_indices), []).append(key)
-    wanted = len(spec.seeds) if spec.seeds is not None else 1
-    return [
-        (cell, keys)
-        for cell, keys in cells.items()
-        if all(len(table.seeds_found[k]) >= wanted for k in keys)
-    ]
-
-
 def _cell_label(paths: Sequence[str], values: tuple) -> str:
     """A name is shown as it is, a number with its row label: "cora / K=3"."""
     return " / ".join(
@@ -261,10 +247,10 @@ def plot_verdict(
             f"table {spec.name!r} has no {metric!r} columns scored {mode!r}; "
             f"it has (mode, round) {sorted(scorings)}",
         )
-    cells = _complete_cells(table)
+    cells = list(complete_groups(table).items())
     check(
         len(cells) > 0,
-        f"table {spec.name!r} has no complete cell yet (every row with all its seeds) to judge",
+        f"table {spec.name!r} has no complete cell yet (every row with all its runs) to judge",
     )
     settings = list(dict.fromkeys(s for m, r, s in index if m in modes and r == metric))
     fig = Figure(figsize=(3.2 * len(settings), 2.9 * len(modes) + 0.8), layout="constrained")

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from fedjax_syn.report.specs import Column, scoring_of
-from fedjax_syn.report.tables import Table, verdict
+from fedjax_syn.report.tables import Table, absent_tuned_runs, complete_groups, verdict
 
 ROW_LABELS = {"protocol.num_clients": "K", "protocol.alpha": "alpha", "ipc": "IPC"}
 
@@ -93,13 +93,27 @@ def _verdict_summary(table: Table, verdicts: dict[tuple, list[str | None]]) -> l
 
 def _verdict_lines(table: Table) -> list[str]:
     """A Markdown table of `verdict` for every judged row and column, after its summary."""
-    spec = table.spec
-    judged = [k for k in table.row_keys if k[-1] in spec.verdict_for and table.seeds_found[k]]
+    spec, complete = table.spec, complete_groups(table)
+    judged = [k for keys in complete.values() for k in keys if k[-1] in spec.verdict_for]
+    pending = [
+        group
+        for group in dict.fromkeys(
+            tuple(k[i] for i in spec.compare_indices) for k in table.row_keys
+        )
+        if group not in complete
+    ]
+    waiting = [
+        "Not judged until every row of the cell has all its runs (`Missing runs`): "
+        + "; ".join(_assignments(spec.compare_keys, group) for group in pending)
+        + ".",
+        "",
+    ]
     if not judged:
-        return []
+        return waiting if pending and spec.verdict_for else []
     verdicts = {key: [verdict(table, key, j) for j in range(len(spec.columns))] for key in judged}
     heads = [row_label(r) for r in spec.rows] + [_column_label(c) for c in spec.columns]
     lines = [
+        *(waiting if pending else []),
         *_verdict_summary(table, verdicts),
         f"Verdict for {', '.join(spec.verdict_for)} against the best other row (win or loss: "
         "the difference exceeds the larger of the two stds; tie otherwise):",
@@ -130,26 +144,42 @@ def _notes(table: Table) -> list[tuple[str, list[str]]]:
     for key in table.row_keys:
         if key[:-1] in empty_groups:
             continue
-        where, found = _assignments(spec.rows, key), table.seeds_found[key]
-        absent = [s for s in spec.seeds or () if s not in found]
-        if absent:
-            missing.append(f"{where}: seed(s) {', '.join(map(str, absent))}")
-        elif spec.seeds is None and not found:
-            missing.append(f"{where}: all seeds")
+        where = _assignments(spec.rows, key)
+        missing += _absent_runs(table, key, where)
         picks = []
         for (k, path), values in table.selected.items():
             if k != key:
                 continue
             mode = path.removesuffix("best.val").strip(".").removeprefix("modes.")
-            named = zip(spec.select_on, values, strict=True)  # a row has only its own options
-            chosen_on = ", ".join(
-                f"{row_label(p)}={fmt_value(v)}" for p, v in named if v is not None
-            )
-            picks.append(f"{mode or 'personalized'}: {chosen_on}")
+            picks.append(f"{mode or 'personalized'}: {_named_values(spec.select_on, values)}")
         if picks:
             chosen.append(f"{where}: {'; '.join(picks)}")
     notes = [("Missing runs", missing), ("Selected on validation", chosen)]
     return [(heading, lines) for heading, lines in notes if lines]
+
+
+def _absent_runs(table: Table, key: tuple, where: str) -> list[str]:
+    """The runs a row lacks: per tuned value where the row is tuned ("..., beta=0.01: seed(s)
+    1, 2"), else for the row."""
+    seed_text = lambda seeds: f"seed(s) {', '.join(map(str, seeds))}"
+    if key in table.tuned_seeds:
+        return [
+            f"{', '.join(filter(None, [where, _named_values(table.spec.select_on, values)]))}: "
+            + seed_text(seeds)
+            for values, seeds in absent_tuned_runs(table, key)
+        ]
+    found, expected = table.seeds_found[key], table.spec.seeds
+    absent = [s for s in expected or () if s not in found]
+    if absent:
+        return [f"{where}: {seed_text(absent)}"]
+    return [f"{where}: all seeds"] if expected is None and not found else []
+
+
+def _named_values(paths: Sequence[str], values: Sequence) -> str:
+    """Tuned values by their labels, skipping the paths a row lacks (a row has only its own
+    options): "beta=0.1"."""
+    named = zip(paths, values, strict=True)
+    return ", ".join(f"{row_label(p)}={fmt_value(v)}" for p, v in named if v is not None)
 
 
 def _reference_cells(table: Table, key: tuple) -> list[str]:

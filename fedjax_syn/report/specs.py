@@ -70,6 +70,10 @@ class TableSpec:
     # Record paths (e.g. config.fedlog.beta) tuned on validation: each row and evaluation mode
     # shows the value whose mean best-round validation accuracy over seeds is highest.
     select_on: tuple[str, ...] = ()
+    # The values each `select_on` path is tuned over (a sweep config's grid gives them): a row
+    # tuned on a path is complete only once every value has every seed, since a choice among some
+    # of them is provisional. Paths left out are complete with whatever values ran.
+    select_values: Mapping[str, tuple] = dataclasses.field(default_factory=dict)
     # Values of the last row key (e.g. fedlog) whose every cell is judged against the best other
     # row of its comparison group: win / tie / loss, a tie meaning within the larger std.
     verdict_for: tuple[str, ...] = ()
@@ -89,6 +93,8 @@ class TableSpec:
             )
         for key in self.compare_within or ():
             check_choice(f"compare_within key of table {self.name!r}", key, self.rows)
+        for path in self.select_values:
+            check_choice(f"select_values path of table {self.name!r}", path, self.select_on)
 
     @property
     def compare_keys(self) -> tuple[str, ...]:
@@ -209,7 +215,7 @@ NAMED_SPECS = {
 _AS_TUPLES = ("compare_within", "seeds", "select_on", "verdict_for")
 _AS_IS = ("title", "scale", "digits", "cost")
 _JSON_KEYS = {"name", "kind", "filters", "rows", "expected_rows", "settings", "metric", "modes"}
-_JSON_KEYS |= {"metrics", *_AS_TUPLES, *_AS_IS}
+_JSON_KEYS |= {"metrics", "select_values", *_AS_TUPLES, *_AS_IS}
 
 
 def spec_from_dict(obj: Mapping[str, Any]) -> TableSpec:
@@ -217,7 +223,7 @@ def spec_from_dict(obj: Mapping[str, Any]) -> TableSpec:
 
     kind "accuracy" (default) takes settings + metric; kind "condense" takes metrics.
     expected_rows is a list of row-value lists, or a {row key: [values]} dict meaning every
-    combination.
+    combination; select_values a {select_on path: [values]} dict.
     """
     unknown = sorted(set(obj) - _JSON_KEYS)
     check(not unknown, f"unknown table spec field(s) {unknown}; allowed: {sorted(_JSON_KEYS)}")
@@ -232,6 +238,14 @@ def spec_from_dict(obj: Mapping[str, Any]) -> TableSpec:
     layout |= {k: obj[k] for k in _AS_IS if k in obj}
     if "expected_rows" in obj:
         layout["expected_rows"] = _expected_rows(obj["expected_rows"], rows)
+    if "select_values" in obj:
+        values = obj["select_values"]
+        check(
+            isinstance(values, Mapping),
+            f"select_values of table spec {name!r} must map each select_on path to its values, "
+            f"got {_json_kind(values)}",
+        )
+        layout["select_values"] = {path: tuple(v) for path, v in values.items()}
     if accuracy:
         metric = obj.get("metric", "both")
         return accuracy_spec(name, obj.get("filters", {}), rows, obj["settings"], metric, **layout)
@@ -280,7 +294,8 @@ def table_spec(config: ml_collections.ConfigDict, name: str = "table") -> TableS
     """The table a sweep config names in its `table` field (spec fields of
     `spec_from_dict`, plus the figure fields `plot` and `series`), with defaults from its
     track and grid seeds. Its figure is checked too (`figure_kind`): entry points build the
-    spec before the runs, so a typo fails in seconds, not after the sweep."""
+    spec before the runs, so a typo fails in seconds, not after the sweep. The values of each
+    `select_on` path default to those the grid sweeps."""
     figure_kind(config)
     fields = (config.get("table") or ml_collections.ConfigDict()).to_dict()
     table = {k: v for k, v in fields.items() if k not in FIGURE_FIELDS}
@@ -292,7 +307,21 @@ def table_spec(config: ml_collections.ConfigDict, name: str = "table") -> TableS
         table.setdefault("settings", list(VISION_SETTINGS if track == "vision" else GRAPH_SETTINGS))
     grid = config.get("grid") or {}
     table.setdefault("seeds", list(grid["seed"]) if "seed" in grid else [config.get("seed", 0)])
+    plain = grid.to_dict() if isinstance(grid, ml_collections.ConfigDict) else grid
+    swept = {path: _grid_values(plain, path) for path in table.get("select_on", ())}
+    table.setdefault("select_values", {p: list(v) for p, v in swept.items() if v is not None})
     return spec_from_dict(table)
+
+
+def _grid_values(grid: Mapping[str, Any], path: str) -> Sequence | None:
+    """The values a grid sweeps for a record path (config.fedlog.beta -> grid.fedlog.beta);
+    None where the grid does not sweep it."""
+    node: Any = grid
+    for part in path.removeprefix("config.").split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node if isinstance(node, Sequence) and not isinstance(node, str) else None
 
 
 def figure_kind(config: ml_collections.ConfigDict) -> str:

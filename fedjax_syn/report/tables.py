@@ -10,6 +10,7 @@ cell against the best other row of its group. `render` writes the result as Mark
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple
@@ -48,6 +49,8 @@ class Table:
     cost: Cost = dataclasses.field(default_factory=Cost)  # what the matched runs cost
     # The same per group of rows (every row key but the last; e.g. per dataset and K), in row order.
     group_cost: dict[tuple, Cost] = dataclasses.field(default_factory=dict)
+    # Per row tuned on `select_on`: the seeds found for each combination of its tuned values.
+    tuned_seeds: dict[tuple, dict[tuple, tuple]] = dataclasses.field(default_factory=dict)
 
 
 def _validation_path(column_path: str) -> str:
@@ -108,7 +111,51 @@ def build_table(records: Iterable[dict], spec: TableSpec, source: str = "ledger"
     )
     bold = _bold_cells(spec, row_keys, cells)
     cost, group_cost = _costs(matched, spec.rows, row_keys)
-    return Table(spec, row_keys, seeds_found, cells, bold, query, selected, cost, group_cost)
+    tuned_seeds = {
+        key: {k[len(k) - n_select :]: tuple(r.get("seed") for r in runs) for k, runs in members}
+        for key, members in groups.items()
+        if n_select
+    }
+    return Table(
+        spec, row_keys, seeds_found, cells, bold, query, selected, cost, group_cost, tuned_seeds
+    )
+
+
+def absent_tuned_runs(table: Table, key: tuple) -> list[tuple[tuple, tuple]]:
+    """(tuned values, absent seeds) for each combination of the `select_on` values a row is
+    tuned on that lacks some seed: the spec's `select_values` where given, else the values
+    found. A path is tuned on by a row when one of its runs has it (FedLoG's beta, not MOON's)."""
+    spec, found = table.spec, table.tuned_seeds.get(key, {})
+    if not found:
+        return []
+    seeds = spec.seeds or tuple(sorted({s for got in found.values() for s in got}, key=str))
+    axes = []
+    for i, path in enumerate(spec.select_on):
+        values = list(dict.fromkeys(v[i] for v in found if v[i] is not None))
+        axes.append(tuple(spec.select_values.get(path, values)) if values else (None,))
+    return [
+        (values, absent)
+        for values in itertools.product(*axes)
+        if (absent := tuple(s for s in seeds if s not in found.get(values, ())))
+    ]
+
+
+def is_complete(table: Table, key: tuple) -> bool:
+    """Whether a row has every expected seed, for every value it is tuned over."""
+    found = table.seeds_found[key]
+    has_seeds = all(s in found for s in table.spec.seeds) if table.spec.seeds else bool(found)
+    return has_seeds and not absent_tuned_runs(table, key)
+
+
+def complete_groups(table: Table) -> dict[tuple, list[tuple]]:
+    """Row keys per comparison group (e.g. per dataset and K) whose every row is complete: a
+    group still running would be judged against a partial field."""
+    groups: dict[tuple, list[tuple]] = {}
+    for key in table.row_keys:
+        groups.setdefault(tuple(key[i] for i in table.spec.compare_indices), []).append(key)
+    return {
+        group: keys for group, keys in groups.items() if all(is_complete(table, k) for k in keys)
+    }
 
 
 def _costs(matched: list[dict], rows: Sequence[str], row_keys: Sequence[tuple]):
