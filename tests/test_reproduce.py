@@ -25,6 +25,7 @@ TABLES = (
     "graph_generalization",
     "condense_table",
     "ablations",
+    "fedlog_components",
 )
 
 
