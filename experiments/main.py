@@ -85,7 +85,8 @@ _CHECKPOINT_DIR = flags.DEFINE_string(
 _CHECKPOINT_EVERY = flags.DEFINE_integer(
     "checkpoint_every",
     10,
-    "Checkpoint every this many rounds or condensation iterations (0: never).",
+    "Checkpoint every this many rounds or condensation iterations (0: never; a checkpoint "
+    "already there still resumes).",
 )
 _BATCH_RUNS = flags.DEFINE_bool(
     "batch_runs", True, "Run runs that differ only in data (seed, alpha, ...) as one program."
@@ -288,6 +289,8 @@ def main(argv: list[str]) -> None:
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
     check(_MAX_BATCH.value >= 0, f"--max_batch must be >= 0 (0: no limit), got {_MAX_BATCH.value}")
+    every = _CHECKPOINT_EVERY.value
+    check(every >= 0, f"--checkpoint_every must be >= 0 (0: never), got {every}")
     modes = {
         "run": run_mode,
         "reproduce": reproduce_mode,

@@ -81,6 +81,46 @@ def test_append_keeps_a_complete_last_record_that_lacks_its_newline(tmp_path):
     assert [r["run_id"] for r in ledger_lib.read_ledger(ledger)] == ["hand-written", "b"]
 
 
+def test_a_corrupt_last_line_that_ends_in_a_newline_is_corruption_not_a_torn_write(tmp_path):
+    """A torn write never ends in its newline; a bad line that does would end up mid-file at the
+    next append, so it is reported now."""
+    ledger = tmp_path / "ledger.jsonl"
+    ledger.write_text('{"run_id": "a"}\n{"run_id": oops}\n')
+    with pytest.raises(UserError, match=r"ledger\.jsonl line 2 is corrupt"):
+        ledger_lib.read_ledger(ledger)
+
+
+def test_append_new_records_appends_only_run_ids_the_ledger_lacks(tmp_path):
+    ledger = tmp_path / "ledger.jsonl"
+    assert ledger_lib.append_new_records(ledger, [{"run_id": "a", "v": 1}]) == [
+        {"run_id": "a", "v": 1}
+    ]
+    new = ledger_lib.append_new_records(ledger, [{"run_id": "a", "v": 2}, {"run_id": "b"}])
+    assert [r["run_id"] for r in new] == ["b"]
+    assert [(r["run_id"], r.get("v")) for r in ledger_lib.read_ledger(ledger)] == [
+        ("a", 1),
+        ("b", None),
+    ]
+
+
+def test_processes_appending_the_same_runs_at_once_write_each_once(tmp_path):
+    """Two sweeps whose plans put one run in different programs both finish it: the check for
+    its id and the write happen under one lock, so the ledger holds it once."""
+    ledger = tmp_path / "ledger.jsonl"
+    writer = textwrap.dedent(
+        f"""
+        import sys
+        from fedjax_syn.runs.ledger import append_new_records
+        for i in range(30):
+            append_new_records({str(ledger)!r}, [{{"run_id": str(i), "by": sys.argv[1]}}])
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = [subprocess.Popen([sys.executable, "-c", writer, str(p)], env=env) for p in range(4)]
+    assert [p.wait(timeout=60) for p in procs] == [0, 0, 0, 0]
+    assert sorted(int(r["run_id"]) for r in ledger_lib.read_ledger(ledger)) == list(range(30))
+
+
 def test_corrupt_line_in_the_middle_raises_naming_file_and_line(tmp_path):
     ledger = tmp_path / "ledger.jsonl"
     ledger.write_text('{"run_id": "a"}\n{"run_id": oops}\n{"run_id": "c"}\n')

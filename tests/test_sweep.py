@@ -375,3 +375,43 @@ def test_a_program_another_process_holds_is_skipped_then_run_once_released(tmp_p
     assert [r["run_id"] for r in records] == [*held.run_ids, *other.run_ids]  # grid order
     assert len(ledger_lib.read_ledger(ledger)) == 2
     assert not any(checkpoints.iterdir())  # neither checkpoints nor lock files are left
+
+
+def test_a_program_finished_before_its_cleanup_leaves_no_checkpoint_or_lock_behind(tmp_path):
+    """Killed after its records were appended but before removing its checkpoints and lock file:
+    the next sweep skips the program and removes both."""
+    config = default_config()
+    config.update(dict(num_clients=3, hidden=(16,), batch_size=32, rounds=2))
+    config.grid = {"algorithm": ("fedavg",)}
+    (job,) = sweep.plan(grid_configs(config))
+    ledger, checkpoints = tmp_path / "ledger.jsonl", tmp_path / "checkpoints"
+    records = sweep.run_job(job, ledger=str(ledger), checkpoint_dir=None)
+    (checkpoints / job.name).mkdir(parents=True)
+    (checkpoints / f"{job.name}.lock").touch()
+    again = sweep.run_sweep(config, ledger=str(ledger), checkpoint_dir=checkpoints, progress=False)
+    assert [r["run_id"] for r in again] == [r["run_id"] for r in records]
+    assert not any(checkpoints.iterdir())
+
+
+def test_checkpoint_every_0_saves_nothing_but_still_resumes(tmp_path, counted_inits):
+    """--checkpoint_every=0 turns saving off; a checkpoint an earlier process left still resumes,
+    never thrown away with its progress."""
+    points = [_counting_config()]
+    (job,) = sweep.plan(points)
+    compiled = program.compile_program(job.configs)
+    state = program.advance(compiled, program.initial_state(compiled), 1, None)
+    ckpt = RunCheckpointer(tmp_path / job.name)
+    save_state(ckpt, state, 7.0, 1.0)
+    ckpt.close()
+    finished = program.advance(compiled, state, compiled.last_round, None)
+    lines = []
+    got = sweep.run_job(
+        job, ledger=None, checkpoint_dir=tmp_path, checkpoint_every=0, log=lines.append
+    )
+    assert lines == [f"resumed {job.name} from round 1 ({tmp_path / job.name})"]
+    assert [r["curves"] for r in got] == [
+        r["curves"] for r in program.make_records(compiled, finished, 0.0)
+    ]
+    fresh = tmp_path / "fresh"
+    sweep.run_job(job, ledger=None, checkpoint_dir=fresh, checkpoint_every=0)
+    assert not fresh.exists()

@@ -9,6 +9,7 @@ training data. The record follows the condensation schema of `runs.ledger`.
 
 import contextlib
 import os
+import pathlib
 import statistics
 import time
 from collections.abc import Callable
@@ -147,11 +148,14 @@ def run(
     """Condenses the training set, evaluates it and a random real subset; returns the record.
 
     With `checkpoint_dir`, the synthetic images and their optimiser state are saved after every
-    `checkpoint_every`-th iteration and the last, and a run finding a checkpoint there continues
-    after its iteration (recorded as `resumed_after`), ending where it would have uninterrupted."""
+    `checkpoint_every`-th iteration and the last (never with 0), and a run finding a checkpoint
+    there continues after its iteration (recorded as `resumed_after`), ending where it would have
+    uninterrupted; with 0 too, so that no progress is thrown away."""
     with contextlib.ExitStack() as stack:
         ckpt = None
-        if checkpoint_dir is not None and checkpoint_every > 0:
+        if checkpoint_dir is not None and (
+            checkpoint_every > 0 or pathlib.Path(checkpoint_dir).exists()
+        ):
             ckpt = stack.enter_context(RunCheckpointer(checkpoint_dir))
         return _run(cfg, on_iteration, ckpt, checkpoint_every)
 
@@ -202,7 +206,8 @@ def _run(cfg, on_iteration, ckpt: RunCheckpointer | None, every: int) -> dict[st
         key=condense_key,
         model=_model(cfg, data.num_classes, _condensation_conv(cfg)),
         on_iteration=on_step,
-        **(dict(resume=resume, save=save) if ckpt is not None else {}),
+        **({"resume": resume} if ckpt is not None else {}),
+        **({"save": save} if ckpt is not None and every > 0 else {}),
         **options,
         **({"dsa_config": dsa} if dsa else {}),
     )

@@ -26,7 +26,8 @@ Record schema (written by `runs.program.make_record`; accuracies are fractions i
      "wall_time_s": float,       # summed over the processes that ran it (resumed runs too)
      "cpu_time_s": float | null, # their CPU time, every thread; null when a checkpoint it
                                  # resumed from predates the field; absent from older records
-     "compile_time_s": float,    # the initialisation and the round programs
+     "compile_time_s": float,    # the initialisation and the round programs, compiled by the
+                                 # process that finished the run (not summed over resumes)
      "runs_in_program": int,     # runs that shared one compiled program; the three times
                                  # above are this run's equal share of the program's
      "versions": versions(),     # libraries, platform, cpu, backend, devices
@@ -37,13 +38,16 @@ missing_class, new_client. Condensation runs write
 
     {"run_id", "track": "condense", "dataset", "method", "ipc", "seed",
      "metrics": {"syn_acc": float, "random_acc": float, ...}, "config", "versions", "created",
-     "wall_time_s", "cpu_time_s", ...}  # times as above: summed over the processes that ran it
+     "wall_time_s", "cpu_time_s", ...}  # times as above: summed over the processes that ran it;
+                                         # condense_time_s, first_iteration_s and
+                                         # seconds_per_iteration: the last process's only
 
 where syn_acc is the test accuracy of a model trained on the condensed set and random_acc that of
 the same model trained on as many randomly chosen real examples per class.
 
 Appending: each record is one line written with a single O_APPEND write (looped over short writes)
-under an exclusive `fcntl.flock`, then fsync'ed. Appending keeps each write O(record) instead of
+under an exclusive `fcntl.flock`, then fsync'ed; sweeps append only run ids the ledger does not
+hold, checked under that lock (`append_new_records`). Appending keeps each write O(record) instead of
 rewriting an ever-growing file, and the lock serialises concurrent writers so lines never
 interleave. A writer killed mid-write leaves at most a partial last line; readers skip it with a
 warning, and the next append removes it before writing, so it never ends up mid-file. A write that
@@ -87,10 +91,17 @@ def _dumps(obj: Any) -> str:
 
 def append_record(path: str | os.PathLike, record: dict) -> None:
     """Appends `record` as one line of the ledger at `path`, atomically and process-safely."""
-    record = dict(record)
-    record.setdefault("created", datetime.datetime.now(datetime.timezone.utc).isoformat())
-    line = (_dumps(record) + "\n").encode()
-    path = pathlib.Path(path)
+    _append(pathlib.Path(path), [record], skip_present=False)
+
+
+def append_new_records(path: str | os.PathLike, records: list[dict]) -> list[dict]:
+    """Appends those of `records` whose run id the ledger does not hold, checked under the same
+    lock as the write: two processes that finish the same run (plans that batch it into
+    different programs) append it once. Returns the records appended."""
+    return _append(pathlib.Path(path), records, skip_present=True)
+
+
+def _append(path: pathlib.Path, records: list[dict], skip_present: bool) -> list[dict]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
@@ -100,8 +111,13 @@ def append_record(path: str | os.PathLike, record: dict) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX)
         _repair_tail(fd, path)
         start = os.fstat(fd).st_size
+        if skip_present:
+            held = _run_ids(os.pread(fd, start, 0))
+            records = [r for r in records if r.get("run_id") not in held]
+        now = datetime.datetime.now(datetime.timezone.utc).isoformat()
+        lines = "".join(_dumps({"created": now, **r}) + "\n" for r in records).encode()
         try:
-            view = memoryview(line)
+            view = memoryview(lines)
             while view:
                 view = view[os.write(fd, view) :]
             os.fsync(fd)
@@ -111,6 +127,17 @@ def append_record(path: str | os.PathLike, record: dict) -> None:
             raise _write_error(path, e) from e
     finally:
         os.close(fd)  # also releases the lock
+    return records
+
+
+def _run_ids(data: bytes) -> set[str]:
+    """The run ids of a ledger's lines (a line that does not parse holds none: `read_ledger`
+    reports it)."""
+    ids = set()
+    for raw in data.split(b"\n"):
+        with contextlib.suppress(ValueError, UnicodeDecodeError, AttributeError):
+            ids.add(json.loads(raw).get("run_id"))
+    return ids
 
 
 def check_appendable(path: str | os.PathLike) -> None:
@@ -158,8 +185,10 @@ def _repair_tail(fd: int, path: pathlib.Path) -> None:
 def read_ledger(path: str | os.PathLike) -> list[dict]:
     """All records of the ledger, in file order.
 
-    A final line that does not parse is an interrupted write: it is skipped with a warning. A bad
-    line anywhere else is corruption and raises a `UserError` naming the file and line.
+    A final line that does not parse and lacks its newline is an interrupted write: it is skipped
+    with a warning. A bad line anywhere else, or a bad last line ending in a newline (which the
+    next append would leave mid-file), is corruption and raises a `UserError` naming the file and
+    line.
     """
     path = pathlib.Path(path)
     check(path.is_file(), f"results ledger {path} does not exist")
@@ -172,7 +201,7 @@ def read_ledger(path: str | os.PathLike) -> list[dict]:
         try:
             record = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as e:
-            if k == len(numbered) - 1:
+            if k == len(numbered) - 1 and not data.endswith(b"\n"):
                 warnings.warn(
                     f"results ledger {path}: skipping truncated last line {lineno} ({e})",
                     stacklevel=2,
@@ -258,6 +287,15 @@ def _file_mode(path: pathlib.Path) -> int:
     """The replaced file's mode, or the default for a new file under the current umask."""
     if path.exists():
         return path.stat().st_mode & 0o777
-    umask = os.umask(0)
+    return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    """The process's umask, read without setting it (os.umask can only swap it, and a file
+    another thread creates meanwhile would get the swapped-in value); where the kernel does not
+    show it, the swap."""
+    with contextlib.suppress(OSError, StopIteration, ValueError), open("/proc/self/status") as f:
+        return int(next(line for line in f if line.startswith("Umask:")).split()[1], 8)
+    umask = os.umask(0o022)
     os.umask(umask)
-    return 0o666 & ~umask
+    return umask

@@ -51,7 +51,7 @@ from fedjax_syn.runs.checkpoint import (
 )
 from fedjax_syn.runs.config import describe, group_runs, run_id
 from fedjax_syn.runs.grid import grid_configs
-from fedjax_syn.runs.ledger import append_record, check_appendable, read_ledger
+from fedjax_syn.runs.ledger import append_new_records, check_appendable, read_ledger
 
 # ---------------------------------------------------------------------------------------------
 # Planning: runs -> programs.
@@ -167,7 +167,7 @@ def run_job(
         if record["resumed_after"] is not None:
             log(f"resumed {job.name} after iteration {record['resumed_after']} ({directory})")
         if ledger and jax.process_index() == 0:
-            append_record(ledger, record)
+            append_new_records(ledger, [record])
         if directory is not None and directory.exists() and jax.process_index() == 0:
             shutil.rmtree(directory, ignore_errors=True)
         return [record]
@@ -178,7 +178,12 @@ def run_job(
         return time_spent(start, state.elapsed_s, state.cpu_s)
 
     compiled = program.compile_program(job.configs)
-    ckpt = RunCheckpointer(directory) if directory and checkpoint_every > 0 else None
+    # With checkpoint_every = 0 nothing is saved, but a checkpoint already there still resumes.
+    ckpt = (
+        RunCheckpointer(directory)
+        if directory and (checkpoint_every > 0 or directory.exists())
+        else None
+    )
     try:
         # Restored into the states' shapes: a resumed run never recomputes its initial states.
         template = program.initial_state(compiled, abstract=True)
@@ -192,17 +197,14 @@ def run_job(
             if stop <= state.round:
                 continue
             state = program.advance(compiled, state, stop, on_round)
-            if ckpt is not None:
+            if ckpt is not None and checkpoint_every > 0:
                 save_state(ckpt, state, *spent(state))
     finally:
         if ckpt is not None:
             ckpt.close()
     records = program.make_records(compiled, state, *spent(state))
     if ledger and jax.process_index() == 0:
-        done = _ledger_ids(ledger)
-        for record in records:
-            if record["run_id"] not in done:
-                append_record(ledger, record)
+        append_new_records(ledger, records)
     if directory is not None and directory.exists() and jax.process_index() == 0:
         shutil.rmtree(directory, ignore_errors=True)
     return records
@@ -296,9 +298,10 @@ def run_sweep(
     if checkpoint_dir and jax.process_index() == 0:
         running = {job.name for job in pending}
         for job in jobs:  # killed after its records were appended, before its cleanup
-            leftover = pathlib.Path(checkpoint_dir) / job.name
-            if job.name not in running and leftover.exists():
+            if job.name not in running:
+                leftover = pathlib.Path(checkpoint_dir) / job.name
                 shutil.rmtree(leftover, ignore_errors=True)
+                leftover.with_name(f"{job.name}.lock").unlink(missing_ok=True)
     fresh: dict[str, dict] = {}
     with tqdm(
         total=len(points), initial=skipped, desc="runs", unit="run", disable=not progress
