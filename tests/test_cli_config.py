@@ -216,6 +216,10 @@ def test_condensation_options_are_validated_before_any_data_is_loaded(
         (["-m", "experiments.main", "--mode=reproduce", "--table=nope"], "unknown table 'nope'"),
         (["-m", "experiments.main", "--max_batch=-1"], "--max_batch must be >= 0 (0: no limit)"),
         (
+            ["-m", "experiments.main", "--checkpoint_every=-1"],
+            "--checkpoint_every must be >= 0 (0: never), got -1",
+        ),
+        (
             ["-m", "experiments.main", "--compilation_cache_max_gb=0"],
             "--compilation_cache_max_gb must be > 0, got 0.0",
         ),
