@@ -89,7 +89,8 @@ def test_server_mixes_models_by_functional_embedding_similarity():
     computed = aggregation_weights(uploads["embedding"], uploads["size"], mask, 10.0)
     np.testing.assert_allclose(np.asarray(computed)[:3, :3], alpha, rtol=1e-5)
     assert not np.asarray(computed)[:, 3].any()  # the padded client weighs nothing
-    np.testing.assert_array_equal(np.asarray(new["ids"]), np.asarray(uploads["id"]))
+    np.testing.assert_array_equal(np.asarray(new["ids"])[:3], np.asarray(uploads["id"])[:3])
+    np.testing.assert_array_equal(new["ids"][3], server["ids"][3])  # padding stores no id
     # The global model is the size-weighted average of the real clients' weights.
     assert_trees_close(
         new["global"]["weights"], weighted_average(uploads["weights"], jnp.asarray(sizes))
@@ -147,7 +148,7 @@ def test_masks_stay_personal_and_each_client_gets_its_own_aggregate():
     # Each client finds its slot by id and evaluates its aggregate under its own masks.
     ids = np.asarray(clients["id"])
     assert len({tuple(row) for row in ids}) == fed.num_clients
-    np.testing.assert_array_equal(np.asarray(server["ids"]), ids)
+    np.testing.assert_array_equal(np.asarray(server["ids"])[:3], ids[:3])  # slot 3: padding
     personalize = jax.jit(jax.vmap(alg.personalize, in_axes=(None, 0, 0, 0)))
     keys = jax.random.split(ROUND_KEY, fed.num_clients)
     models = personalize(server, clients, fed.train, keys)
@@ -187,6 +188,22 @@ def test_slot_lookup_finds_the_stored_id_and_falls_back_to_slot_zero():
     ids = jnp.array([[1, 2], [3, 4], [5, 6]], jnp.uint32)
     assert [int(x) for x in client_slots.find(ids, jnp.array([3, 4], jnp.uint32))] == [1, 1]
     assert [int(x) for x in client_slots.find(ids, jnp.array([3, 5], jnp.uint32))] == [0, 0]
+
+
+def test_a_client_whose_update_is_dropped_keeps_its_slot():
+    """A dropped client's upload arrives zeroed, id included (on_nonfinite=drop): the server
+    keeps the id it stored, so next round the client still finds its own model."""
+    alg = fedpub()
+    _, fed = synthetic_federation(slots=4)
+    server = alg.init_server(INIT_KEY, take(fed.train, 0))
+    uploads = hand_uploads(server, [[1.0, 0.0, 0.0]] * 4, [10.0, 20.0, 30.0, 0.0])
+    mask = jnp.array([True, True, True, False])
+    first = jax.jit(alg.server_update)(server, uploads, mask, ROUND_KEY)
+    dropped = uploads | {"id": uploads["id"].at[1].set(0)}
+    second = jax.jit(alg.server_update)(first, dropped, mask.at[1].set(False), ROUND_KEY)
+    np.testing.assert_array_equal(second["ids"][:3], uploads["id"][:3])
+    slot, found = client_slots.find(second["ids"], uploads["id"][1])
+    assert (int(slot), bool(found)) == (1, True)
 
 
 def test_bad_options_are_one_line_errors():

@@ -14,6 +14,7 @@ from fedjax_syn.algorithms.fedtad import (
     Generator,
     class_reliability,
     distill,
+    generator_objective,
     kd_loss,
     knn_graph,
     options,
@@ -131,6 +132,49 @@ def test_distillation_lowers_the_kd_loss_on_generated_data():
     after = kd_loss(task.logits(student, graph), teacher_logits, weights, classes)
     np.testing.assert_allclose(losses[0], before, rtol=1e-5)
     assert losses[1] < losses[0] and losses[2] < losses[1] and after < losses[2]
+
+
+def test_generator_objective_is_the_papers_and_a_step_on_it_pushes_the_student_away():
+    """lam_sem * sum w CE(teachers) - sum w L1(student, teachers) + lam_div * K * diversity, by
+    hand; and with the other terms off, a descent step on the generator makes the student
+    disagree more with the teachers (the sign that makes the samples hard)."""
+    task = Task(GNN(CLASSES, kind="sage", hidden=(16, 8), dropout=0.0), graph=True)
+    classes = pseudo_classes(8, CLASSES)
+    gen = Generator(CLASSES, 12, (8,))
+    z = jax.random.normal(jax.random.key(0), (8, 4))
+    gen_params = gen.init(jax.random.key(1), z, classes)
+    graph_of = lambda params: knn_graph(gen.apply(params, z, classes), 2)
+    graph = graph_of(gen_params)
+    init = lambda seed: task.init(jax.random.key(seed), graph)
+    teachers = jax.tree.map(lambda *leaves: jnp.stack(leaves), *[init(s) for s in (2, 3, 4)])
+    ckr = jnp.array([[1.0, 2.0, 0.0, 1.0], [3.0, 1.0, 1.0, 1.0], [9.0, 9.0, 9.0, 9.0]])
+    weights = reliability_weights(ckr, jnp.array([True, True, False]))
+    student = init(5)
+    opts = FedTADOptions(lam_sem=0.5, lam_div=2.0)
+    got = generator_objective(task, graph, z, classes, student, teachers, weights, 2.0, opts)
+
+    t = np.asarray(jax.vmap(lambda p: task.logits(p, graph))(teachers), np.float64)  # [3, 8, C]
+    s = np.asarray(task.logits(student, graph), np.float64)
+    y = np.asarray(classes)
+    ce = np.log(np.exp(t).sum(-1)) - np.take_along_axis(t, y[None, :, None], -1)[..., 0]
+    by_class = lambda v: v.reshape(3, CLASSES, 2).mean(-1)  # two pseudo nodes per class
+    w = np.asarray(weights)
+    semantic = np.sum(w * by_class(ce))
+    divergence = np.sum(w * by_class(np.abs(s[None] - t).mean(-1)))
+    zz, x = np.asarray(z, np.float64), np.asarray(graph.x, np.float64)
+    noise = ((zz[:, None] - zz[None]) ** 2).mean(-1)
+    features = np.abs(x[:, None] - x[None]).mean(-1)
+    diversity = 2.0 * np.exp(-(noise * features).mean())
+    np.testing.assert_allclose(got, 0.5 * semantic - divergence + 2.0 * diversity, rtol=1e-5)
+
+    only_kd = FedTADOptions(lam_sem=0.0, lam_div=0.0)
+    loss = lambda params: generator_objective(
+        task, graph_of(params), z, classes, student, teachers, weights, 2.0, only_kd
+    )
+    grads = jax.grad(loss)(gen_params)
+    stepped = jax.tree.map(lambda p, g: p - 1e-3 * g, gen_params, grads)
+    disagreement = lambda params: -loss(params)
+    assert disagreement(stepped) > disagreement(gen_params)
 
 
 def test_vmapped_round_equals_per_client_loop_with_a_padded_client():

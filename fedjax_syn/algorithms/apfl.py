@@ -21,7 +21,8 @@ server's w.
 Deviations from the paper:
 - The run's optimiser (momentum, Adam, weight decay) steps w and v; alpha always takes plain SGD
   steps at the run's learning rate, projected onto [0, 1] after each step, so with
-  `adaptive=False` nothing moves it.
+  `adaptive=False` nothing moves it. Under an Adam recipe (the graph comparison: lr 1e-3) that
+  rate is far below the paper's SGD rates, and alpha stays close to its start.
 - v starts at the common initial model, alpha at the `alpha` option (0.25, as in the paper's
   experiments).
 - The server averages w weighted by training examples when the run's `weighted` is set (the paper:

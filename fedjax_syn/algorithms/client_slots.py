@@ -35,3 +35,10 @@ def find(ids: jax.Array, own: jax.Array) -> tuple[jax.Array, jax.Array]:
 def take(stacked: Any, index: jax.Array) -> Any:
     """Row `index` of every leaf of a tree stacked over slots."""
     return jax.tree.map(lambda leaf: leaf[index], stacked)
+
+
+def keep_present(stored: jax.Array, uploaded: jax.Array, client_mask: jax.Array) -> jax.Array:
+    """The ids [K, 2] after a round: each present client's upload, the stored id where a client's
+    upload is masked out (a padded client, or one whose non-finite update was dropped and zeroed,
+    id included), so that a dropped client still finds its slot next round."""
+    return jnp.where(client_mask[:, None] > 0, uploaded, stored)

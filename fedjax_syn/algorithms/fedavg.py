@@ -1,4 +1,6 @@
-"""FedAvg (McMahan et al., AISTATS 2017) and FedProx (Li et al., MLSys 2020).
+"""FedAvg (McMahan, Moore, Ramage, Hampson and Agüera y Arcas, "Communication-Efficient Learning
+of Deep Networks from Decentralized Data", AISTATS 2017) and FedProx (Li, Sahu, Zaheer, Sanjabi,
+Talwalkar and Smith, "Federated Optimization in Heterogeneous Networks", MLSys 2020).
 
 Each round every client starts from the global model, trains locally with a fresh optimiser, and the
 server averages the returned parameters weighted by client size. FedProx adds (mu / 2) ||w - w_g||^2
@@ -10,6 +12,10 @@ from one round to the next, as the FED-PUB code the released FedLoG baselines bu
 the default (a fresh optimiser every round) follows the released FedLoG code. With Adam and a
 handful of local steps a fresh state makes each step about lr * sign(gradient); on Cora K = 10 a
 kept state did not lift FedAvg's global model off the class prior (results/README.md).
+
+Deviations: every client takes part in every round (both papers sample a fraction of the
+clients), and FedProx's clients run their full local schedule (the paper also lets a client
+stop early, its "gamma-inexact" solutions).
 """
 
 import dataclasses

@@ -1,7 +1,14 @@
-"""FedPer (Arivazhagan et al., 2019): a shared encoder, a personal classifier head per client.
+"""FedPer (Arivazhagan, Aggarwal, Singh and Choudhary, "Federated Learning with Personalization
+Layers", arXiv 1912.00818, 2019): a shared encoder, a personal classifier head per client.
 
 The server averages only the `encoder` parameters; each client keeps its own `head` across rounds
 and is evaluated with (global encoder, own head).
+
+Choices the paper leaves open: the personal layers are the model's `head` (`algorithms/parts`:
+the last, classifying layer of every model here; the paper varies how many top layers stay
+personal); the encoders are averaged as FedAvg averages (weighted by client size unless the
+run's `weighted` is off);
+every client takes part in every round and starts each round with a fresh optimiser.
 """
 
 import optax

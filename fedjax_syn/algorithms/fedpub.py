@@ -28,6 +28,8 @@ Checked against the paper and the released code (JinheonBaek/FED-PUB). Choices a
   p = 0.1), features N(0, 1) of the input width; drawn from the server's key at init.
 - alpha is not weighted by client size (as released); `size_weighted=True` multiplies exp(...) by
   n_j, so with agg_temp 0 the aggregate is FedAvg's size-weighted mean.
+- tau (`agg_temp`) defaults to 10, the released argument parser's default; the released Cora
+  scripts pass 3, and the graph comparison runs 10 on every dataset.
 - The released client adds the L1 and proximal terms on detached `state_dict()` tensors, so they
   never reach a gradient there; here they do, as the paper's objective states. The proximal term is
   squared (paper) where the released code takes the plain norm, and like there it is off in round 1.
@@ -206,7 +208,7 @@ def fedpub(
         averaged = {name: uploads[name] for name in ("weights", "masks")}
         return {
             "models": mix(alpha, uploads["weights"]),
-            "ids": uploads["id"],
+            "ids": client_slots.keep_present(server["ids"], uploads["id"], client_mask),
             "proxy": server["proxy"],
             "global": base.weighted_average(averaged, weights * client_mask),
         }

@@ -46,6 +46,11 @@ Deviations from the paper and its released code (zkhku/fedsage):
 - Nodes are hidden among all of a client's nodes (the released code hides half of the nodes outside
   its train/test split, about 10%); `hide_frac` defaults to 0.15, a value not checked against
   the paper's text.
+- What this means in practice: with the default `gen_steps` and `gen_lr` (the released 20
+  epochs at Adam 1e-3), dGen's count rounds to 0 for every node of the comparison's Louvain
+  splits, so no neighbour is generated and FedSage+ trains and predicts as FedAvg there
+  (results/README.md); NeighGen learns to generate with more steps at a larger rate
+  (tests/test_fedsage.py).
 """
 
 import dataclasses

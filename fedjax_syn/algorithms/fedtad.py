@@ -48,6 +48,8 @@ Deviations and simplifications:
   student's Adam moments (the released optimiser keeps them while its model is overwritten by the
   FedAvg average each round); `keep_student_state=False` starts them afresh every round.
 - The diversity term is counted once per real client, as the released loss accumulates it.
+- Every round starts a fresh client optimiser (`cfg.optimizer`, shared with every baseline); the
+  released clients keep theirs across rounds.
 - `global_model` and `personalize` both return the distilled server model.
 """
 
@@ -218,6 +220,32 @@ def diversity_loss(z: jax.Array, x: jax.Array) -> jax.Array:
     return jnp.exp(-jnp.mean(noise * features))
 
 
+def generator_objective(
+    task: Task,
+    graph: Graph,
+    z: jax.Array,
+    classes: jax.Array,
+    student: Any,
+    teachers: Any,
+    weights: jax.Array,
+    num_teachers: jax.Array,
+    opts: FedTADOptions,
+) -> jax.Array:
+    """The generator's loss on the pseudo graph it made from noise `z`, K = `num_teachers`
+    real clients: lam_sem * sum_kc w_kc CE_c(teacher_k) (the teachers must recognise
+    each pseudo node's class) - sum_kc w_kc L1_c(student, teacher_k) (the student must disagree
+    with them; teachers detached) + lam_div * K * diversity (distant noises, distant features)."""
+    num_classes = weights.shape[-1]
+    teacher_logits = jax.vmap(lambda p: task.logits(p, graph))(teachers)
+    ce = optax.softmax_cross_entropy_with_integer_labels(teacher_logits, classes[None])
+    semantic = jnp.sum(weights * class_means(ce, classes, num_classes))
+    divergence = kd_loss(
+        task.logits(student, graph), jax.lax.stop_gradient(teacher_logits), weights, classes
+    )
+    diversity = num_teachers * diversity_loss(z, graph.x)
+    return opts.lam_sem * semantic - divergence + opts.lam_div * diversity
+
+
 def distill(
     task: Task,
     optimizer: optax.GradientTransformation,
@@ -284,14 +312,9 @@ def fedtad(
 
     def generator_loss(gen, z, student, teachers, weights, num_teachers):
         graph = pseudo_graph(gen, z)
-        teacher_logits = jax.vmap(lambda p: task.logits(p, graph))(teachers)
-        ce = optax.softmax_cross_entropy_with_integer_labels(teacher_logits, classes[None])
-        semantic = jnp.sum(weights * class_means(ce, classes, num_classes))
-        divergence = kd_loss(
-            task.logits(student, graph), jax.lax.stop_gradient(teacher_logits), weights, classes
+        return generator_objective(
+            task, graph, z, classes, student, teachers, weights, num_teachers, opts
         )
-        diversity = num_teachers * diversity_loss(z, graph.x)
-        return opts.lam_sem * semantic - divergence + opts.lam_div * diversity
 
     def server_update(server, uploads, client_mask, key):
         student = averaging.server_update(None, uploads, client_mask, key)

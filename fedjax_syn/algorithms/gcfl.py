@@ -31,7 +31,10 @@ Checked against the paper and the released code (Oxfordblue7/GCFL). Choices and 
   then compares sequences of vectors. DTW is unconstrained, with squared Euclidean cost and the
   square root of the total (dtaidistance's `distance`); no standardisation (released default).
 - Thresholds eps1 = 0.05, eps2 = 0.1, seq_length 5 and the 20 warm-up rounds are the released
-  defaults; the norms scale with the learning rate and local steps, so eps1 and eps2 are tuned.
+  defaults, set for its SGD graph-classification recipe. Update norms scale with the optimiser,
+  learning rate and local steps, and the toolkit does not retune eps1 and eps2: under the
+  comparison's recipe (Adam 1e-3, one local epoch) no cluster ever splits, so GCFL+ computes
+  FedAvg there (results/README.md).
 - Every round starts a fresh client optimiser; the released clients keep theirs.
 - At most K clusters, one model slot each, so every shape is static and the round jits; clients
   find their cluster through their slot, which they find by id (`client_slots`).
@@ -244,7 +247,7 @@ def gcfl_plus(
         flat = flat_updates(uploads["update"])
         history = jnp.roll(server["history"], -1, axis=1).at[:, -1].set(signatures(server, flat))
         server = server | {
-            "ids": uploads["id"],
+            "ids": client_slots.keep_present(server["ids"], uploads["id"], client_mask),
             "history": history,
             "filled": jnp.minimum(server["filled"] + 1, opts.seq_length),
             "round": server["round"] + 1,
