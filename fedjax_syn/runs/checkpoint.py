@@ -223,9 +223,9 @@ def time_spent(
     """Wall and CPU seconds spent on a run: this process's since `start`, plus what the processes
     before it spent, as its checkpoint kept them (CPU None: one of them did not measure it)."""
     wall, cpu = clock()
-    return earlier_s + wall - start[
-        0
-    ], None if earlier_cpu_s is None else earlier_cpu_s + cpu - start[1]
+    wall_s = earlier_s + wall - start[0]
+    cpu_s = None if earlier_cpu_s is None else earlier_cpu_s + cpu - start[1]
+    return wall_s, cpu_s
 
 
 def save_state(

@@ -284,7 +284,8 @@ def compile_program(
         engine = dataclasses.replace(engine, client_chunk=chunk, vmap_single=vmap_single)
     init, round_fn = _programs(alg, engine, axes)
     run_init, shapes = compile_init(init, fed, keys)
-    needed = {True, cfg.eval_every == 1}  # the no-evaluation variant only when it is used
+    # The round that evaluates always; the one that does not only when some rounds skip it.
+    needed = (True, False) if cfg.eval_every > 1 else (True,)
     compiled = {
         flag: round_fn.lower(*shapes, fed, keys, evaluate=flag).compile() for flag in needed
     }
@@ -416,15 +417,15 @@ def make_records(
 
 
 def make_record(
-    cfg,
+    cfg: ml_collections.ConfigDict,
     prepared: Prepared,
-    curves,
-    eval_rounds,
-    dropped,
-    wall_time,
-    compile_time,
-    runs_in_program=1,
-    cpu_time=None,
+    curves: dict[str, list[float]],
+    eval_rounds: list[int],
+    dropped: list[list[int]],
+    wall_time: float,
+    compile_time: float,
+    runs_in_program: int = 1,
+    cpu_time: float | None = None,
 ) -> dict:
     """The ledger record of a finished run (`runs_in_program` > 1: it ran batched with others,
     and its wall, CPU and compile times are its share of the program's; `dropped`: the [round,

@@ -73,14 +73,14 @@ class Job:
         return f"batch-{digest}"
 
     @property
-    def condense(self) -> bool:
+    def is_condensation(self) -> bool:
         return self.configs[0].get("track") == "condense"
 
     @property
     def steps(self) -> int:
         """Rounds of a federated program; iterations of a condensation run."""
         cfg = self.configs[0]
-        return cfg.iterations if self.condense else cfg.rounds
+        return cfg.iterations if self.is_condensation else cfg.rounds
 
 
 def _batchable(cfg: ml_collections.ConfigDict) -> bool:
@@ -156,7 +156,7 @@ def run_job(
     ledger; deletes its checkpoints; returns its records. A condensation run checkpoints every
     `checkpoint_every` iterations instead."""
     directory = pathlib.Path(checkpoint_dir) / job.name if checkpoint_dir else None
-    if job.condense:
+    if job.is_condensation:
         step = (lambda i, loss: on_round(i + 1, [])) if on_round else None
         record = condense.run(
             job.configs[0],
@@ -324,13 +324,20 @@ def run_sweep(
     return [record for record in records if record is not None]
 
 
-def _run_claimed(job, ledger, checkpoint_dir, checkpoint_every, progress, log) -> dict[str, dict]:
+def _run_claimed(
+    job: Job,
+    ledger: str,
+    checkpoint_dir: str | pathlib.Path | None,
+    checkpoint_every: int,
+    progress: bool,
+    log: Callable[[str], None],
+) -> dict[str, dict]:
     """Runs one claimed program with its progress bar; its records by run id."""
     first = job.configs[0]
-    label = f"{first.method} ipc={first.ipc}" if job.condense else first.algorithm
+    label = f"{first.method} ipc={first.ipc}" if job.is_condensation else first.algorithm
     if len(job.configs) > 1:
         label += f" x{len(job.configs)} [{describe(job.configs)}]"
-    unit = "iteration" if job.condense else "round"
+    unit = "iteration" if job.is_condensation else "round"
     with tqdm(total=job.steps, desc=label, unit=unit, leave=False, disable=not progress) as bar:
 
         def on_round(r: int, metrics: list[dict], bar=bar) -> None:
