@@ -81,15 +81,6 @@ def test_append_keeps_a_complete_last_record_that_lacks_its_newline(tmp_path):
     assert [r["run_id"] for r in ledger_lib.read_ledger(ledger)] == ["hand-written", "b"]
 
 
-def test_a_corrupt_last_line_that_ends_in_a_newline_is_corruption_not_a_torn_write(tmp_path):
-    """A torn write never ends in its newline; a bad line that does would end up mid-file at the
-    next append, so it is reported now."""
-    ledger = tmp_path / "ledger.jsonl"
-    ledger.write_text('{"run_id": "a"}\n{"run_id": oops}\n')
-    with pytest.raises(UserError, match=r"ledger\.jsonl line 2 is corrupt"):
-        ledger_lib.read_ledger(ledger)
-
-
 def test_append_new_records_appends_only_run_ids_the_ledger_lacks(tmp_path):
     ledger = tmp_path / "ledger.jsonl"
     assert ledger_lib.append_new_records(ledger, [{"run_id": "a", "v": 1}]) == [
@@ -121,9 +112,19 @@ def test_processes_appending_the_same_runs_at_once_write_each_once(tmp_path):
     assert sorted(int(r["run_id"]) for r in ledger_lib.read_ledger(ledger)) == list(range(30))
 
 
-def test_corrupt_line_in_the_middle_raises_naming_file_and_line(tmp_path):
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"run_id": "a"}\n{"run_id": oops}\n{"run_id": "c"}\n',
+        # Last, but ending in its newline: a torn write never does, and the next append would
+        # leave the line mid-file, so it is corruption too.
+        '{"run_id": "a"}\n{"run_id": oops}\n',
+    ],
+    ids=["mid-file", "last-with-newline"],
+)
+def test_corrupt_line_raises_naming_file_and_line(tmp_path, text):
     ledger = tmp_path / "ledger.jsonl"
-    ledger.write_text('{"run_id": "a"}\n{"run_id": oops}\n{"run_id": "c"}\n')
+    ledger.write_text(text)
     with pytest.raises(UserError, match=r"ledger\.jsonl line 2 is corrupt"):
         ledger_lib.read_ledger(ledger)
 
