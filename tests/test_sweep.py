@@ -415,3 +415,29 @@ def test_checkpoint_every_0_saves_nothing_but_still_resumes(tmp_path, counted_in
     fresh = tmp_path / "fresh"
     sweep.run_job(job, ledger=None, checkpoint_dir=fresh, checkpoint_every=0)
     assert not fresh.exists()
+
+
+def test_a_program_another_process_finished_meanwhile_is_skipped_not_rerun(tmp_path, monkeypatch):
+    """Another process appends the program's records after this sweep read the ledger but before
+    it claims the program: the re-read after claiming skips it, and the ledger holds it once."""
+    config = default_config()
+    config.update(dict(num_clients=3, hidden=(16,), batch_size=32, rounds=2))
+    config.grid = {"algorithm": ("fedavg",)}
+    (job,) = sweep.plan(grid_configs(config))
+    elsewhere = sweep.run_job(job, ledger=None, checkpoint_dir=None)
+    ledger, checkpoints = tmp_path / "ledger.jsonl", tmp_path / "checkpoints"
+    claim = sweep._claim
+
+    def finished_by_another_process(job, checkpoint_dir):
+        ledger_lib.append_new_records(ledger, elsewhere)
+        return claim(job, checkpoint_dir)
+
+    monkeypatch.setattr(sweep, "_claim", finished_by_another_process)
+    monkeypatch.setattr(sweep, "run_job", lambda *a, **k: pytest.fail("ran a finished program"))
+    lines = []
+    records = sweep.run_sweep(
+        config, ledger=str(ledger), checkpoint_dir=checkpoints, progress=False, log=lines.append
+    )
+    assert lines == [f"skipping {job.name}: another process finished it"]
+    assert [r["run_id"] for r in records] == [r["run_id"] for r in elsewhere]
+    assert len(ledger_lib.read_ledger(ledger)) == 1
