@@ -1,7 +1,7 @@
 """Graph local-generalization table: Unseen Node, Missing Class and New Client accuracy, in the
 closeset (unseen nodes only from classes the client trains on) and openset (unseen nodes from all
-of the client's nodes) settings, K in {3, 5, 10}, every algorithm, seeds 0, 1, 2 (../shared/docs/PROTOCOL.md,
-graph track; FedLoG, Kim et al., ICLR 2025).
+of the client's nodes) settings, K in {3, 5, 10}, FedLoG and the five baselines of the Seen table,
+seeds 0, 1, 2 (../shared/docs/PROTOCOL.md, graph track; FedLoG, Kim et al., ICLR 2025).
 
 Same training recipe as the Seen table (`graph_seen.graph_base`). Seeds and the two settings of
 one (dataset, K, algorithm) differ only in their data, so they run as one batched program.

@@ -1,6 +1,7 @@
 """Graph Seen table: node classification accuracy on each client's own (seen) test nodes, for
-K in {3, 5, 10} clients (plus one new client) on seven graphs, every algorithm, seeds 0, 1, 2
-(../shared/docs/PROTOCOL.md, graph track; FedLoG, Kim et al., ICLR 2025).
+K in {3, 5, 10} clients (plus one new client) on seven graphs, FedLoG and five baselines (local,
+FedAvg, FedProx, FedPer, FedAvg-FT), seeds 0, 1, 2 (../shared/docs/PROTOCOL.md, graph track;
+FedLoG, Kim et al., ICLR 2025).
 
 The split is Louvain (closeset unseen nodes, 30% missing classes per client); the optimisation is
 FedLoG's graph recipe: 2-layer GraphSAGE 128-64, Adam lr 1e-3 with weight decay 5e-4, minibatches
@@ -9,7 +10,8 @@ Clients run one at a time (`client_chunk = 1`), so each seed runs as its own pro
 over seeds, every client would run as many steps as the same client of the busiest seed.
 
 PubMed needs its full Planetoid files (`ind.pubmed.allx` is not in the staged copy; the loader
-downloads it where the internet is reachable); drop it offline with --grid='dataset=cora,citeseer'.
+downloads it where the internet is reachable); drop it offline with
+--grid='dataset=cora,citeseer,photo,computers,cs,physics'.
 
     python -m experiments.main --mode=reproduce --table=graph_seen
     python -m experiments.main --config=experiments/configs/graph_seen.py --grid='dataset=cora'

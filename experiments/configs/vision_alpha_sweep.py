@@ -1,4 +1,4 @@
-"""Vision heterogeneity sweep: every baseline and FedLoG's image recipe (`fedlog_vision`) on
+"""Vision heterogeneity sweep: five baselines (local, FedAvg, FedProx, FedPer, FedAvg-FT) and FedLoG's image recipe (`fedlog_vision`) on
 Fashion-MNIST under Dirichlet(alpha) label skew, alpha in {0.05, 0.1, 0.3, 1.0, 10.0}
 (../shared/docs/PROTOCOL.md, vision track), K = 10 clients plus one new client, seeds 0, 1, 2.
 

@@ -1,7 +1,7 @@
 """Where a sweep stands: which of its runs are in the ledger, which have started (and how far
 their checkpoints got), which a process is running now, and roughly how long the rest will take.
 
-A sweep of many cells runs for days across interrupted sessions; before restarting it, one wants
+A sweep of many cells runs for days, interrupted and resumed; before restarting it, one wants
 to know what is left and what it will cost without starting anything. Nothing here writes,
 claims or computes: it reads the grid, the ledger and the checkpoint folder.
 
