@@ -24,10 +24,10 @@ STOPPED = 3  # exit status after a STOP_AFTER stop
 
 def _instrument(report: dict, stop_after: int) -> None:
     """Wraps the library functions whose effects the test checks."""
-    shard_stacked, save_state, append_record = (
+    shard_stacked, save_state, append_new_records = (
         program.shard_stacked,
         sweep.save_state,
-        sweep.append_record,
+        sweep.append_new_records,
     )
 
     def placed(fed: Any, axes: Any, mesh: Any) -> Any:
@@ -48,11 +48,12 @@ def _instrument(report: dict, stop_after: int) -> None:
         if state.round == stop_after:
             raise SystemExit(STOPPED)
 
-    def appended(path: Any, record: dict) -> None:
-        report["appended"] += 1
-        append_record(path, record)
+    def appended(path: Any, records: list[dict]) -> list[dict]:
+        written = append_new_records(path, records)
+        report["appended"] += len(written)
+        return written
 
-    program.shard_stacked, sweep.save_state, sweep.append_record = placed, saved, appended
+    program.shard_stacked, sweep.save_state, sweep.append_new_records = placed, saved, appended
 
 
 def main() -> None:
