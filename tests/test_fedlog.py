@@ -568,8 +568,8 @@ def test_fedlog_beats_local_on_missing_classes_on_cora(data_dir):
 
     cfg = fedlog_cora.get_config("released")  # untrained prompts: no generator pretraining
     cfg.data_dir = str(data_dir)
-    cfg.rounds = 6
-    cfg.fedlog.pretrain_epochs = 30
+    cfg.rounds = 4
+    cfg.fedlog.pretrain_epochs = 20
     local_cfg = cfg.copy_and_resolve_references()
     local_cfg.algorithm = "local"
     prepared = prepare(cfg)

@@ -134,17 +134,17 @@ def test_distillation_lowers_the_kd_loss_on_generated_data():
     assert losses[1] < losses[0] and losses[2] < losses[1] and after < losses[2]
 
 
-def test_generator_objective_is_the_papers_and_a_step_on_it_pushes_the_student_away():
+def test_generator_objective_is_the_papers():
     """lam_sem * sum w CE(teachers) - sum w L1(student, teachers) + lam_div * K * diversity, by
-    hand; and with the other terms off, a descent step on the generator makes the student
-    disagree more with the teachers (the sign that makes the samples hard)."""
+    hand, with distinct weights for the terms: a flipped sign (the student must disagree with
+    the teachers, which makes the samples hard), a dropped reliability weight or a missing term
+    fails it."""
     task = Task(GNN(CLASSES, kind="sage", hidden=(16, 8), dropout=0.0), graph=True)
     classes = pseudo_classes(8, CLASSES)
     gen = Generator(CLASSES, 12, (8,))
     z = jax.random.normal(jax.random.key(0), (8, 4))
     gen_params = gen.init(jax.random.key(1), z, classes)
-    graph_of = lambda params: knn_graph(gen.apply(params, z, classes), 2)
-    graph = graph_of(gen_params)
+    graph = knn_graph(gen.apply(gen_params, z, classes), 2)
     init = lambda seed: task.init(jax.random.key(seed), graph)
     teachers = jax.tree.map(lambda *leaves: jnp.stack(leaves), *[init(s) for s in (2, 3, 4)])
     ckr = jnp.array([[1.0, 2.0, 0.0, 1.0], [3.0, 1.0, 1.0, 1.0], [9.0, 9.0, 9.0, 9.0]])
@@ -166,15 +166,6 @@ def test_generator_objective_is_the_papers_and_a_step_on_it_pushes_the_student_a
     features = np.abs(x[:, None] - x[None]).mean(-1)
     diversity = 2.0 * np.exp(-(noise * features).mean())
     np.testing.assert_allclose(got, 0.5 * semantic - divergence + 2.0 * diversity, rtol=1e-5)
-
-    only_kd = FedTADOptions(lam_sem=0.0, lam_div=0.0)
-    loss = lambda params: generator_objective(
-        task, graph_of(params), z, classes, student, teachers, weights, 2.0, only_kd
-    )
-    grads = jax.grad(loss)(gen_params)
-    stepped = jax.tree.map(lambda p, g: p - 1e-3 * g, gen_params, grads)
-    disagreement = lambda params: -loss(params)
-    assert disagreement(stepped) > disagreement(gen_params)
 
 
 def test_vmapped_round_equals_per_client_loop_with_a_padded_client():

@@ -306,13 +306,15 @@ def test_a_run_computes_its_initial_states_once(counted_inits):
 
 
 @pytest.mark.parametrize(
-    "seeds, cpu_before",
-    [((0,), 1000.0), ((0, 1), None)],
-    ids=["single", "batched-checkpoint-without-cpu-time"],
+    "seeds, cpu_before, every",
+    [((0,), 1000.0, 10), ((0, 1), None, 0)],
+    ids=["single", "batched-checkpoint-without-cpu-time-and-saving-off"],
 )
 def test_a_resumed_run_restores_without_computing_its_initial_states(
-    tmp_path, counted_inits, seeds, cpu_before
+    tmp_path, counted_inits, seeds, cpu_before, every
 ):
+    """With saving off (--checkpoint_every=0) a checkpoint an earlier process left still
+    resumes, never thrown away with its progress."""
     points = [_counting_config(s) for s in seeds]
     (job,) = sweep.plan(points)
     compiled = program.compile_program(job.configs)
@@ -327,7 +329,9 @@ def test_a_resumed_run_restores_without_computing_its_initial_states(
     counted_inits.clear()
     lines = []
     cpu_start = time.process_time()
-    got = sweep.run_job(job, ledger=None, checkpoint_dir=tmp_path, log=lines.append)
+    got = sweep.run_job(
+        job, ledger=None, checkpoint_dir=tmp_path, checkpoint_every=every, log=lines.append
+    )
     cpu_now = time.process_time() - cpu_start
     assert lines == [f"resumed {job.name} from round 1 ({tmp_path / job.name})"]
     assert counted_inits == []
@@ -377,15 +381,24 @@ def test_a_program_another_process_holds_is_skipped_then_run_once_released(tmp_p
     assert not any(checkpoints.iterdir())  # neither checkpoints nor lock files are left
 
 
-def test_a_program_finished_before_its_cleanup_leaves_no_checkpoint_or_lock_behind(tmp_path):
-    """Killed after its records were appended but before removing its checkpoints and lock file:
-    the next sweep skips the program and removes both."""
+@pytest.fixture(scope="module")
+def finished_fedavg():
+    """(config, its one program, that program's records): a tiny sweep, run once per module."""
     config = default_config()
     config.update(dict(num_clients=3, hidden=(16,), batch_size=32, rounds=2))
     config.grid = {"algorithm": ("fedavg",)}
     (job,) = sweep.plan(grid_configs(config))
+    return config, job, sweep.run_job(job, ledger=None, checkpoint_dir=None)
+
+
+def test_a_program_finished_before_its_cleanup_leaves_no_checkpoint_or_lock_behind(
+    tmp_path, finished_fedavg
+):
+    """Killed after its records were appended but before removing its checkpoints and lock file:
+    the next sweep skips the program and removes both."""
+    config, job, records = finished_fedavg
     ledger, checkpoints = tmp_path / "ledger.jsonl", tmp_path / "checkpoints"
-    records = sweep.run_job(job, ledger=str(ledger), checkpoint_dir=None)
+    ledger_lib.append_new_records(ledger, records)
     (checkpoints / job.name).mkdir(parents=True)
     (checkpoints / f"{job.name}.lock").touch()
     again = sweep.run_sweep(config, ledger=str(ledger), checkpoint_dir=checkpoints, progress=False)
@@ -393,38 +406,12 @@ def test_a_program_finished_before_its_cleanup_leaves_no_checkpoint_or_lock_behi
     assert not any(checkpoints.iterdir())
 
 
-def test_checkpoint_every_0_saves_nothing_but_still_resumes(tmp_path, counted_inits):
-    """--checkpoint_every=0 turns saving off; a checkpoint an earlier process left still resumes,
-    never thrown away with its progress."""
-    points = [_counting_config()]
-    (job,) = sweep.plan(points)
-    compiled = program.compile_program(job.configs)
-    state = program.advance(compiled, program.initial_state(compiled), 1, None)
-    ckpt = RunCheckpointer(tmp_path / job.name)
-    save_state(ckpt, state, 7.0, 1.0)
-    ckpt.close()
-    finished = program.advance(compiled, state, compiled.last_round, None)
-    lines = []
-    got = sweep.run_job(
-        job, ledger=None, checkpoint_dir=tmp_path, checkpoint_every=0, log=lines.append
-    )
-    assert lines == [f"resumed {job.name} from round 1 ({tmp_path / job.name})"]
-    assert [r["curves"] for r in got] == [
-        r["curves"] for r in program.make_records(compiled, finished, 0.0)
-    ]
-    fresh = tmp_path / "fresh"
-    sweep.run_job(job, ledger=None, checkpoint_dir=fresh, checkpoint_every=0)
-    assert not fresh.exists()
-
-
-def test_a_program_another_process_finished_meanwhile_is_skipped_not_rerun(tmp_path, monkeypatch):
+def test_a_program_another_process_finished_meanwhile_is_skipped_not_rerun(
+    tmp_path, monkeypatch, finished_fedavg
+):
     """Another process appends the program's records after this sweep read the ledger but before
     it claims the program: the re-read after claiming skips it, and the ledger holds it once."""
-    config = default_config()
-    config.update(dict(num_clients=3, hidden=(16,), batch_size=32, rounds=2))
-    config.grid = {"algorithm": ("fedavg",)}
-    (job,) = sweep.plan(grid_configs(config))
-    elsewhere = sweep.run_job(job, ledger=None, checkpoint_dir=None)
+    config, job, elsewhere = finished_fedavg
     ledger, checkpoints = tmp_path / "ledger.jsonl", tmp_path / "checkpoints"
     claim = sweep._claim
 
