@@ -1,6 +1,6 @@
 """The main job: FedLoG's image recipe (fedlog_vision) beside local / fedavg / fedavg_ft / fedprox on
-scikit-learn's digits, alpha in {0.1, 1.0}, two seeds. Embedded data, no download; about two
-minutes on a 2-core CPU.
+scikit-learn's digits, alpha in {0.1, 1.0}, two seeds. Embedded data, no download; about 1.5
+minutes on a 2-core CPU (BENCHMARKS.md, "Main job").
 
     python -m experiments.main --config=experiments/configs/digits_table.py
 """
