@@ -10,7 +10,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from fedjax_syn.report.specs import Column, scoring_of
-from fedjax_syn.report.tables import Table, absent_tuned_runs, complete_groups, verdict
+from fedjax_syn.report.tables import (
+    Table,
+    absent_tuned_runs,
+    comparison_groups,
+    complete_groups,
+    verdict,
+)
 
 ROW_LABELS = {"protocol.num_clients": "K", "protocol.alpha": "alpha", "ipc": "IPC"}
 
@@ -95,13 +101,7 @@ def _verdict_lines(table: Table) -> list[str]:
     """A Markdown table of `verdict` for every judged row and column, after its summary."""
     spec, complete = table.spec, complete_groups(table)
     judged = [k for keys in complete.values() for k in keys if k[-1] in spec.verdict_for]
-    pending = [
-        group
-        for group in dict.fromkeys(
-            tuple(k[i] for i in spec.compare_indices) for k in table.row_keys
-        )
-        if group not in complete
-    ]
+    pending = [group for group in comparison_groups(table) if group not in complete]
     waiting = [
         "Not judged until every row of the cell has all its runs (`Missing runs`): "
         + "; ".join(_assignments(spec.compare_keys, group) for group in pending)

@@ -10,8 +10,8 @@ its figure, all under one output folder it reports:
     OUT/figures/<name>*.{png,pdf}
 
 `quick=True` shrinks the work for a smoke run: at most 3 rounds, the first seed, the first dataset,
-client count and images per class, and the expensive inner loops of condensation and FedLoG's round 0, keeping the
-axes the table compares (algorithms, heterogeneity levels, settings, variants).
+client count and images per class, and the expensive inner loops of condensation and FedLoG's
+round 0, keeping the axes the table compares (algorithms, heterogeneity levels, settings, variants).
 """
 
 from __future__ import annotations

@@ -147,14 +147,21 @@ def is_complete(table: Table, key: tuple) -> bool:
     return has_seeds and not absent_tuned_runs(table, key)
 
 
-def complete_groups(table: Table) -> dict[tuple, list[tuple]]:
-    """Row keys per comparison group (e.g. per dataset and K) whose every row is complete: a
-    group still running would be judged against a partial field."""
+def comparison_groups(table: Table) -> dict[tuple, list[tuple]]:
+    """Row keys per comparison group (e.g. per dataset and K), in row order."""
     groups: dict[tuple, list[tuple]] = {}
     for key in table.row_keys:
         groups.setdefault(tuple(key[i] for i in table.spec.compare_indices), []).append(key)
+    return groups
+
+
+def complete_groups(table: Table) -> dict[tuple, list[tuple]]:
+    """The comparison groups whose every row is complete: a group still running would be
+    judged against a partial field."""
     return {
-        group: keys for group, keys in groups.items() if all(is_complete(table, k) for k in keys)
+        group: keys
+        for group, keys in comparison_groups(table).items()
+        if all(is_complete(table, k) for k in keys)
     }
 
 

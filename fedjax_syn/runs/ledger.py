@@ -47,8 +47,8 @@ the same model trained on as many randomly chosen real examples per class.
 
 Appending: each record is one line written with a single O_APPEND write (looped over short writes)
 under an exclusive `fcntl.flock`, then fsync'ed; sweeps append only run ids the ledger does not
-hold, checked under that lock (`append_new_records`). Appending keeps each write O(record) instead of
-rewriting an ever-growing file, and the lock serialises concurrent writers so lines never
+hold, checked under that lock (`append_new_records`). Appending keeps each write O(record)
+instead of rewriting an ever-growing file, and the lock serialises concurrent writers so lines never
 interleave. A writer killed mid-write leaves at most a partial last line; readers skip it with a
 warning, and the next append removes it before writing, so it never ends up mid-file. A write that
 fails (full disk, read-only folder) is truncated away at once and raised as a one-line `UserError`.
